@@ -1,0 +1,1 @@
+"""Billing: price catalogue, metering, usage, invoices (see docs/architecture.md)."""

@@ -1,0 +1,146 @@
+"""Typed builders of libvirt XML. No policy here: callers decide, these only spell it.
+
+Built with ElementTree so nothing is ever string-formatted into the document; the only values
+in it are derived from UUIDs, numbers and operator settings, never from what a user typed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+from compute.drivers.base import NetworkInfo
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, {k.rstrip("_"): str(v) for k, v in attrs.items()})
+    if text is not None:
+        el.text = str(text)
+    return el
+
+
+def _xml(root: ET.Element) -> str:
+    return ET.tostring(root, encoding="unicode")
+
+
+def volume_xml(
+    name: str, capacity_bytes: int, fmt: str, backing_path: str | None = None, backing_format: str = "qcow2"
+) -> str:
+    root = ET.Element("volume")
+    _sub(root, "name", name)
+    _sub(root, "capacity", str(capacity_bytes), unit="bytes")
+    target = _sub(root, "target")
+    _sub(target, "format", type=fmt)
+    if backing_path:
+        backing = _sub(root, "backingStore")
+        _sub(backing, "path", backing_path)
+        _sub(backing, "format", type=backing_format)
+    return _xml(root)
+
+
+def dhcp_host_xml(mac: str, ip: str, hostname: str | None = None) -> str:
+    """A DHCP host entry; without a name it matches an entry by MAC and IP, as deletion needs."""
+    attrs = {"mac": mac, "ip": ip}
+    if hostname:
+        attrs["name"] = hostname
+    return _xml(ET.Element("host", attrs))
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    uuid: str
+    name: str
+    domain_type: str
+    vcpus: int
+    memory_mb: int
+    pool: str
+    disk_volume: str
+    seed_volume: str | None
+    network: str
+    mac: str
+    vnc_listen: str
+    bandwidth_kbytes: int | None
+
+
+def domain_xml(cfg: DomainConfig) -> str:
+    root = ET.Element("domain", type=cfg.domain_type)
+    _sub(root, "name", cfg.name)
+    _sub(root, "uuid", cfg.uuid)
+    _sub(root, "memory", str(cfg.memory_mb), unit="MiB")
+    _sub(root, "currentMemory", str(cfg.memory_mb), unit="MiB")
+    _sub(root, "vcpu", str(cfg.vcpus))
+    os_el = _sub(root, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64")
+    _sub(os_el, "boot", dev="hd")
+    features = _sub(root, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    _sub(root, "on_poweroff", "destroy")
+    _sub(root, "on_reboot", "restart")
+    _sub(root, "on_crash", "destroy")
+    devices = _sub(root, "devices")
+    disk = _sub(devices, "disk", type="volume", device="disk")
+    _sub(disk, "driver", name="qemu", type="qcow2")
+    _sub(disk, "source", pool=cfg.pool, volume=cfg.disk_volume)
+    _sub(disk, "target", dev="vda", bus="virtio")
+    if cfg.seed_volume:
+        seed = _sub(devices, "disk", type="volume", device="cdrom")
+        _sub(seed, "driver", name="qemu", type="raw")
+        _sub(seed, "source", pool=cfg.pool, volume=cfg.seed_volume)
+        _sub(seed, "target", dev="sda", bus="sata")
+        _sub(seed, "readonly")
+    iface = _sub(devices, "interface", type="network")
+    _sub(iface, "mac", address=cfg.mac)
+    _sub(iface, "source", network=cfg.network)
+    _sub(iface, "model", type="virtio")
+    if cfg.bandwidth_kbytes:
+        bandwidth = _sub(iface, "bandwidth")
+        _sub(bandwidth, "inbound", average=str(cfg.bandwidth_kbytes))
+        _sub(bandwidth, "outbound", average=str(cfg.bandwidth_kbytes))
+    serial = _sub(devices, "serial", type="pty")
+    _sub(serial, "target", port="0")
+    console = _sub(devices, "console", type="pty")
+    _sub(console, "target", type="serial", port="0")
+    graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes", listen=cfg.vnc_listen)
+    _sub(graphics, "listen", type="address", address=cfg.vnc_listen)
+    video = _sub(devices, "video")
+    _sub(video, "model", type="vga")
+    return _xml(root)
+
+
+def vnc_port_of(domain_xml_text: str) -> int | None:
+    graphics = ET.fromstring(domain_xml_text).find("./devices/graphics[@type='vnc']")
+    if graphics is None:
+        return None
+    port = int(graphics.get("port", "-1"))
+    return port if port > 0 else None
+
+
+def dhcp_hosts_of(network_xml_text: str) -> list[dict[str, str]]:
+    root = ET.fromstring(network_xml_text)
+    return [dict(h.attrib) for h in root.iterfind("./ip/dhcp/host")]
+
+
+def backing_path_of(volume_xml_text: str) -> str | None:
+    path = ET.fromstring(volume_xml_text).find("./backingStore/path")
+    return path.text if path is not None else None
+
+
+def pool_path_of(pool_xml_text: str) -> str:
+    return ET.fromstring(pool_xml_text).findtext("./target/path") or ""
+
+
+def network_info_of(network_xml_text: str) -> NetworkInfo:
+    """Subnet, gateway and DHCP range of the first IPv4 <ip> of a network."""
+    ip = ET.fromstring(network_xml_text).find("./ip")
+    if ip is None:
+        raise ValueError("the network has no <ip> element")
+    gateway = ip.get("address", "")
+    prefix = ip.get("prefix") or str(ipaddress.IPv4Network(f"0.0.0.0/{ip.get('netmask')}").prefixlen)
+    subnet = ipaddress.ip_network(f"{gateway}/{prefix}", strict=False)
+    dhcp_range = ip.find("./dhcp/range")
+    hosts = list(subnet.hosts()) if dhcp_range is None else None
+    first = dhcp_range.get("start") if dhcp_range is not None else str(hosts[1])
+    last = dhcp_range.get("end") if dhcp_range is not None else str(hosts[-1])
+    return NetworkInfo(cidr=str(subnet), gateway=gateway, first=first, last=last)

@@ -1,0 +1,80 @@
+"""Operator writes for hosts and images."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from django.db import transaction
+
+from compute.drivers.base import HostRef
+from compute.drivers.libvirt import driver_for
+from compute.models import Host, Image, Instance, InstanceState, IpPool
+from portal.api import ConflictError
+from tenants.access import Actor
+from tenants.services import audit
+
+
+def host_register(
+    *,
+    name: str,
+    uri: str,
+    queue: str | None = None,
+    storage_pool: str = "default",
+    network: str = "default",
+    vnc_listen: str = "127.0.0.1",
+    shaping: bool = True,
+    domain_type: str | None = None,
+    allow_kvm: bool = True,
+    **ratios,
+) -> Host:
+    """Probe the host through libvirt, then record it with its capacity and IP pool.
+
+    The probe happens before the transaction: no hypervisor call inside an open one.
+    """
+    probe = HostRef(name, uri, storage_pool, network, vnc_listen, shaping, domain_type or "qemu")
+    drv = driver_for(probe)
+    info = drv.host_info()
+    net = drv.network_info()
+    if domain_type is None:
+        domain_type = "test" if uri.startswith("test:") else ("kvm" if info.kvm_available and allow_kvm else "qemu")
+    probe = replace(probe, domain_type=domain_type)
+    with transaction.atomic():
+        host, _created = Host.objects.update_or_create(
+            name=name,
+            defaults={
+                "uri": uri,
+                "queue": queue or f"host.{name}",
+                "storage_pool": storage_pool,
+                "network": network,
+                "vnc_listen": vnc_listen,
+                "shaping": shaping,
+                "domain_type": domain_type,
+                "vcpus_total": info.vcpus,
+                "memory_mb_total": info.memory_mb,
+                "disk_gb_total": info.disk_gb,
+                **ratios,
+            },
+        )
+        IpPool.objects.update_or_create(
+            host=host, defaults={"cidr": net.cidr, "gateway": net.gateway, "first": net.first, "last": net.last}
+        )
+    return host
+
+
+def host_set_status(*, actor: Actor | None, host: Host, status: str) -> Host:
+    Host.objects.filter(pk=host.pk).update(status=status)
+    host.refresh_from_db()
+    audit(actor, "host.status", tenant=None, target=host.name, status=status)
+    return host
+
+
+def image_delete(*, actor: Actor, image: Image) -> None:
+    """Retire an image. Instances still built from it keep their disks; new ones cannot use it."""
+    live = Instance.objects.filter(image=image).exclude(state=InstanceState.DELETED)
+    if image.visibility == Image.Visibility.PRIVATE and live.exists() and image.host_id:
+        raise ConflictError("Instances still use this snapshot; delete them first.")
+    if image.state == Image.State.PENDING:
+        raise ConflictError("This image is still being created.")
+    Image.objects.filter(pk=image.pk).update(state=Image.State.DELETED)
+    audit(actor, "image.delete", target=str(image.pk), name=image.name)
+

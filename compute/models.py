@@ -1,0 +1,278 @@
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from tenants.models import ApiToken, Tenant
+
+
+class Host(models.Model):
+    """A hypervisor reached through one libvirt URI, served by the workers of one queue."""
+
+    class Status(models.TextChoices):
+        UP = "up", "Up"
+        DOWN = "down", "Down"
+        DISABLED = "disabled", "Disabled"
+
+    class DomainType(models.TextChoices):
+        KVM = "kvm", "KVM"
+        QEMU = "qemu", "QEMU (software emulation)"
+        TEST = "test", "libvirt test driver"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.SlugField(max_length=60, unique=True)
+    uri = models.CharField(max_length=300, help_text="libvirt URI, e.g. qemu:///system")
+    queue = models.CharField(max_length=100, unique=True, help_text="Celery queue of this host's workers")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UP)
+    vcpus_total = models.PositiveIntegerField()
+    memory_mb_total = models.PositiveIntegerField()
+    disk_gb_total = models.PositiveIntegerField()
+    cpu_ratio = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal("4.00"))
+    ram_ratio = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal("1.00"))
+    disk_ratio = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal("1.00"))
+    # What live instances have claimed; changed only by conditional UPDATEs in scheduler.py.
+    vcpus_used = models.PositiveIntegerField(default=0)
+    memory_mb_used = models.PositiveIntegerField(default=0)
+    disk_gb_used = models.PositiveIntegerField(default=0)
+    storage_pool = models.CharField(max_length=100, default="default")
+    network = models.CharField(max_length=100, default="default")
+    vnc_listen = models.GenericIPAddressField(default="127.0.0.1")
+    shaping = models.BooleanField(default=True, help_text="Apply <bandwidth> limits to interfaces")
+    domain_type = models.CharField(max_length=8, choices=DomainType.choices, default=DomainType.QEMU)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    orphans = models.JSONField(default=dict, blank=True, help_text="Last orphan report")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def capacity(self) -> dict[str, int]:
+        return {
+            "vcpus": int(self.vcpus_total * self.cpu_ratio),
+            "memory_mb": int(self.memory_mb_total * self.ram_ratio),
+            "disk_gb": int(self.disk_gb_total * self.disk_ratio),
+        }
+
+
+class IpPool(models.Model):
+    """The addresses handed out on one host's libvirt network."""
+
+    host = models.OneToOneField(Host, on_delete=models.CASCADE, related_name="ip_pool")
+    cidr = models.CharField(max_length=43)
+    gateway = models.GenericIPAddressField()
+    first = models.GenericIPAddressField()
+    last = models.GenericIPAddressField()
+
+    def __str__(self) -> str:
+        return f"{self.host.name} {self.cidr}"
+
+
+class IpAllocation(models.Model):
+    pool = models.ForeignKey(IpPool, on_delete=models.PROTECT, related_name="allocations")
+    address = models.GenericIPAddressField()
+    instance = models.OneToOneField("Instance", on_delete=models.CASCADE, related_name="ip_allocation")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["pool", "address"], name="ip_unique_in_pool")]
+
+
+class Image(models.Model):
+    class Visibility(models.TextChoices):
+        PUBLIC = "public", "Public"
+        PRIVATE = "private", "Private"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACTIVE = "active", "Active"
+        ERROR = "error", "Error"
+        DELETED = "deleted", "Deleted"
+
+    class Format(models.TextChoices):
+        QCOW2 = "qcow2", "qcow2"
+        RAW = "raw", "raw"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100)
+    os_family = models.CharField(max_length=40, default="linux")
+    os_version = models.CharField(max_length=40, blank=True)
+    format = models.CharField(max_length=8, choices=Format.choices, default=Format.QCOW2)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    checksum = models.CharField(max_length=71, blank=True, help_text="sha256:<hex>")
+    min_disk_gb = models.PositiveIntegerField(default=1)
+    min_memory_mb = models.PositiveIntegerField(default=64)
+    visibility = models.CharField(max_length=8, choices=Visibility.choices, default=Visibility.PUBLIC)
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="images")
+    state = models.CharField(max_length=8, choices=State.choices, default=State.ACTIVE)
+    # Operator images: a file on the portal's image store, uploaded once to each host's pool.
+    source_path = models.CharField(max_length=500, blank=True)
+    # Snapshots live as a volume on the host they were taken on, and only that host uses them.
+    host = models.ForeignKey(Host, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    source_instance = models.ForeignKey(
+        "Instance", null=True, blank=True, on_delete=models.SET_NULL, related_name="snapshots"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["os_family", "name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(visibility="public", tenant__isnull=True) | Q(visibility="private", tenant__isnull=False),
+                name="image_private_has_tenant",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def volume_name(self) -> str:
+        return f"img-{self.id}.{self.format}"
+
+
+SIZE_FIELDS = ("vcpus", "memory_mb", "disk_gb", "bandwidth_mbit", "traffic_gb", "sla_percent")
+
+
+class Flavor(models.Model):
+    """A standard SLA product. Once an instance uses it, its size and SLA never change."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=60, unique=True)
+    vcpus = models.PositiveIntegerField()
+    memory_mb = models.PositiveIntegerField()
+    disk_gb = models.PositiveIntegerField()
+    bandwidth_mbit = models.PositiveIntegerField(default=100)
+    traffic_gb = models.PositiveIntegerField(default=1000, help_text="Included monthly traffic")
+    sla_percent = models.DecimalField(max_digits=6, decimal_places=3, default=Decimal("99.900"))
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["vcpus", "memory_mb", "disk_gb"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding and self.instances.exists():
+            stored = Flavor.objects.get(pk=self.pk)
+            if any(getattr(stored, f) != getattr(self, f) for f in SIZE_FIELDS):
+                raise ValidationError("A flavor in use cannot change size or SLA; create a new flavor.")
+        super().save(*args, **kwargs)
+
+
+class InstanceState(models.TextChoices):
+    BUILDING = "building", "Building"
+    RUNNING = "running", "Running"
+    STOPPING = "stopping", "Stopping"
+    STOPPED = "stopped", "Stopped"
+    STARTING = "starting", "Starting"
+    REBOOTING = "rebooting", "Rebooting"
+    RESIZING = "resizing", "Resizing"
+    REBUILDING = "rebuilding", "Rebuilding"
+    SNAPSHOTTING = "snapshotting", "Snapshotting"
+    DELETING = "deleting", "Deleting"
+    DELETED = "deleted", "Deleted"
+    ERROR = "error", "Error"
+
+
+class Instance(models.Model):
+    """A virtual machine. Its UUID is the libvirt domain UUID; every libvirt name derives from it."""
+
+    State = InstanceState
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="instances")
+    name = models.CharField(max_length=255)
+    image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="instances")
+    flavor = models.ForeignKey(Flavor, null=True, blank=True, on_delete=models.PROTECT, related_name="instances")
+    # The size and SLA as created (or last resized), so billing never shifts under it.
+    vcpus = models.PositiveIntegerField()
+    memory_mb = models.PositiveIntegerField()
+    disk_gb = models.PositiveIntegerField()
+    bandwidth_mbit = models.PositiveIntegerField()
+    traffic_gb = models.PositiveIntegerField()
+    sla_percent = models.DecimalField(max_digits=6, decimal_places=3)
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="instances")
+    state = models.CharField(max_length=16, choices=InstanceState.choices, default=InstanceState.BUILDING)
+    power_state = models.CharField(max_length=16, default="nostate")
+    ip_address = models.GenericIPAddressField()
+    mac_address = models.CharField(max_length=17, unique=True)
+    vnc_port = models.PositiveIntegerField(null=True, blank=True)
+    user_data = models.TextField(blank=True)
+    ssh_keys = models.JSONField(default=list, blank=True, help_text="Public keys as given at create")
+    # What an in-flight action will do when it runs, e.g. the new size of a resize.
+    pending = models.JSONField(default=dict, blank=True)
+    error_step = models.CharField(max_length=40, blank=True)
+    error_message = models.TextField(blank=True)
+    throttled = models.BooleanField(default=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    launched_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "state"]), models.Index(fields=["host", "state"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "name"], condition=~Q(state="deleted"), name="instance_name_unique_live"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+    @property
+    def domain_name(self) -> str:
+        return f"inst-{self.id}"
+
+    @property
+    def is_live(self) -> bool:
+        return self.state != InstanceState.DELETED
+
+
+class InstanceAction(models.Model):
+    """The event log of an instance: one row per requested action (step "") and per step run."""
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    id = models.BigAutoField(primary_key=True)
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="actions")
+    action = models.CharField(max_length=20)
+    step = models.CharField(max_length=40, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL)
+    started_at = models.DateTimeField(default=timezone.now)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["started_at", "id"]
+        indexes = [models.Index(fields=["instance", "started_at"])]
+
+
+class IdempotencyKey(models.Model):
+    """A client's Idempotency-Key for instance create, kept at least 24 hours."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    instance = models.ForeignKey(Instance, null=True, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="idempotency_key_unique")]

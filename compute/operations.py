@@ -1,0 +1,346 @@
+"""The worker's side of every instance action: idempotent steps against the host's driver.
+
+Each function loads the instance, returns at once if it is no longer in the state its action
+set (the work was done, or superseded), runs its steps (each recorded in the action log with
+its duration), and settles the state with a conditional UPDATE, so a redelivered task can run
+any number of times and change nothing the second time. No transaction is held open while
+the hypervisor works.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from compute import cloudinit, scheduler
+from compute.drivers.base import DomainSpec, HostError, TransientHostError
+from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpAllocation
+from compute.refs import driver, image_ref
+from compute.sizing import Size
+
+S = InstanceState
+PROVISION_STEPS = ("image", "disk", "seed", "dhcp", "define", "start")
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, error: Exception):
+        super().__init__(f"{step}: {error}")
+        self.step = step
+        self.error = error
+
+
+@contextmanager
+def step(instance: Instance, action: str, name: str):
+    """Run one step, recording it with its duration; failures carry the step's name."""
+    row = InstanceAction.objects.create(
+        instance=instance, action=action, step=name, status=InstanceAction.Status.RUNNING
+    )
+    started = time.monotonic()
+    try:
+        yield
+    except (HostError, TransientHostError) as exc:
+        _finish(row, started, InstanceAction.Status.FAILED, str(exc))
+        raise StepFailed(name, exc) from exc
+    _finish(row, started, InstanceAction.Status.DONE)
+
+
+def _finish(row: InstanceAction, started: float, status: str, error: str = "") -> None:
+    row.status = status
+    row.error = error[:2000]
+    row.duration_ms = int((time.monotonic() - started) * 1000)
+    row.save(update_fields=["status", "error", "duration_ms"])
+
+
+def _load(instance_id, expected: str) -> Instance | None:
+    instance = Instance.objects.select_related("host", "image", "tenant").filter(pk=instance_id).first()
+    if instance is None or instance.state != expected:
+        return None
+    return instance
+
+
+def _settle(instance: Instance, from_state: str, to_state: str, **fields) -> bool:
+    """Conditional transition: only one run of a task can move the instance on."""
+    updated = Instance.objects.filter(pk=instance.pk, state=from_state).update(
+        state=to_state, pending={}, **fields
+    )
+    return updated == 1
+
+
+def mark_failed(instance_id, from_state: str, failure: StepFailed | Exception) -> None:
+    step_name = failure.step if isinstance(failure, StepFailed) else ""
+    Instance.objects.filter(pk=instance_id, state=from_state).update(
+        state=S.ERROR, error_step=step_name, error_message=str(failure)[:2000]
+    )
+
+
+def _spec(instance: Instance, size: Size | None = None) -> DomainSpec:
+    size = size or Size.of_instance(instance)
+    # Mbit/s to the KiB/s that libvirt's <bandwidth> takes.
+    kbytes = size.bandwidth_mbit * 1000 // 8 if instance.host.shaping else None
+    if instance.throttled and settings.THROTTLE_KBYTES:
+        kbytes = settings.THROTTLE_KBYTES
+    return DomainSpec(
+        uuid=str(instance.pk),
+        vcpus=size.vcpus,
+        memory_mb=size.memory_mb,
+        disk_gb=size.disk_gb,
+        mac=instance.mac_address,
+        bandwidth_kbytes=kbytes,
+    )
+
+
+def _seed(instance: Instance) -> bytes:
+    return cloudinit.build_seed(
+        uuid=str(instance.pk),
+        hostname=cloudinit.hostname_for(instance.name, str(instance.pk)),
+        ssh_keys=instance.ssh_keys,
+        user_data=instance.user_data,
+    )
+
+
+def _build(instance: Instance, action: str, image: Image) -> None:
+    """The shared steps of create and rebuild, from base image to a running domain."""
+    drv = driver(instance.host)
+    uuid = str(instance.pk)
+    with step(instance, action, "image"):
+        drv.ensure_base_image(image_ref(image))
+    with step(instance, action, "disk"):
+        drv.ensure_disk(uuid, image_ref(image), instance.disk_gb)
+    with step(instance, action, "seed"):
+        drv.ensure_seed(uuid, _seed(instance))
+    with step(instance, action, "dhcp"):
+        drv.ensure_dhcp(instance.mac_address, instance.ip_address, cloudinit.hostname_for(instance.name, uuid))
+    with step(instance, action, "define"):
+        drv.ensure_defined(_spec(instance))
+
+
+def _start(instance: Instance, action: str):
+    with step(instance, action, "start"):
+        return driver(instance.host).start(str(instance.pk))
+
+
+def provision(instance_id) -> str:
+    instance = _load(instance_id, S.BUILDING)
+    if instance is None:
+        return "skipped"
+    _build(instance, "create", instance.image)
+    if not Instance.objects.filter(pk=instance.pk, state=S.BUILDING).exists():
+        return "superseded"  # deleted while building: the delete task cleans up
+    status = _start(instance, "create")
+    now = timezone.now()
+    _settle(instance, S.BUILDING, S.RUNNING, power_state=status.power, vnc_port=status.vnc_port, launched_at=now)
+    return "running"
+
+
+def start(instance_id) -> str:
+    instance = _load(instance_id, S.STARTING)
+    if instance is None:
+        return "skipped"
+    status = _start(instance, "start")
+    _settle(instance, S.STARTING, S.RUNNING, power_state=status.power, vnc_port=status.vnc_port)
+    return "running"
+
+
+def _stop(instance: Instance, action: str):
+    with step(instance, action, "stop"):
+        return driver(instance.host).stop(str(instance.pk), settings.INSTANCE_STOP_TIMEOUT)
+
+
+def stop(instance_id) -> str:
+    instance = _load(instance_id, S.STOPPING)
+    if instance is None:
+        return "skipped"
+    status = _stop(instance, "stop")
+    _settle(instance, S.STOPPING, S.STOPPED, power_state=status.power, vnc_port=None)
+    return "stopped"
+
+
+def reboot(instance_id) -> str:
+    instance = _load(instance_id, S.REBOOTING)
+    if instance is None:
+        return "skipped"
+    with step(instance, "reboot", "reboot"):
+        status = driver(instance.host).reboot(str(instance.pk))
+    _settle(instance, S.REBOOTING, S.RUNNING, power_state=status.power, vnc_port=status.vnc_port)
+    return "running"
+
+
+def resize(instance_id) -> str:
+    instance = _load(instance_id, S.RESIZING)
+    if instance is None:
+        return "skipped"
+    new = Size.from_json(instance.pending["size"])
+    was_running = instance.pending.get("from_state") == S.RUNNING
+    drv = driver(instance.host)
+    if was_running:
+        _stop(instance, "resize")
+    with step(instance, "resize", "define"):
+        drv.ensure_defined(_spec(instance, new))
+    with step(instance, "resize", "disk"):
+        drv.grow_disk(str(instance.pk), new.disk_gb)
+    fields = {**new.as_fields(), "power_state": "shutoff", "vnc_port": None}
+    if instance.pending.get("flavor"):
+        fields["flavor_id"] = instance.pending["flavor"]
+    elif "flavor" in instance.pending:
+        fields["flavor_id"] = None
+    if was_running:
+        instance.vcpus, instance.memory_mb = new.vcpus, new.memory_mb
+        status = _start(instance, "resize")
+        fields.update(power_state=status.power, vnc_port=status.vnc_port)
+    _settle(instance, S.RESIZING, S.RUNNING if was_running else S.STOPPED, **fields)
+    return "resized"
+
+
+def undo_resize_claim(instance_id) -> None:
+    """A failed resize gives back the extra room it claimed; the instance keeps its old size."""
+    with transaction.atomic():
+        instance = Instance.objects.select_for_update().filter(pk=instance_id, state=S.RESIZING).first()
+        if instance is None or "size" not in instance.pending:
+            return
+        scheduler.claim_delta(instance.host_id, Size.from_json(instance.pending["size"]), Size.of_instance(instance))
+        Instance.objects.filter(pk=instance.pk).update(pending={**instance.pending, "size": None})
+
+
+def rebuild(instance_id) -> str:
+    instance = _load(instance_id, S.REBUILDING)
+    if instance is None:
+        return "skipped"
+    image = Image.objects.get(pk=instance.pending["image"])
+    drv = driver(instance.host)
+    _stop(instance, "rebuild")
+    with step(instance, "rebuild", "wipe"):
+        drv.delete_disk(str(instance.pk))
+    instance.image = image
+    _build(instance, "rebuild", image)
+    status = _start(instance, "rebuild")
+    _settle(
+        instance, S.REBUILDING, S.RUNNING, image=image, power_state=status.power, vnc_port=status.vnc_port,
+        launched_at=instance.launched_at or timezone.now(),
+    )
+    return "running"
+
+
+def snapshot(instance_id) -> str:
+    instance = _load(instance_id, S.SNAPSHOTTING)
+    if instance is None:
+        return "skipped"
+    image = Image.objects.get(pk=instance.pending["image"])
+    was_running = instance.pending.get("from_state") == S.RUNNING
+    if was_running:
+        _stop(instance, "snapshot")  # an offline copy is a consistent one
+    with step(instance, "snapshot", "copy"):
+        size = driver(instance.host).snapshot(str(instance.pk), image_ref(image))
+    Image.objects.filter(pk=image.pk).update(state=Image.State.ACTIVE, size_bytes=size)
+    fields = {"power_state": "shutoff", "vnc_port": None}
+    if was_running:
+        status = _start(instance, "snapshot")
+        fields = {"power_state": status.power, "vnc_port": status.vnc_port}
+    _settle(instance, S.SNAPSHOTTING, S.RUNNING if was_running else S.STOPPED, **fields)
+    return "snapshotted"
+
+
+def fail_snapshot_image(instance_id) -> None:
+    instance = Instance.objects.filter(pk=instance_id).first()
+    if instance and instance.pending.get("image"):
+        Image.objects.filter(pk=instance.pending["image"], state=Image.State.PENDING).update(state=Image.State.ERROR)
+
+
+def delete(instance_id) -> str:
+    instance = _load(instance_id, S.DELETING)
+    if instance is None:
+        return "skipped"
+    with step(instance, "delete", "destroy"):
+        driver(instance.host).delete(str(instance.pk), instance.mac_address, instance.ip_address)
+    with transaction.atomic():
+        # The conditional update makes the release happen exactly once, however often this runs.
+        if not _settle(instance, S.DELETING, S.DELETED, power_state="missing", vnc_port=None, deleted_at=timezone.now()):
+            return "skipped"
+        scheduler.release(instance.host_id, Size.of_instance(instance))
+        IpAllocation.objects.filter(instance=instance).delete()
+    return "deleted"
+
+
+# -- host upkeep -----------------------------------------------------------------------------
+
+
+def heartbeat(host_id) -> dict:
+    host = Host.objects.get(pk=host_id)
+    info = driver(host).host_info()
+    fields = {
+        "vcpus_total": info.vcpus,
+        "memory_mb_total": info.memory_mb,
+        "disk_gb_total": info.disk_gb,
+        "last_heartbeat": timezone.now(),
+    }
+    Host.objects.filter(pk=host.pk).update(**fields)
+    Host.objects.filter(pk=host.pk, status=Host.Status.DOWN).update(status=Host.Status.UP)
+    return {"vcpus": info.vcpus, "memory_mb": info.memory_mb, "disk_gb": info.disk_gb}
+
+
+def mark_silent_hosts_down() -> list[str]:
+    cutoff = timezone.now() - timedelta(seconds=settings.HOST_DOWN_AFTER_SECONDS)
+    silent = Host.objects.filter(status=Host.Status.UP, last_heartbeat__lt=cutoff)
+    names = list(silent.values_list("name", flat=True))
+    silent.update(status=Host.Status.DOWN)
+    return names
+
+
+def sync_power_states(host_id) -> dict[str, list[str]]:
+    """Compare libvirt with the database for settled instances; repair or flag the drift.
+
+    A guest that powered itself off is recorded as stopped (by the guest, not the portal); a
+    domain that vanished from the host is flagged as an error for an operator to look at.
+    """
+    host = Host.objects.get(pk=host_id)
+    seen = {stats.uuid: stats.power for stats in driver(host).all_stats()}
+    report: dict[str, list[str]] = {"stopped": [], "started": [], "missing": []}
+    for instance in Instance.objects.filter(host=host, state__in=[S.RUNNING, S.STOPPED]):
+        power = seen.get(str(instance.pk), "missing")
+        if power == "missing":
+            if _settle_sync(instance, S.ERROR, "missing", error_step="sync",
+                            error_message="The domain is missing on its host."):
+                report["missing"].append(str(instance.pk))
+        elif instance.state == S.RUNNING and power in ("shutoff", "crashed"):
+            if _settle_sync(instance, S.STOPPED, power, vnc_port=None):
+                report["stopped"].append(str(instance.pk))
+        elif instance.state == S.STOPPED and power == "running":
+            if _settle_sync(instance, S.RUNNING, power):
+                report["started"].append(str(instance.pk))
+    return report
+
+
+def _settle_sync(instance: Instance, to_state: str, power: str, **fields) -> bool:
+    changed = Instance.objects.filter(pk=instance.pk, state=instance.state).update(
+        state=to_state, power_state=power, **fields
+    )
+    if changed:
+        InstanceAction.objects.create(
+            instance=instance, action="sync", step="power", status=InstanceAction.Status.DONE,
+            detail={"from": instance.state, "to": to_state, "power": power},
+        )
+    return bool(changed)
+
+
+def report_orphans(host_id) -> dict:
+    """Domains and volumes on the host that no live instance or image owns."""
+    host = Host.objects.get(pk=host_id)
+    found = driver(host).inventory()
+    owned_ids = {
+        str(i) for i in Instance.objects.filter(host=host).exclude(state=S.DELETED).values_list("id", flat=True)
+    }
+    image_volumes = {image.volume_name for image in Image.objects.exclude(state=Image.State.DELETED)}
+    orphan_domains = [uuid for uuid in found["domains"] if uuid not in owned_ids]
+    orphan_volumes = [
+        name for name in found["volumes"]
+        if not (name.startswith("img-") and name in image_volumes)
+        and not (name.startswith("inst-") and name[5:41] in owned_ids)
+    ]
+    report = {"domains": orphan_domains, "volumes": orphan_volumes, "checked_at": timezone.now().isoformat()}
+    Host.objects.filter(pk=host.pk).update(orphans=report)
+    return report
+

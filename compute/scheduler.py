@@ -1,0 +1,91 @@
+"""Placement: filter the hosts that can take a size, weigh them, and claim one race-free.
+
+A claim is a conditional UPDATE that adds the size to the host's used counters only if it
+still fits after overcommit. PostgreSQL re-checks the WHERE clause on the newest row version
+once it holds the row lock, so concurrent claims can never push a host past its capacity;
+losers simply move on to the next candidate.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db.models import ExpressionWrapper, F, IntegerField, Q, QuerySet
+
+from compute.models import Host, Image
+from compute.sizing import Size
+
+CANDIDATES_PER_ROUND = 5
+ROUNDS = 4
+
+
+class NoValidHost(Exception):
+    """No host has room for this size (or can run this image)."""
+
+
+def _fits(size: Size) -> Q:
+    return (
+        Q(vcpus_used__lte=F("vcpus_total") * F("cpu_ratio") - size.vcpus)
+        & Q(memory_mb_used__lte=F("memory_mb_total") * F("ram_ratio") - size.memory_mb)
+        & Q(disk_gb_used__lte=F("disk_gb_total") * F("disk_ratio") - size.disk_gb)
+    )
+
+
+def candidate_hosts(size: Size, image: Image) -> QuerySet[Host]:
+    """Hosts that are up, have room for the size, and can use the image, best first."""
+    hosts = Host.objects.filter(_fits(size), status=Host.Status.UP)
+    if image.host_id:
+        hosts = hosts.filter(pk=image.host_id)
+    free_memory = ExpressionWrapper(
+        F("memory_mb_total") * F("ram_ratio") - F("memory_mb_used"), output_field=IntegerField()
+    )
+    hosts = hosts.annotate(free_memory=free_memory)
+    if settings.SCHEDULER_WEIGHER == "pack":
+        return hosts.order_by("free_memory", "name")
+    return hosts.order_by("-free_memory", "name")
+
+
+def claim(host_id, size: Size) -> bool:
+    """Add the size to the host's claimed resources if it still fits; True when it did."""
+    return (
+        Host.objects.filter(_fits(size), pk=host_id, status=Host.Status.UP).update(
+            vcpus_used=F("vcpus_used") + size.vcpus,
+            memory_mb_used=F("memory_mb_used") + size.memory_mb,
+            disk_gb_used=F("disk_gb_used") + size.disk_gb,
+        )
+        == 1
+    )
+
+
+def claim_delta(host_id, old: Size, new: Size) -> bool:
+    """Grow (or shrink) an existing claim on the same host, as a resize does."""
+    delta = Size(
+        new.vcpus - old.vcpus, new.memory_mb - old.memory_mb, new.disk_gb - old.disk_gb, 0, 0, new.sla_percent
+    )
+    return (
+        Host.objects.filter(_fits(delta), pk=host_id).update(
+            vcpus_used=F("vcpus_used") + delta.vcpus,
+            memory_mb_used=F("memory_mb_used") + delta.memory_mb,
+            disk_gb_used=F("disk_gb_used") + delta.disk_gb,
+        )
+        == 1
+    )
+
+
+def release(host_id, size: Size) -> None:
+    Host.objects.filter(pk=host_id).update(
+        vcpus_used=F("vcpus_used") - size.vcpus,
+        memory_mb_used=F("memory_mb_used") - size.memory_mb,
+        disk_gb_used=F("disk_gb_used") - size.disk_gb,
+    )
+
+
+def place(size: Size, image: Image) -> Host:
+    """Claim room on the best host for the size; raises NoValidHost when none has it."""
+    for _round in range(ROUNDS):
+        candidates = list(candidate_hosts(size, image)[:CANDIDATES_PER_ROUND])
+        if not candidates:
+            break
+        for host in candidates:
+            if claim(host.pk, size):
+                return host
+    raise NoValidHost("No host has room for this size right now.")

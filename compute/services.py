@@ -1,0 +1,356 @@
+"""Writes for instances, requested by the API, the UI and operators.
+
+Each function is atomic, checks state under a row lock, records who asked in the action log,
+and queues the worker's part on the host's own queue only after commit. Locks are taken in
+one order everywhere: tenant quota -> host -> instance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import uuid
+from datetime import timedelta
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from compute import scheduler
+from compute.models import (
+    Flavor,
+    IdempotencyKey,
+    Image,
+    Instance,
+    InstanceAction,
+    InstanceState,
+    IpAllocation,
+    IpPool,
+)
+from compute.selectors import images_visible_filter, tenant_resource_usage
+from compute.sizing import Size
+from compute.transitions import TRANSITIONS, refusal
+from portal.api import ConflictError, QuotaExceeded
+from tenants.access import Actor
+from tenants.models import Quota, SshKey
+from tenants.services import audit
+
+
+class InvalidRequest(Exception):
+    """Input that names something wrong; `field` says which input it was."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    name: str
+    image_id: str
+    size: Size
+    flavor_id: str | None
+    ssh_key_ids: tuple[str, ...] = ()
+    user_data: str = ""
+
+    def fingerprint(self) -> str:
+        body = {
+            "name": self.name,
+            "image": str(self.image_id),
+            "size": self.size.as_json(),
+            "flavor": str(self.flavor_id or ""),
+            "keys": sorted(map(str, self.ssh_key_ids)),
+            "user_data": self.user_data,
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def mac_for(instance_id) -> str:
+    """A locally administered unicast MAC from the instance UUID (40 bits of it)."""
+    raw = instance_id.bytes[:5]
+    return "02:" + ":".join(f"{b:02x}" for b in raw)
+
+
+def record_action(instance: Instance, action: str, *, actor: Actor | None, **detail) -> InstanceAction:
+    return InstanceAction.objects.create(
+        instance=instance,
+        action=action,
+        status=InstanceAction.Status.REQUESTED,
+        user=actor.user if actor else None,
+        token=actor.token if actor else None,
+        detail=detail,
+    )
+
+
+def _enqueue(task_name: str, instance: Instance) -> None:
+    from compute import tasks
+
+    task = getattr(tasks, task_name)
+    queue = instance.host.queue
+    instance_id = str(instance.pk)
+    transaction.on_commit(lambda: task.apply_async(args=[instance_id], queue=queue))
+
+
+def _check_quota(actor: Actor, extra: Size, *, new_instances: int) -> None:
+    """Lock the tenant's quota row and refuse if `extra` would pass any limit."""
+    quota = Quota.objects.select_for_update().get(tenant=actor.tenant)
+    used = tenant_resource_usage(actor.tenant)
+    wanted = {
+        "instances": new_instances,
+        "vcpus": extra.vcpus,
+        "memory_mb": extra.memory_mb,
+        "disk_gb": extra.disk_gb,
+    }
+    for name, amount in wanted.items():
+        limit = getattr(quota, name)
+        if amount > 0 and used[name] + amount > limit:
+            raise QuotaExceeded(
+                f"Quota exceeded for {name}: {used[name]} in use + {amount} requested > limit {limit}."
+            )
+
+
+def _allocate_ip(host, instance: Instance) -> str:
+    """Lowest free address of the host's pool. The caller holds the host row lock (its claim
+    updated the row), so two creates on one host never pick the same address."""
+    pool = IpPool.objects.get(host=host)
+    taken = set(IpAllocation.objects.filter(pool=pool).values_list("address", flat=True))
+    reserved = {pool.gateway}
+    start, end = int(ipaddress.ip_address(pool.first)), int(ipaddress.ip_address(pool.last))
+    for number in range(start, end + 1):
+        address = str(ipaddress.ip_address(number))
+        if address not in taken and address not in reserved:
+            IpAllocation.objects.create(pool=pool, address=address, instance=instance)
+            return address
+    raise scheduler.NoValidHost(f"Host {host.name} has no free IP address.")
+
+
+def _resolve_image(actor: Actor, image_id) -> Image:
+    image = (
+        Image.objects.filter(images_visible_filter(actor.tenant), pk=image_id, state=Image.State.ACTIVE).first()
+        if _is_uuid(image_id)
+        else None
+    )
+    if image is None:
+        raise InvalidRequest("image", "Unknown image.")
+    return image
+
+
+def _is_uuid(value) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_flavor(flavor_id) -> Flavor:
+    flavor = Flavor.objects.filter(pk=flavor_id, active=True).first() if _is_uuid(flavor_id) else None
+    if flavor is None:
+        raise InvalidRequest("flavor", "Unknown or retired flavor.")
+    return flavor
+
+
+def _check_image_fits(image: Image, size: Size, field: str = "image") -> None:
+    if size.disk_gb < image.min_disk_gb:
+        raise InvalidRequest(field, f"This image needs a disk of at least {image.min_disk_gb} GiB.")
+    if size.memory_mb < image.min_memory_mb:
+        raise InvalidRequest(field, f"This image needs at least {image.min_memory_mb} MiB of memory.")
+
+
+def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: str | None = None) -> Instance:
+    """Reserve quota, claim a host, allocate an IP and queue the build; all or nothing.
+
+    With an idempotency key, a repeated request returns the instance the first one made.
+    """
+    if not actor.tenant.is_active:
+        raise ConflictError("This tenant is suspended and cannot create instances.")
+    if len(request.user_data.encode()) > settings.MAX_USER_DATA_BYTES:
+        raise InvalidRequest("user_data", f"user_data is over {settings.MAX_USER_DATA_BYTES // 1024} KiB.")
+    image = _resolve_image(actor, request.image_id)
+    _check_image_fits(image, request.size)
+    keys = list(SshKey.objects.filter(tenant=actor.tenant, pk__in=[k for k in request.ssh_key_ids if _is_uuid(k)]))
+    if len(keys) != len(set(map(str, request.ssh_key_ids))):
+        raise InvalidRequest("ssh_key_ids", "Unknown SSH key.")
+    fingerprint = request.fingerprint()
+
+    with transaction.atomic():
+        if idempotency_key:
+            try:
+                with transaction.atomic():
+                    key_row = IdempotencyKey.objects.create(
+                        tenant=actor.tenant, key=idempotency_key, request_hash=fingerprint
+                    )
+            except IntegrityError:
+                # Another request with this key won (possibly just now: the insert waited on it).
+                previous = IdempotencyKey.objects.select_related("instance").get(
+                    tenant=actor.tenant, key=idempotency_key
+                )
+                if previous.request_hash != fingerprint:
+                    raise ConflictError(
+                        "This Idempotency-Key was used with a different request; use a new key."
+                    ) from None
+                if previous.instance is None:
+                    raise ConflictError("The first request with this Idempotency-Key failed; use a new key.")
+                return previous.instance
+        _check_quota(actor, request.size, new_instances=1)
+        if Instance.objects.filter(tenant=actor.tenant, name=request.name).exclude(state=InstanceState.DELETED).exists():
+            raise InvalidRequest("name", "An instance with this name already exists in this tenant.")
+        try:
+            host = scheduler.place(request.size, image)
+        except scheduler.NoValidHost as exc:
+            raise ConflictError(str(exc)) from None
+        instance = Instance(
+            tenant=actor.tenant,
+            name=request.name,
+            image=image,
+            flavor_id=request.flavor_id,
+            host=host,
+            user_data=request.user_data,
+            ssh_keys=[key.public_key for key in keys],
+            created_by=actor.user,
+            **request.size.as_fields(),
+        )
+        instance.mac_address = mac_for(instance.id)
+        instance.ip_address = "0.0.0.0"  # noqa: S104 - replaced below, before the row is visible
+        instance.save()
+        instance.ip_address = _allocate_ip(host, instance)
+        instance.save(update_fields=["ip_address"])
+        if idempotency_key:
+            key_row.instance = instance
+            key_row.save(update_fields=["instance"])
+        record_action(instance, "create", actor=actor, image=str(image.pk), size=request.size.as_json())
+        audit(actor, "instance.create", target=str(instance.pk), name=instance.name)
+        _enqueue("provision", instance)
+    return instance
+
+
+def _begin(actor: Actor | None, instance: Instance, action: str, **pending) -> Instance:
+    """Move a locked instance into the action's in-flight state, or 409 naming why not."""
+    locked = Instance.objects.select_for_update().select_related("host").get(pk=instance.pk)
+    if reason := refusal(action, locked.state):
+        raise ConflictError(reason)
+    locked.pending = {"from_state": locked.state, **pending}
+    locked.state = TRANSITIONS[action][1]
+    locked.error_step = ""
+    locked.error_message = ""
+    locked.save(update_fields=["state", "pending", "error_step", "error_message"])
+    record_action(locked, action, actor=actor, **pending)
+    if actor is not None:
+        audit(actor, f"instance.{action}", target=str(locked.pk), name=locked.name)
+    return locked
+
+
+@transaction.atomic
+def instance_start(*, actor: Actor | None, instance: Instance) -> Instance:
+    if actor is not None and not actor.tenant.is_active:
+        raise ConflictError("This tenant is suspended; its instances cannot be started.")
+    locked = _begin(actor, instance, "start")
+    _enqueue("start", locked)
+    return locked
+
+
+@transaction.atomic
+def instance_stop(*, actor: Actor | None, instance: Instance) -> Instance:
+    locked = _begin(actor, instance, "stop")
+    _enqueue("stop", locked)
+    return locked
+
+
+@transaction.atomic
+def instance_reboot(*, actor: Actor, instance: Instance) -> Instance:
+    locked = _begin(actor, instance, "reboot")
+    _enqueue("reboot", locked)
+    return locked
+
+
+@transaction.atomic
+def instance_resize(*, actor: Actor, instance: Instance, size: Size, flavor_id=None) -> Instance:
+    """Change vCPUs, memory and disk (disks only grow). A running instance is stopped for
+    the change and started again. The host must have room: there is no migration."""
+    old = Size.of_instance(instance)
+    if size.disk_gb < old.disk_gb:
+        raise InvalidRequest("disk_gb", f"Disks can only grow; this one is {old.disk_gb} GiB.")
+    if size == old:
+        raise InvalidRequest("size", "The instance already has this size.")
+    _check_image_fits(instance.image, size, field="size")
+    growth = Size(
+        max(size.vcpus - old.vcpus, 0), max(size.memory_mb - old.memory_mb, 0),
+        max(size.disk_gb - old.disk_gb, 0), 0, 0, size.sla_percent,
+    )
+    _check_quota(actor, growth, new_instances=0)
+    current = Instance.objects.get(pk=instance.pk)
+    if reason := refusal("resize", current.state):
+        raise ConflictError(reason)
+    if not scheduler.claim_delta(current.host_id, old, size):
+        raise ConflictError("The instance's host has no room for this size.")
+    locked = _begin(
+        actor, instance, "resize", size=size.as_json(), old_size=old.as_json(),
+        flavor=str(flavor_id) if flavor_id else None,
+    )
+    _enqueue("resize", locked)
+    return locked
+
+
+@transaction.atomic
+def instance_rebuild(*, actor: Actor, instance: Instance, image_id) -> Instance:
+    image = _resolve_image(actor, image_id)
+    _check_image_fits(image, Size.of_instance(instance))
+    if image.host_id and image.host_id != instance.host_id:
+        raise InvalidRequest("image", "This snapshot lives on another host than the instance.")
+    locked = _begin(actor, instance, "rebuild", image=str(image.pk))
+    _enqueue("rebuild", locked)
+    return locked
+
+
+@transaction.atomic
+def instance_snapshot(*, actor: Actor, instance: Instance, name: str) -> tuple[Instance, Image]:
+    current = Instance.objects.select_related("image").get(pk=instance.pk)
+    if reason := refusal("snapshot", current.state):
+        raise ConflictError(reason)
+    image = Image.objects.create(
+        name=name,
+        os_family=current.image.os_family,
+        os_version=current.image.os_version,
+        format=Image.Format.QCOW2,
+        min_disk_gb=current.disk_gb,
+        min_memory_mb=current.image.min_memory_mb,
+        visibility=Image.Visibility.PRIVATE,
+        tenant=current.tenant,
+        state=Image.State.PENDING,
+        host=current.host,
+        source_instance=current,
+    )
+    locked = _begin(actor, instance, "snapshot", image=str(image.pk))
+    _enqueue("snapshot", locked)
+    return locked, image
+
+
+@transaction.atomic
+def instance_delete(*, actor: Actor | None, instance: Instance) -> Instance:
+    locked = _begin(actor, instance, "delete")
+    _enqueue("delete", locked)
+    return locked
+
+
+@transaction.atomic
+def instance_retry(*, actor: Actor | None, instance: Instance) -> Instance:
+    """Operator action: run a failed build again from its first step (all steps idempotent)."""
+    locked = Instance.objects.select_for_update().select_related("host").get(pk=instance.pk)
+    if locked.state != InstanceState.ERROR or locked.launched_at is not None:
+        raise ConflictError("Only an instance whose build failed can be retried.")
+    locked.state = InstanceState.BUILDING
+    locked.error_step = ""
+    locked.error_message = ""
+    locked.save(update_fields=["state", "error_step", "error_message"])
+    record_action(locked, "retry", actor=actor)
+    _enqueue("provision", locked)
+    return locked
+
+
+def expire_idempotency_keys(*, older_than_hours: int = 48) -> int:
+    cutoff = timezone.now() - timedelta(hours=older_than_hours)
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

@@ -1,0 +1,71 @@
+"""Instance sizes: from a flavor or custom, checked against the operator's limits."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+
+from django.conf import settings
+
+from compute.models import Flavor
+
+
+@dataclass(frozen=True)
+class Size:
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+    bandwidth_mbit: int
+    traffic_gb: int
+    sla_percent: Decimal
+
+    @classmethod
+    def of_flavor(cls, flavor: Flavor) -> Size:
+        return cls(
+            flavor.vcpus, flavor.memory_mb, flavor.disk_gb, flavor.bandwidth_mbit, flavor.traffic_gb,
+            flavor.sla_percent,
+        )
+
+    @classmethod
+    def of_instance(cls, instance) -> Size:
+        return cls(
+            instance.vcpus, instance.memory_mb, instance.disk_gb, instance.bandwidth_mbit,
+            instance.traffic_gb, instance.sla_percent,
+        )
+
+    def as_fields(self) -> dict:
+        return asdict(self)
+
+    def as_json(self) -> dict:
+        return {**asdict(self), "sla_percent": str(self.sla_percent)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Size:
+        return cls(**{**data, "sla_percent": Decimal(data["sla_percent"])})
+
+
+def custom_limits() -> dict[str, tuple[int, int]]:
+    """(min, max) of each custom size dimension, as the operator configured them."""
+    return dict(settings.CUSTOM_SIZE_LIMITS)
+
+
+def custom_size_errors(values: dict[str, int]) -> dict[str, list[str]]:
+    errors = {}
+    for name, (low, high) in custom_limits().items():
+        value = values.get(name)
+        if value is None:
+            errors[name] = ["This field is required for a custom size."]
+        elif not low <= value <= high:
+            errors[name] = [f"Must be between {low} and {high}."]
+    return errors
+
+
+def custom_size(values: dict[str, int]) -> Size:
+    return Size(
+        vcpus=values["vcpus"],
+        memory_mb=values["memory_mb"],
+        disk_gb=values["disk_gb"],
+        bandwidth_mbit=values["bandwidth_mbit"],
+        traffic_gb=values["traffic_gb"],
+        sla_percent=Decimal(settings.CUSTOM_SIZE_SLA_PERCENT),
+    )

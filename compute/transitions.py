@@ -1,0 +1,40 @@
+"""Which action may start from which state, and the state it moves the instance into."""
+
+from __future__ import annotations
+
+from compute.models import InstanceState as S
+
+# action -> (states it may start from, the in-flight state it sets)
+TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "start": (frozenset({S.STOPPED}), S.STARTING),
+    "stop": (frozenset({S.RUNNING}), S.STOPPING),
+    "reboot": (frozenset({S.RUNNING}), S.REBOOTING),
+    "resize": (frozenset({S.RUNNING, S.STOPPED}), S.RESIZING),
+    "rebuild": (frozenset({S.RUNNING, S.STOPPED, S.ERROR}), S.REBUILDING),
+    "snapshot": (frozenset({S.RUNNING, S.STOPPED}), S.SNAPSHOTTING),
+    "delete": (frozenset(set(S.values) - {S.DELETING, S.DELETED}), S.DELETING),
+}
+
+# Where each in-flight state lands when its work is done.
+SETTLES_TO = {
+    S.BUILDING: S.RUNNING,
+    S.STARTING: S.RUNNING,
+    S.STOPPING: S.STOPPED,
+    S.REBOOTING: S.RUNNING,
+    S.DELETING: S.DELETED,
+}
+
+STABLE_STATES = frozenset({S.RUNNING, S.STOPPED})
+
+
+def allowed_actions(state: str) -> list[str]:
+    return [action for action, (sources, _target) in TRANSITIONS.items() if state in sources]
+
+
+def refusal(action: str, state: str) -> str | None:
+    """Why `action` cannot start from `state`, or None when it can."""
+    sources, _target = TRANSITIONS[action]
+    if state in sources:
+        return None
+    allowed = ", ".join(sorted(sources)) or "no state"
+    return f"Cannot {action} an instance that is {state}; {action} needs it to be {allowed}."

@@ -1,0 +1,40 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from compute import api as compute_api
+from portal import views
+from portal.api import api_not_found
+from tenants import api as tenants_api
+
+router = SimpleRouter(trailing_slash=False)
+router.register("members", tenants_api.MemberViewSet, basename="member")
+router.register("invitations", tenants_api.InvitationViewSet, basename="invitation")
+router.register("tokens", tenants_api.TokenViewSet, basename="token")
+router.register("ssh-keys", tenants_api.SshKeyViewSet, basename="sshkey")
+router.register("images", compute_api.ImageViewSet, basename="image")
+router.register("flavors", compute_api.FlavorViewSet, basename="flavor")
+router.register("instances", compute_api.InstanceViewSet, basename="instance")
+router.register("admin/hosts", compute_api.AdminHostViewSet, basename="admin-host")
+router.register("admin/images", compute_api.AdminImageViewSet, basename="admin-image")
+router.register("admin/flavors", compute_api.AdminFlavorViewSet, basename="admin-flavor")
+
+api_v1 = [
+    path("tenant", tenants_api.CurrentTenantView.as_view(), name="tenant"),
+    path("tenants", tenants_api.MyTenantsView.as_view(), name="tenants"),
+    path("quota", tenants_api.QuotaView.as_view(), name="quota"),
+    path("invitations/accept", tenants_api.InvitationAcceptView.as_view(), name="invitation-accept"),
+    *router.urls,
+]
+
+urlpatterns = [
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    re_path(r"^api/", api_not_found),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("allauth.urls")),
+    path("healthz", views.healthz, name="healthz"),
+    path("", views.home, name="home"),
+]

@@ -1,0 +1,260 @@
+"""Writes for tenants, members, invitations, tokens and SSH keys.
+
+Views, the API, tasks and commands call these; none of them saves these rows directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from portal.api import ConflictError
+from tenants.access import Actor
+from tenants.authentication import hash_secret, new_token_material
+from tenants.models import (
+    ApiToken,
+    AuditEvent,
+    Invitation,
+    Membership,
+    Quota,
+    Role,
+    SshKey,
+    Tenant,
+    User,
+)
+from tenants.sshkeys import parse_public_key
+
+
+class InvitationInvalid(Exception):
+    pass
+
+
+def audit(
+    actor: Actor | None, action: str, *, tenant: Tenant | None = None, target: str = "", **detail
+) -> AuditEvent:
+    """Record who did what. `actor=None` means the system did it."""
+    return AuditEvent.objects.create(
+        tenant=tenant or (actor.tenant if actor else None),
+        user=actor.user if actor else None,
+        token=actor.token if actor else None,
+        action=action,
+        target=target[:200],
+        detail=detail,
+    )
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:40] or "tenant"
+    slug = base
+    while Tenant.objects.filter(slug=slug).exists():
+        slug = f"{base}-{secrets.token_hex(3)}"
+    return slug
+
+
+@transaction.atomic
+def tenant_create(*, name: str, owner: User, personal: bool = False, billing_email: str = "") -> Tenant:
+    """A tenant with its owner's membership and the default quota."""
+    for _attempt in range(5):
+        try:
+            with transaction.atomic():
+                tenant = Tenant.objects.create(
+                    name=name[:100],
+                    slug=_unique_slug(name),
+                    personal=personal,
+                    billing_email=billing_email or owner.email,
+                )
+            break
+        except IntegrityError:  # two signups raced for one slug; the loop picks another
+            continue
+    else:
+        raise ConflictError("Could not choose a unique tenant slug; try another name.")
+    Membership.objects.create(user=owner, tenant=tenant, role=Role.OWNER)
+    Quota.objects.create(tenant=tenant, **settings.DEFAULT_QUOTA)
+    audit(None, "tenant.create", tenant=tenant, target=tenant.slug, owner=owner.email)
+    return tenant
+
+
+def personal_tenant_for(user: User) -> Tenant:
+    """Every user owns a personal tenant, made at signup (or now, for users made otherwise)."""
+    membership = Membership.objects.filter(user=user, tenant__personal=True, role=Role.OWNER).first()
+    if membership:
+        return membership.tenant
+    label = user.get_full_name() or user.email.split("@")[0] or "personal"
+    return tenant_create(name=f"{label}'s projects", owner=user, personal=True)
+
+
+def tenant_update(*, actor: Actor, name: str | None = None, billing_email: str | None = None) -> Tenant:
+    tenant = actor.tenant
+    if name is not None:
+        tenant.name = name
+    if billing_email is not None:
+        tenant.billing_email = billing_email
+    tenant.save(update_fields=["name", "billing_email"])
+    audit(actor, "tenant.update", target=tenant.slug, name=tenant.name, billing_email=tenant.billing_email)
+    return tenant
+
+
+def _hash_invitation(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@transaction.atomic
+def invitation_create(*, actor: Actor, email: str, role: str) -> tuple[Invitation, str]:
+    """An invitation and its single-use token (returned once, e-mailed, stored hashed)."""
+    email = email.strip().lower()
+    if role == Role.OWNER and not actor.has_role(Role.OWNER):
+        raise ConflictError("Only an owner can invite another owner.")
+    if Membership.objects.filter(tenant=actor.tenant, user__email__iexact=email).exists():
+        raise ConflictError(f"{email} is already a member of this tenant.")
+    if Invitation.objects.filter(tenant=actor.tenant, email=email, accepted_at__isnull=True).exists():
+        raise ConflictError(f"{email} already has an open invitation; revoke it first.")
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        tenant=actor.tenant,
+        email=email,
+        role=role,
+        token_hash=_hash_invitation(token),
+        invited_by=actor.user,
+        expires_at=timezone.now() + timedelta(hours=settings.INVITATION_TTL_HOURS),
+    )
+    audit(actor, "invitation.create", target=email, role=role)
+    link = f"{settings.PORTAL_BASE_URL}/invitations/accept/{token}"
+    transaction.on_commit(
+        lambda: send_mail(
+            f"You are invited to {actor.tenant.name}",
+            f"{actor.user.email} invited you to join {actor.tenant.name} as {role}.\n\n"
+            f"Accept the invitation: {link}\n\nThe link works once and expires in "
+            f"{settings.INVITATION_TTL_HOURS} hours.",
+            settings.DEFAULT_FROM_EMAIL,
+            [email],
+        )
+    )
+    return invitation, token
+
+
+def invitation_revoke(*, actor: Actor, invitation: Invitation) -> None:
+    if invitation.accepted_at is not None:
+        raise ConflictError("This invitation was already accepted.")
+    invitation.delete()
+    audit(actor, "invitation.revoke", target=invitation.email)
+
+
+@transaction.atomic
+def invitation_accept(*, user: User, token: str) -> Membership:
+    """Join the tenant. The invitation is for one e-mail address and works once."""
+    invitation = (
+        Invitation.objects.select_for_update()
+        .select_related("tenant")
+        .filter(token_hash=_hash_invitation(token))
+        .first()
+    )
+    if invitation is None or invitation.accepted_at is not None:
+        raise InvitationInvalid("This invitation does not exist or was already used.")
+    if invitation.expires_at <= timezone.now():
+        raise InvitationInvalid("This invitation has expired; ask for a new one.")
+    if invitation.email.lower() != user.email.lower():
+        raise InvitationInvalid("This invitation was sent to another e-mail address.")
+    membership, created = Membership.objects.get_or_create(
+        user=user, tenant=invitation.tenant, defaults={"role": invitation.role}
+    )
+    invitation.accepted_at = timezone.now()
+    invitation.accepted_by = user
+    invitation.save(update_fields=["accepted_at", "accepted_by"])
+    audit(
+        Actor(user, invitation.tenant, membership.role),
+        "membership.join",
+        target=user.email,
+        role=membership.role,
+    )
+    return membership
+
+
+def _owner_count(tenant: Tenant) -> int:
+    return Membership.objects.filter(tenant=tenant, role=Role.OWNER).count()
+
+
+@transaction.atomic
+def membership_set_role(*, actor: Actor, membership: Membership, role: str) -> Membership:
+    Tenant.objects.select_for_update().get(pk=actor.tenant.pk)  # serialises owner changes
+    if Role.OWNER in (role, membership.role) and not actor.has_role(Role.OWNER):
+        raise ConflictError("Only an owner can grant or take away the owner role.")
+    if membership.role == Role.OWNER and role != Role.OWNER and _owner_count(actor.tenant) == 1:
+        raise ConflictError("A tenant needs at least one owner.")
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit(actor, "membership.role", target=membership.user.email, role=role)
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, actor: Actor, membership: Membership) -> None:
+    Tenant.objects.select_for_update().get(pk=actor.tenant.pk)
+    if membership.role == Role.OWNER:
+        if not actor.has_role(Role.OWNER):
+            raise ConflictError("Only an owner can remove an owner.")
+        if _owner_count(actor.tenant) == 1:
+            raise ConflictError("A tenant needs at least one owner.")
+    # The member's tokens for this tenant die with the membership.
+    ApiToken.objects.filter(tenant=actor.tenant, user=membership.user, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    membership.delete()
+    audit(actor, "membership.remove", target=membership.user.email)
+
+
+def token_create(
+    *, actor: Actor, name: str, scope: str, expires_at: datetime | None = None
+) -> tuple[ApiToken, str]:
+    """A token for the actor's tenant; the full secret is returned once and never stored."""
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ConflictError("expires_at must be in the future.")
+    prefix, secret, full = new_token_material()
+    token = ApiToken.objects.create(
+        tenant=actor.tenant,
+        user=actor.user,
+        name=name,
+        scope=scope,
+        prefix=prefix,
+        secret_hash=hash_secret(secret),
+        expires_at=expires_at,
+    )
+    audit(actor, "token.create", target=name, scope=scope, prefix=prefix)
+    return token, full
+
+
+def token_revoke(*, actor: Actor, token: ApiToken) -> ApiToken:
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        audit(actor, "token.revoke", target=token.name, prefix=token.prefix)
+    return token
+
+
+def sshkey_create(*, actor: Actor, name: str, public_key: str) -> SshKey:
+    parsed = parse_public_key(public_key)
+    if SshKey.objects.filter(tenant=actor.tenant, fingerprint=parsed.fingerprint).exists():
+        raise ConflictError("This key is already registered in this tenant.")
+    if SshKey.objects.filter(tenant=actor.tenant, name=name).exists():
+        raise ConflictError(f"There is already a key named {name!r}.")
+    key = SshKey.objects.create(
+        tenant=actor.tenant,
+        created_by=actor.user,
+        name=name,
+        public_key=parsed.canonical,
+        fingerprint=parsed.fingerprint,
+    )
+    audit(actor, "sshkey.create", target=name, fingerprint=parsed.fingerprint)
+    return key
+
+
+def sshkey_delete(*, actor: Actor, key: SshKey) -> None:
+    key.delete()
+    audit(actor, "sshkey.delete", target=key.name, fingerprint=key.fingerprint)
+

@@ -1,0 +1,63 @@
+"""create -> RUNNING -> stop -> start -> resize -> delete through the HTTP API, on test:///."""
+
+import libvirt
+import pytest
+
+from compute.drivers.libvirt import connect, disk_volume, seed_volume
+from compute.models import Host, Instance, IpAllocation
+
+
+def wait_state(api_client, instance_id, state):
+    body = api_client.get(f"/api/v1/instances/{instance_id}").json()
+    assert body["state"] == state, body
+    return body
+
+
+def test_it_runs_the_whole_life_cycle_through_the_api(eager, api, alice, tenant_a, host, image, flavor):
+    client = api(alice)
+    # given / when: create
+    response = client.post("/api/v1/instances", {"name": "web-1", "image": str(image.pk), "flavor": str(flavor.pk)}, format="json")
+    # then: accepted at once with the allocated address
+    assert response.status_code == 202, response.json()
+    created = response.json()
+    assert created["ip_address"].startswith("10.")
+    instance_id = created["id"]
+    body = wait_state(client, instance_id, "running")
+    assert body["progress"] == 100
+    steps = [a["step"] for a in body["actions"] if a["action"] == "create" and a["step"]]
+    assert steps == ["image", "disk", "seed", "dhcp", "define", "start"]
+    conn = connect(host.uri)
+    dom = conn.lookupByUUIDString(instance_id)
+    assert dom.isActive()
+
+    assert client.post(f"/api/v1/instances/{instance_id}/stop").status_code == 202
+    wait_state(client, instance_id, "stopped")
+    assert not dom.isActive()
+
+    assert client.post(f"/api/v1/instances/{instance_id}/start").status_code == 202
+    wait_state(client, instance_id, "running")
+    assert dom.isActive()
+
+    response = client.post(f"/api/v1/instances/{instance_id}/resize",
+                           {"vcpus": 2, "memory_mb": 1024, "disk_gb": 20, "bandwidth_mbit": 100, "traffic_gb": 500},
+                           format="json")
+    assert response.status_code == 202, response.json()
+    body = wait_state(client, instance_id, "running")
+    assert body["size"]["vcpus"] == 2 and body["size"]["memory_mb"] == 1024
+    assert dom.info()[3] == 2 and dom.maxMemory() == 1024 * 1024
+    host.refresh_from_db()
+    assert (host.vcpus_used, host.memory_mb_used, host.disk_gb_used) == (2, 1024, 20)
+
+    assert client.delete(f"/api/v1/instances/{instance_id}").status_code == 202
+    wait_state(client, instance_id, "deleted")
+    with pytest.raises(libvirt.libvirtError):
+        conn.lookupByUUIDString(instance_id)
+    pool = conn.storagePoolLookupByName(host.storage_pool)
+    assert disk_volume(instance_id) not in pool.listVolumes()
+    assert seed_volume(instance_id) not in pool.listVolumes()
+    net_xml = conn.networkLookupByName(host.network).XMLDesc(0)
+    assert created["mac_address"] not in net_xml
+    assert not IpAllocation.objects.filter(instance_id=instance_id).exists()
+    host = Host.objects.get(pk=host.pk)
+    assert (host.vcpus_used, host.memory_mb_used, host.disk_gb_used) == (0, 0, 0)
+    assert Instance.objects.get(pk=instance_id).deleted_at is not None

@@ -1,0 +1,156 @@
+"""Shared fixtures: three personas, simulated hosts, an image, a flavor, API clients.
+
+alice owns tenant A, bob is a member of A, vera a viewer of A, charlie owns tenant B.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from decimal import Decimal
+
+import pytest
+from rest_framework.test import APIClient
+
+from compute.hosts import host_register
+from compute.models import Flavor, Image
+from compute.simulated import write_host
+from portal.celery import app as celery_app
+from tenants import services as tenant_services
+from tenants.access import Actor
+from tenants.models import ApiToken, Membership, Role, User
+
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(settings, tmp_path):
+    settings.IMAGE_STORE = tmp_path / "images"
+    settings.IMAGE_STORE.mkdir()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.REDIS_PREFIX = f"test-{RUN_ID}"
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            "KEY_PREFIX": f"test-{RUN_ID}",
+        }
+    }
+    settings.INSTANCE_STOP_TIMEOUT = 5
+
+
+def make_user(email: str, *, staff: bool = False) -> User:
+    user = User.objects.create_user(username=email, email=email, password="correct horse battery")
+    user.is_staff = staff
+    user.save(update_fields=["is_staff"])
+    return user
+
+
+@pytest.fixture
+def alice(db):
+    return make_user("alice@example.com")
+
+
+@pytest.fixture
+def tenant_a(alice):
+    return tenant_services.tenant_create(name="Tenant A", owner=alice)
+
+
+@pytest.fixture
+def bob(tenant_a):
+    user = make_user("bob@example.com")
+    Membership.objects.create(user=user, tenant=tenant_a, role=Role.MEMBER)
+    return user
+
+
+@pytest.fixture
+def vera(tenant_a):
+    user = make_user("vera@example.com")
+    Membership.objects.create(user=user, tenant=tenant_a, role=Role.VIEWER)
+    return user
+
+
+@pytest.fixture
+def charlie(db):
+    return make_user("charlie@example.com")
+
+
+@pytest.fixture
+def tenant_b(charlie):
+    return tenant_services.tenant_create(name="Tenant B", owner=charlie)
+
+
+@pytest.fixture
+def operator(db):
+    return make_user("ops@example.com", staff=True)
+
+
+def actor(user: User, tenant) -> Actor:
+    membership = Membership.objects.get(user=user, tenant=tenant)
+    return Actor(user, tenant, membership.role)
+
+
+def client_for(user: User | None = None, *, token: str | None = None) -> APIClient:
+    client = APIClient()
+    if token:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    elif user:
+        client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def api():
+    return client_for
+
+
+def token_for(user: User, tenant, scope: str = ApiToken.Scope.WRITE) -> str:
+    _token, secret = tenant_services.token_create(actor=actor(user, tenant), name=f"t-{uuid.uuid4().hex[:6]}", scope=scope)
+    return secret
+
+
+@pytest.fixture
+def simulated_host(db, tmp_path):
+    """A factory of hosts on libvirt's test driver, each with its own pool and network."""
+    counter = iter(range(1, 10000))
+
+    def make(name: str | None = None, **size):
+        n = next(counter)
+        args = write_host(tmp_path, name=name or f"sim{n}-{RUN_ID}", subnet=n, **size)
+        return host_register(**args)
+
+    return make
+
+
+@pytest.fixture
+def host(simulated_host):
+    return simulated_host()
+
+
+@pytest.fixture
+def image(settings):
+    (settings.IMAGE_STORE / "tiny.qcow2").write_bytes(b"QFI\xfb" + b"\0" * 508)
+    return Image.objects.create(
+        name="Tiny Linux", os_family="linux", os_version="1", size_bytes=512, source_path="tiny.qcow2",
+        min_disk_gb=1, min_memory_mb=64,
+    )
+
+
+@pytest.fixture
+def flavor(db):
+    return Flavor.objects.create(
+        name="s1.small", vcpus=1, memory_mb=512, disk_gb=10, bandwidth_mbit=100, traffic_gb=1000,
+        sla_percent=Decimal("99.9"),
+    )
+
+
+@pytest.fixture
+def eager(transactional_db):
+    """Run each queued task in this process as soon as its transaction commits.
+
+    Needs real commits (transactional_db), since tasks are queued with on_commit.
+    """
+    celery_app.conf.task_always_eager = True
+    celery_app.conf.task_eager_propagates = True
+    yield
+    celery_app.conf.task_always_eager = False
