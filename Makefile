@@ -8,7 +8,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .PHONY: run test bench lint format setup system-deps services
 
-run: setup
+run: setup services
 	$(PY) manage.py runportal
 
 test: setup services

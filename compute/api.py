@@ -16,9 +16,9 @@ from compute.operations import PROVISION_STEPS
 from compute.selectors import images_visible_filter
 from compute.sizing import Size, custom_size, custom_size_errors
 from compute.transitions import allowed_actions
-from portal.api import StrictSerializer
-from tenants.permissions import IsStaff
+from portal.api import RejectUnknownFields, StrictSerializer, reject_nul
 from portal.viewsets import TenantScopedViewSet
+from tenants.permissions import IsStaff
 
 # -- images and flavors ------------------------------------------------------------------------
 
@@ -27,14 +27,22 @@ class ImageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Image
         fields = [
-            "id", "name", "os_family", "os_version", "format", "size_bytes", "checksum", "min_disk_gb",
-            "min_memory_mb", "visibility", "state", "created_at",
+            "id",
+            "name",
+            "os_family",
+            "os_version",
+            "format",
+            "size_bytes",
+            "checksum",
+            "min_disk_gb",
+            "min_memory_mb",
+            "visibility",
+            "state",
+            "created_at",
         ]
 
 
-class ImageViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, TenantScopedViewSet
-):
+class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, TenantScopedViewSet):
     """Public images and the tenant's own snapshots. DELETE retires a snapshot."""
 
     queryset = Image.objects.exclude(state=Image.State.DELETED)
@@ -53,7 +61,14 @@ class FlavorSerializer(serializers.ModelSerializer):
     class Meta:
         model = Flavor
         fields = [
-            "id", "name", "vcpus", "memory_mb", "disk_gb", "bandwidth_mbit", "traffic_gb", "sla_percent",
+            "id",
+            "name",
+            "vcpus",
+            "memory_mb",
+            "disk_gb",
+            "bandwidth_mbit",
+            "traffic_gb",
+            "sla_percent",
         ]
 
 
@@ -97,9 +112,24 @@ class InstanceSerializer(serializers.ModelSerializer):
     class Meta:
         model = Instance
         fields = [
-            "id", "name", "state", "power_state", "progress", "ip_address", "mac_address", "image",
-            "image_name", "flavor", "flavor_name", "size", "throttled", "allowed_actions", "error",
-            "created_at", "launched_at", "deleted_at",
+            "id",
+            "name",
+            "state",
+            "power_state",
+            "progress",
+            "ip_address",
+            "mac_address",
+            "image",
+            "image_name",
+            "flavor",
+            "flavor_name",
+            "size",
+            "throttled",
+            "allowed_actions",
+            "error",
+            "created_at",
+            "launched_at",
+            "deleted_at",
         ]
 
     def get_size(self, instance) -> dict:
@@ -199,7 +229,9 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
         queryset = super().get_queryset()
         steps = (
             InstanceAction.objects.filter(
-                instance=OuterRef("pk"), action__in=["create", "retry"], status=InstanceAction.Status.DONE,
+                instance=OuterRef("pk"),
+                action__in=["create", "retry"],
+                status=InstanceAction.Status.DONE,
                 step__in=PROVISION_STEPS,
             )
             .order_by()
@@ -221,7 +253,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
         else:
             queryset = queryset.exclude(state=InstanceState.DELETED)
         if name := params.get("name"):
-            queryset = queryset.filter(name__icontains=name[:255])
+            queryset = queryset.filter(name__icontains=reject_nul(name, "name")[:255])
         for field in ("image", "flavor"):
             if value := params.get(field):
                 if not services._is_uuid(value):
@@ -242,9 +274,12 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
         if key is not None and not (0 < len(key) <= 255):
             raise serializers.ValidationError({"Idempotency-Key": ["Must be 1 to 255 characters."]})
         create = services.CreateRequest(
-            name=v["name"], image_id=str(v["image"]), size=v["size"],
+            name=v["name"],
+            image_id=str(v["image"]),
+            size=v["size"],
             flavor_id=str(v["flavor"]) if v.get("flavor") else None,
-            ssh_key_ids=tuple(str(k) for k in v.get("ssh_key_ids", [])), user_data=v.get("user_data", ""),
+            ssh_key_ids=tuple(str(k) for k in v.get("ssh_key_ids", [])),
+            user_data=v.get("user_data", ""),
         )
         try:
             instance = services.instance_create(actor=self.actor, request=create, idempotency_key=key)
@@ -287,7 +322,9 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
         data.is_valid(raise_exception=True)
         try:
             instance = services.instance_resize(
-                actor=self.actor, instance=instance, size=data.validated_data["size"],
+                actor=self.actor,
+                instance=instance,
+                size=data.validated_data["size"],
                 flavor_id=data.validated_data.get("flavor"),
             )
         except services.InvalidRequest as exc:
@@ -301,7 +338,9 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
         data = RebuildSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            instance = services.instance_rebuild(actor=self.actor, instance=instance, image_id=data.validated_data["image"])
+            instance = services.instance_rebuild(
+                actor=self.actor, instance=instance, image_id=data.validated_data["image"]
+            )
         except services.InvalidRequest as exc:
             raise _invalid(exc) from None
         return self._accepted(instance)
@@ -326,14 +365,40 @@ class HostSerializer(serializers.ModelSerializer):
     class Meta:
         model = Host
         fields = [
-            "id", "name", "uri", "queue", "status", "vcpus_total", "memory_mb_total", "disk_gb_total",
-            "cpu_ratio", "ram_ratio", "disk_ratio", "vcpus_used", "memory_mb_used", "disk_gb_used",
-            "capacity", "storage_pool", "network", "vnc_listen", "shaping", "domain_type", "last_heartbeat",
-            "orphans", "instances",
+            "id",
+            "name",
+            "uri",
+            "queue",
+            "status",
+            "vcpus_total",
+            "memory_mb_total",
+            "disk_gb_total",
+            "cpu_ratio",
+            "ram_ratio",
+            "disk_ratio",
+            "vcpus_used",
+            "memory_mb_used",
+            "disk_gb_used",
+            "capacity",
+            "storage_pool",
+            "network",
+            "vnc_listen",
+            "shaping",
+            "domain_type",
+            "last_heartbeat",
+            "orphans",
+            "instances",
         ]
         read_only_fields = [
-            "vcpus_total", "memory_mb_total", "disk_gb_total", "vcpus_used", "memory_mb_used", "disk_gb_used",
-            "last_heartbeat", "orphans", "domain_type",
+            "vcpus_total",
+            "memory_mb_total",
+            "disk_gb_total",
+            "vcpus_used",
+            "memory_mb_used",
+            "disk_gb_used",
+            "last_heartbeat",
+            "orphans",
+            "domain_type",
         ]
 
     def get_capacity(self, host) -> dict:
@@ -359,7 +424,7 @@ class AdminHostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
 
     queryset = Host.objects.annotate(
         live_instances=Count("instances", filter=~Q(instances__state=InstanceState.DELETED))
-    )
+    ).order_by("name")
     serializer_class = HostSerializer
     permission_classes = [IsStaff]
 
@@ -382,7 +447,7 @@ class AdminHostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         return Response(HostSerializer(self.get_queryset().get(pk=host.pk)).data)
 
 
-class AdminImageSerializer(serializers.ModelSerializer):
+class AdminImageSerializer(RejectUnknownFields, serializers.ModelSerializer):
     class Meta:
         model = Image
         fields = [*ImageSerializer.Meta.fields, "source_path", "tenant", "host"]
@@ -406,14 +471,19 @@ class AdminImageViewSet(viewsets.ModelViewSet):
         Image.objects.filter(pk=image.pk).update(state=Image.State.DELETED)
 
 
-class AdminFlavorSerializer(serializers.ModelSerializer):
+class AdminFlavorSerializer(RejectUnknownFields, serializers.ModelSerializer):
     class Meta:
         model = Flavor
         fields = [*FlavorSerializer.Meta.fields, "active"]
 
 
-class AdminFlavorViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
-                         mixins.UpdateModelMixin, viewsets.GenericViewSet):
+class AdminFlavorViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
     """Operators: the flavor catalogue. A flavor in use only changes `active`."""
 
     queryset = Flavor.objects.all()
@@ -425,4 +495,3 @@ class AdminFlavorViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.
             serializer.save()
         except DjangoValidationError as exc:
             raise serializers.ValidationError({"flavor": exc.messages}) from None
-

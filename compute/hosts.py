@@ -77,4 +77,3 @@ def image_delete(*, actor: Actor, image: Image) -> None:
         raise ConflictError("This image is still being created.")
     Image.objects.filter(pk=image.pk).update(state=Image.State.DELETED)
     audit(actor, "image.delete", target=str(image.pk), name=image.name)
-

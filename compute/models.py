@@ -83,6 +83,9 @@ class IpAllocation(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["pool", "address"], name="ip_unique_in_pool")]
 
+    def __str__(self) -> str:
+        return self.address
+
 
 class Image(models.Model):
     class Visibility(models.TextChoices):
@@ -264,6 +267,9 @@ class InstanceAction(models.Model):
         ordering = ["started_at", "id"]
         indexes = [models.Index(fields=["instance", "started_at"])]
 
+    def __str__(self) -> str:
+        return f"{self.action} {self.step} {self.status}".replace("  ", " ")
+
 
 class IdempotencyKey(models.Model):
     """A client's Idempotency-Key for instance create, kept at least 24 hours."""
@@ -276,3 +282,6 @@ class IdempotencyKey(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="idempotency_key_unique")]
+
+    def __str__(self) -> str:
+        return self.key

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from compute import cloudinit, scheduler
 from compute.drivers.base import DomainSpec, HostError, TransientHostError
+from compute.lock_objects import lock_host, lock_instance
 from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpAllocation
 from compute.refs import driver, image_ref
 from compute.sizing import Size
@@ -65,9 +66,7 @@ def _load(instance_id, expected: str) -> Instance | None:
 
 def _settle(instance: Instance, from_state: str, to_state: str, **fields) -> bool:
     """Conditional transition: only one run of a task can move the instance on."""
-    updated = Instance.objects.filter(pk=instance.pk, state=from_state).update(
-        state=to_state, pending={}, **fields
-    )
+    updated = Instance.objects.filter(pk=instance.pk, state=from_state).update(state=to_state, pending={}, **fields)
     return updated == 1
 
 
@@ -199,9 +198,13 @@ def resize(instance_id) -> str:
 def undo_resize_claim(instance_id) -> None:
     """A failed resize gives back the extra room it claimed; the instance keeps its old size."""
     with transaction.atomic():
-        instance = Instance.objects.select_for_update().filter(pk=instance_id, state=S.RESIZING).first()
-        if instance is None or "size" not in instance.pending:
+        current = Instance.objects.filter(pk=instance_id).only("host_id").first()
+        if current is None:
             return
+        lock_host(current.host_id)
+        instance = lock_instance(instance_id)
+        if instance.state != S.RESIZING or not instance.pending.get("size"):
+            return  # never claimed, or already given back
         scheduler.claim_delta(instance.host_id, Size.from_json(instance.pending["size"]), Size.of_instance(instance))
         Instance.objects.filter(pk=instance.pk).update(pending={**instance.pending, "size": None})
 
@@ -219,7 +222,12 @@ def rebuild(instance_id) -> str:
     _build(instance, "rebuild", image)
     status = _start(instance, "rebuild")
     _settle(
-        instance, S.REBUILDING, S.RUNNING, image=image, power_state=status.power, vnc_port=status.vnc_port,
+        instance,
+        S.REBUILDING,
+        S.RUNNING,
+        image=image,
+        power_state=status.power,
+        vnc_port=status.vnc_port,
         launched_at=instance.launched_at or timezone.now(),
     )
     return "running"
@@ -257,8 +265,12 @@ def delete(instance_id) -> str:
     with step(instance, "delete", "destroy"):
         driver(instance.host).delete(str(instance.pk), instance.mac_address, instance.ip_address)
     with transaction.atomic():
+        lock_host(instance.host_id)
         # The conditional update makes the release happen exactly once, however often this runs.
-        if not _settle(instance, S.DELETING, S.DELETED, power_state="missing", vnc_port=None, deleted_at=timezone.now()):
+        settled = _settle(
+            instance, S.DELETING, S.DELETED, power_state="missing", vnc_port=None, deleted_at=timezone.now()
+        )
+        if not settled:
             return "skipped"
         scheduler.release(instance.host_id, Size.of_instance(instance))
         IpAllocation.objects.filter(instance=instance).delete()
@@ -302,15 +314,15 @@ def sync_power_states(host_id) -> dict[str, list[str]]:
     for instance in Instance.objects.filter(host=host, state__in=[S.RUNNING, S.STOPPED]):
         power = seen.get(str(instance.pk), "missing")
         if power == "missing":
-            if _settle_sync(instance, S.ERROR, "missing", error_step="sync",
-                            error_message="The domain is missing on its host."):
+            if _settle_sync(
+                instance, S.ERROR, "missing", error_step="sync", error_message="The domain is missing on its host."
+            ):
                 report["missing"].append(str(instance.pk))
         elif instance.state == S.RUNNING and power in ("shutoff", "crashed"):
             if _settle_sync(instance, S.STOPPED, power, vnc_port=None):
                 report["stopped"].append(str(instance.pk))
-        elif instance.state == S.STOPPED and power == "running":
-            if _settle_sync(instance, S.RUNNING, power):
-                report["started"].append(str(instance.pk))
+        elif instance.state == S.STOPPED and power == "running" and _settle_sync(instance, S.RUNNING, power):
+            report["started"].append(str(instance.pk))
     return report
 
 
@@ -320,7 +332,10 @@ def _settle_sync(instance: Instance, to_state: str, power: str, **fields) -> boo
     )
     if changed:
         InstanceAction.objects.create(
-            instance=instance, action="sync", step="power", status=InstanceAction.Status.DONE,
+            instance=instance,
+            action="sync",
+            step="power",
+            status=InstanceAction.Status.DONE,
             detail={"from": instance.state, "to": to_state, "power": power},
         )
     return bool(changed)
@@ -336,11 +351,11 @@ def report_orphans(host_id) -> dict:
     image_volumes = {image.volume_name for image in Image.objects.exclude(state=Image.State.DELETED)}
     orphan_domains = [uuid for uuid in found["domains"] if uuid not in owned_ids]
     orphan_volumes = [
-        name for name in found["volumes"]
+        name
+        for name in found["volumes"]
         if not (name.startswith("img-") and name in image_volumes)
         and not (name.startswith("inst-") and name[5:41] in owned_ids)
     ]
     report = {"domains": orphan_domains, "volumes": orphan_volumes, "checked_at": timezone.now().isoformat()}
     Host.objects.filter(pk=host.pk).update(orphans=report)
     return report
-

@@ -13,11 +13,21 @@ def live_instances(tenant: Tenant) -> QuerySet[Instance]:
 
 
 def tenant_resource_usage(tenant: Tenant) -> dict[str, int]:
-    """What the tenant's live instances hold against each quota limit."""
+    """What the tenant's live instances hold against each quota limit.
+
+    An instance being resized counts at the larger of its two sizes: the new one is already
+    promised (and claimed on its host) but its row changes only when the task has run.
+    """
     totals = live_instances(tenant).aggregate(
         instances=Count("id"), vcpus=Sum("vcpus"), memory_mb=Sum("memory_mb"), disk_gb=Sum("disk_gb")
     )
-    return {name: int(value or 0) for name, value in totals.items()}
+    usage = {name: int(value or 0) for name, value in totals.items()}
+    resizing = live_instances(tenant).filter(state=InstanceState.RESIZING)
+    for instance in resizing.only("vcpus", "memory_mb", "disk_gb", "pending"):
+        new = instance.pending.get("size")  # None once a failed resize gave its claim back
+        for name in ("vcpus", "memory_mb", "disk_gb") if new else ():
+            usage[name] += max(new[name] - getattr(instance, name), 0)
+    return usage
 
 
 def images_visible_filter(tenant: Tenant) -> Q:

@@ -11,14 +11,15 @@ import hashlib
 import ipaddress
 import json
 import uuid
-from datetime import timedelta
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from compute import scheduler
+from compute.lock_objects import lock_instance, lock_quota
 from compute.models import (
     Flavor,
     IdempotencyKey,
@@ -34,7 +35,7 @@ from compute.sizing import Size
 from compute.transitions import TRANSITIONS, refusal
 from portal.api import ConflictError, QuotaExceeded
 from tenants.access import Actor
-from tenants.models import Quota, SshKey
+from tenants.models import SshKey
 from tenants.services import audit
 
 
@@ -96,7 +97,7 @@ def _enqueue(task_name: str, instance: Instance) -> None:
 
 def _check_quota(actor: Actor, extra: Size, *, new_instances: int) -> None:
     """Lock the tenant's quota row and refuse if `extra` would pass any limit."""
-    quota = Quota.objects.select_for_update().get(tenant=actor.tenant)
+    quota = lock_quota(actor.tenant)
     used = tenant_resource_usage(actor.tenant)
     wanted = {
         "instances": new_instances,
@@ -107,9 +108,7 @@ def _check_quota(actor: Actor, extra: Size, *, new_instances: int) -> None:
     for name, amount in wanted.items():
         limit = getattr(quota, name)
         if amount > 0 and used[name] + amount > limit:
-            raise QuotaExceeded(
-                f"Quota exceeded for {name}: {used[name]} in use + {amount} requested > limit {limit}."
-            )
+            raise QuotaExceeded(f"Quota exceeded for {name}: {used[name]} in use + {amount} requested > limit {limit}.")
 
 
 def _allocate_ip(host, instance: Instance) -> str:
@@ -193,10 +192,11 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
                         "This Idempotency-Key was used with a different request; use a new key."
                     ) from None
                 if previous.instance is None:
-                    raise ConflictError("The first request with this Idempotency-Key failed; use a new key.")
+                    raise ConflictError("The first request with this Idempotency-Key failed; use a new key.") from None
                 return previous.instance
         _check_quota(actor, request.size, new_instances=1)
-        if Instance.objects.filter(tenant=actor.tenant, name=request.name).exclude(state=InstanceState.DELETED).exists():
+        live = Instance.objects.filter(tenant=actor.tenant).exclude(state=InstanceState.DELETED)
+        if live.filter(name=request.name).exists():
             raise InvalidRequest("name", "An instance with this name already exists in this tenant.")
         try:
             host = scheduler.place(request.size, image)
@@ -216,7 +216,11 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
         instance.mac_address = mac_for(instance.id)
         instance.ip_address = "0.0.0.0"  # noqa: S104 - replaced below, before the row is visible
         instance.save()
-        instance.ip_address = _allocate_ip(host, instance)
+        try:
+            instance.ip_address = _allocate_ip(host, instance)
+        except scheduler.NoValidHost as exc:
+            # A 409 like a full host, not a 500; the rollback gives back the claim just made.
+            raise ConflictError(str(exc)) from None
         instance.save(update_fields=["ip_address"])
         if idempotency_key:
             key_row.instance = instance
@@ -229,7 +233,7 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
 
 def _begin(actor: Actor | None, instance: Instance, action: str, **pending) -> Instance:
     """Move a locked instance into the action's in-flight state, or 409 naming why not."""
-    locked = Instance.objects.select_for_update().select_related("host").get(pk=instance.pk)
+    locked = lock_instance(instance.pk)
     if reason := refusal(action, locked.state):
         raise ConflictError(reason)
     locked.pending = {"from_state": locked.state, **pending}
@@ -277,8 +281,12 @@ def instance_resize(*, actor: Actor, instance: Instance, size: Size, flavor_id=N
         raise InvalidRequest("size", "The instance already has this size.")
     _check_image_fits(instance.image, size, field="size")
     growth = Size(
-        max(size.vcpus - old.vcpus, 0), max(size.memory_mb - old.memory_mb, 0),
-        max(size.disk_gb - old.disk_gb, 0), 0, 0, size.sla_percent,
+        max(size.vcpus - old.vcpus, 0),
+        max(size.memory_mb - old.memory_mb, 0),
+        max(size.disk_gb - old.disk_gb, 0),
+        0,
+        0,
+        size.sla_percent,
     )
     _check_quota(actor, growth, new_instances=0)
     current = Instance.objects.get(pk=instance.pk)
@@ -287,7 +295,11 @@ def instance_resize(*, actor: Actor, instance: Instance, size: Size, flavor_id=N
     if not scheduler.claim_delta(current.host_id, old, size):
         raise ConflictError("The instance's host has no room for this size.")
     locked = _begin(
-        actor, instance, "resize", size=size.as_json(), old_size=old.as_json(),
+        actor,
+        instance,
+        "resize",
+        size=size.as_json(),
+        old_size=old.as_json(),
         flavor=str(flavor_id) if flavor_id else None,
     )
     _enqueue("resize", locked)
@@ -338,7 +350,7 @@ def instance_delete(*, actor: Actor | None, instance: Instance) -> Instance:
 @transaction.atomic
 def instance_retry(*, actor: Actor | None, instance: Instance) -> Instance:
     """Operator action: run a failed build again from its first step (all steps idempotent)."""
-    locked = Instance.objects.select_for_update().select_related("host").get(pk=instance.pk)
+    locked = lock_instance(instance.pk)
     if locked.state != InstanceState.ERROR or locked.launched_at is not None:
         raise ConflictError("Only an instance whose build failed can be retried.")
     locked.state = InstanceState.BUILDING

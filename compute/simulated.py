@@ -11,20 +11,28 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+# The test driver gives every pool this capacity whatever the file says.
+POOL_GB = 100
 
-def host_xml(*, name: str, cpus: int, memory_mb: int, disk_gb: int, subnet: int) -> str:
-    """A node with one dir pool `<name>-pool` and one network `<name>-net` on 10.<a>.<b>.0/24."""
+
+def host_xml(*, name: str, cpus: int, memory_mb: int, subnet: int) -> str:
+    """A node with one dir pool `<name>-pool` (POOL_GB) and one network `<name>-net` on
+    10.<100+a>.<b>.0/24, which exists only as data inside the test driver."""
     node = ET.Element("node")
     cpu = ET.SubElement(node, "cpu")
-    for tag, value in [("nodes", 1), ("sockets", 1), ("cores", cpus), ("threads", 1), ("active", cpus),
-                       ("mhz", 2000), ("model", "x86_64")]:
+    for tag, value in [
+        ("nodes", 1),
+        ("sockets", 1),
+        ("cores", cpus),
+        ("threads", 1),
+        ("active", cpus),
+        ("mhz", 2000),
+        ("model", "x86_64"),
+    ]:
         ET.SubElement(cpu, tag).text = str(value)
     ET.SubElement(node, "memory").text = str(memory_mb * 1024)
     pool = ET.SubElement(node, "pool", type="dir")
     ET.SubElement(pool, "name").text = f"{name}-pool"
-    ET.SubElement(pool, "capacity", unit="GiB").text = str(disk_gb)
-    ET.SubElement(pool, "allocation").text = "0"
-    ET.SubElement(pool, "available", unit="GiB").text = str(disk_gb)
     target = ET.SubElement(pool, "target")
     ET.SubElement(target, "path").text = f"/{name}-pool"
     net = ET.SubElement(node, "network")
@@ -37,11 +45,10 @@ def host_xml(*, name: str, cpus: int, memory_mb: int, disk_gb: int, subnet: int)
     return ET.tostring(node, encoding="unicode")
 
 
-def write_host(directory: Path, *, name: str, cpus: int = 8, memory_mb: int = 16384, disk_gb: int = 500,
-               subnet: int = 0) -> dict:
+def write_host(directory: Path, *, name: str, cpus: int = 8, memory_mb: int = 16384, subnet: int = 0) -> dict:
     """Write the node file and return the arguments that register it as a host."""
     path = directory / f"{name}.xml"
-    path.write_text(host_xml(name=name, cpus=cpus, memory_mb=memory_mb, disk_gb=disk_gb, subnet=subnet))
+    path.write_text(host_xml(name=name, cpus=cpus, memory_mb=memory_mb, subnet=subnet))
     return {
         "name": name,
         "uri": f"test://{path}",

@@ -22,15 +22,23 @@ class Size:
     @classmethod
     def of_flavor(cls, flavor: Flavor) -> Size:
         return cls(
-            flavor.vcpus, flavor.memory_mb, flavor.disk_gb, flavor.bandwidth_mbit, flavor.traffic_gb,
+            flavor.vcpus,
+            flavor.memory_mb,
+            flavor.disk_gb,
+            flavor.bandwidth_mbit,
+            flavor.traffic_gb,
             flavor.sla_percent,
         )
 
     @classmethod
     def of_instance(cls, instance) -> Size:
         return cls(
-            instance.vcpus, instance.memory_mb, instance.disk_gb, instance.bandwidth_mbit,
-            instance.traffic_gb, instance.sla_percent,
+            instance.vcpus,
+            instance.memory_mb,
+            instance.disk_gb,
+            instance.bandwidth_mbit,
+            instance.traffic_gb,
+            instance.sla_percent,
         )
 
     def as_fields(self) -> dict:

@@ -28,7 +28,9 @@ def _run(task, instance_id: str, work, in_flight: str, on_failure=None) -> str:
         if isinstance(failure.error, TransientHostError) and task.request.retries < RETRY["max_retries"]:
             countdown = RETRY["countdown_base"] ** (task.request.retries + 1)
             log.warning("transient failure on %s, retry in %ss: %s", instance_id, countdown, failure)
-            raise task.retry(countdown=countdown, exc=failure) from failure
+            # Our limit, not Celery's default of 3: past that, retry() re-raises `failure` out
+            # of this handler and the instance would stay in its in-flight state for ever.
+            raise task.retry(countdown=countdown, exc=failure, max_retries=RETRY["max_retries"]) from failure
         if on_failure:
             on_failure(instance_id)
         operations.mark_failed(instance_id, in_flight, failure)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions, pagination, serializers, status
-from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework import exceptions, pagination, parsers, serializers, status
 
 
 class ConflictError(exceptions.APIException):
@@ -29,6 +28,10 @@ def exception_handler(exc, context):
     `fields` maps each offending input field to its messages, so a client can show the error
     next to the field it belongs to.
     """
+    # Imported here: DRF's views module loads DEFAULT_PARSER_CLASSES, that is this module, when it
+    # is first imported.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     if isinstance(exc, RequestDataTooBig):
         exc = exceptions.APIException("The request body is too large.")
         exc.status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
@@ -55,15 +58,49 @@ def exception_handler(exc, context):
     return response
 
 
-class StrictSerializer(serializers.Serializer):
-    """Input serializer that rejects fields it does not know, instead of ignoring them."""
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, except that a body nested too deeply for Python's json module is a 400.
+
+    `json.load` raises RecursionError, not ValueError, for `[[[[...]]]]`, which DRF lets through
+    as a 500.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - the document is nested too deeply.") from None
+
+
+class RejectUnknownFields:
+    """Mixin for any serializer: fields it does not know are an error, not silently ignored.
+
+    Read-only fields count as unknown on input, so a client learns it cannot set them.
+    """
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            errors = {}
+            for name in sorted(data):
+                field = self.fields.get(name)
+                if field is None:
+                    errors[name] = ["Unknown field."]
+                elif field.read_only:
+                    errors[name] = ["Read-only field."]
+            if errors:
+                raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
+
+
+class StrictSerializer(RejectUnknownFields, serializers.Serializer):
+    """Input serializer that rejects fields it does not know."""
+
+
+def reject_nul(value: str, field: str) -> str:
+    """Query parameters bypass serializers; PostgreSQL refuses NUL bytes in text, so say so."""
+    if "\x00" in value:
+        raise serializers.ValidationError({field: ["Null characters are not allowed."]})
+    return value
 
 
 class Pagination(pagination.PageNumberPagination):
@@ -74,4 +111,3 @@ class Pagination(pagination.PageNumberPagination):
 
 def api_not_found(request, *args, **kwargs):
     return JsonResponse({"detail": f"No API route {request.path}.", "code": "not_found"}, status=404)
-

@@ -45,3 +45,12 @@ def secret_key(path: Path) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(key)
     return key
+
+
+def running_in_a_vm() -> bool:
+    """True when this machine is itself a guest (the CPU's `hypervisor` flag). Nested KVM is
+    unreliable there (seen hanging at boot, or aborting in QEMU), so KVM is off by default."""
+    try:
+        return " hypervisor" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False

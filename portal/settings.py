@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from portal.env import env_bool, env_int, env_list, env_str, secret_key
+from portal.env import env_bool, env_int, env_list, env_str, running_in_a_vm, secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -154,7 +154,6 @@ PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000")
 # django-allauth: e-mail is the login, verified before first login.
 ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
-ACCOUNT_USER_MODEL_USERNAME_FIELD = None
 ACCOUNT_EMAIL_VERIFICATION = "mandatory"
 ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = False
@@ -182,7 +181,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "portal.api.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["portal.api.JSONParser"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Cloud Portal API",
@@ -190,6 +189,14 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a `status` or `state`; name each choice set after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "TenantStatusEnum": "tenants.models.Tenant.Status",
+        "HostStatusEnum": "compute.models.Host.Status",
+        "InstanceActionStatusEnum": "compute.models.InstanceAction.Status",
+        "ImageStateEnum": "compute.models.Image.State",
+        "InstanceStateEnum": "compute.models.InstanceState",
+    },
 }
 
 # Tenant policy defaults; operators override quotas per tenant in the database.
@@ -248,7 +255,7 @@ HOST_HEARTBEAT_SECONDS = env_int("HOST_HEARTBEAT_SECONDS", 30)
 HOST_DOWN_AFTER_SECONDS = env_int("HOST_DOWN_AFTER_SECONDS", 120)
 IMAGE_STORE = Path(env_str("IMAGE_STORE", str(VAR_DIR / "images")))
 # KVM is used where the host offers it and this allows it; nested KVM fails on some hosts.
-ALLOW_KVM = env_bool("ALLOW_KVM", True)
+ALLOW_KVM = env_bool("ALLOW_KVM", not running_in_a_vm())
 # The rate (KiB/s each way) an instance over its traffic allowance is throttled to.
 THROTTLE_KBYTES = env_int("THROTTLE_KBYTES", 128)
 CELERY_BEAT_SCHEDULE = {
@@ -257,3 +264,29 @@ CELERY_BEAT_SCHEDULE = {
     "hosts-orphans": {"task": "compute.tasks.report_all_orphans", "schedule": 3600.0},
     "idempotency-keys-expire": {"task": "compute.tasks.expire_keys", "schedule": 3600.0},
 }
+
+# The host `make run` registers on first start; when it cannot be used, the run falls back to
+# libvirt's test driver and says so.
+LIBVIRT_DEFAULT_URI = env_str("LIBVIRT_DEFAULT_URI", "qemu:///system")
+LIBVIRT_POOL = env_str("LIBVIRT_POOL", "portal")
+LIBVIRT_POOL_DIR = Path(env_str("LIBVIRT_POOL_DIR", "/var/lib/libvirt/portal"))
+LIBVIRT_NETWORK = env_str("LIBVIRT_NETWORK", "portal-net")
+# None: decided by probing the kernel (compute.localhost.kernel_can_shape).
+LIBVIRT_SHAPING = env_bool("LIBVIRT_SHAPING", False) if env_str("LIBVIRT_SHAPING", "") else None
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat share the file: wait for locks instead of failing, and take the
+    # write lock at BEGIN so two writers never deadlock upgrading read locks.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL;",
+    }
+
+# Console: websockify with compute.console's plugin; tokens live a minute and open one session.
+CONSOLE_TOKEN_TTL = env_int("CONSOLE_TOKEN_TTL", 60)
+CONSOLE_MAX_SESSION_SECONDS = env_int("CONSOLE_MAX_SESSION_SECONDS", 4 * 3600)
+CONSOLE_PROXY_BIND = env_str("CONSOLE_PROXY_BIND", "127.0.0.1:6080")
+CONSOLE_PROXY_URL = env_str("CONSOLE_PROXY_URL", "ws://127.0.0.1:6080")
+CONSOLE_ALLOWED_ORIGINS = env_list("CONSOLE_ALLOWED_ORIGINS", [PORTAL_BASE_URL])
+ACCOUNT_USER_DISPLAY = "tenants.adapters.user_display"

@@ -36,5 +36,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("healthz", views.healthz, name="healthz"),
+    path("instances/<uuid:pk>/console", views.instance_console, name="instance-console"),
+    path("invitations/accept/<str:token>", views.invitation_accept, name="invitation-accept-page"),
+    path("tenants/switch", views.tenant_switch, name="tenant-switch"),
     path("", views.home, name="home"),
 ]

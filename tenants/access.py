@@ -59,9 +59,7 @@ def _resolve(request) -> Actor | None:
         return None
     token = getattr(request, "auth", None)
     if isinstance(token, ApiToken):
-        membership = (
-            Membership.objects.select_related("tenant").filter(user=user, tenant_id=token.tenant_id).first()
-        )
+        membership = Membership.objects.select_related("tenant").filter(user=user, tenant_id=token.tenant_id).first()
         return Actor(user, membership.tenant, membership.role, token) if membership else None
     memberships = Membership.objects.select_related("tenant").filter(user=user)
     wanted = request.session.get(SESSION_TENANT_KEY) if hasattr(request, "session") else None
@@ -76,9 +74,7 @@ def _resolve(request) -> Actor | None:
 
 def switch_tenant(request, tenant_id) -> Actor:
     """Make tenant_id the session's tenant; 404 unless the user is a member of it."""
-    membership = (
-        Membership.objects.select_related("tenant").filter(user=request.user, tenant_id=tenant_id).first()
-    )
+    membership = Membership.objects.select_related("tenant").filter(user=request.user, tenant_id=tenant_id).first()
     if membership is None:
         raise Http404("No such tenant.")
     request.session[SESSION_TENANT_KEY] = str(membership.tenant_id)

@@ -9,3 +9,8 @@ class AccountAdapter(DefaultAccountAdapter):
         if commit:
             personal_tenant_for(user)
         return user
+
+
+def user_display(user) -> str:
+    """How allauth names a user in pages and e-mails: the e-mail, never the generated username."""
+    return user.email

@@ -3,7 +3,6 @@ from __future__ import annotations
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
-from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -60,9 +59,7 @@ class MyTenantsView(APIView):
     @extend_schema(responses=TenantSerializer(many=True))
     def get(self, request):
         memberships = Membership.objects.filter(user=request.user).select_related("tenant")
-        return Response(
-            [TenantSerializer(m.tenant, context={"role": m.role}).data for m in memberships]
-        )
+        return Response([TenantSerializer(m.tenant, context={"role": m.role}).data for m in memberships])
 
 
 class QuotaSerializer(serializers.Serializer):
@@ -93,9 +90,7 @@ class MemberUpdateSerializer(StrictSerializer):
     role = serializers.ChoiceField(choices=Role.choices)
 
 
-class MemberViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, TenantScopedViewSet
-):
+class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, TenantScopedViewSet):
     queryset = Membership.objects.select_related("user")
     serializer_class = MemberSerializer
     write_role = Role.ADMIN
@@ -177,7 +172,14 @@ class TokenSerializer(serializers.ModelSerializer):
     class Meta:
         model = ApiToken
         fields = [
-            "id", "name", "scope", "prefix", "user", "created_at", "expires_at", "last_used_at",
+            "id",
+            "name",
+            "scope",
+            "prefix",
+            "user",
+            "created_at",
+            "expires_at",
+            "last_used_at",
             "revoked_at",
         ]
 
@@ -195,9 +197,7 @@ class TokenCreateSerializer(StrictSerializer):
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
 
 
-class TokenViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, TenantScopedViewSet
-):
+class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, TenantScopedViewSet):
     """API tokens of the tenant. DELETE revokes; a revoked token stays listed as history."""
 
     queryset = ApiToken.objects.select_related("user")
@@ -230,9 +230,7 @@ class SshKeyCreateSerializer(StrictSerializer):
     public_key = serializers.CharField(max_length=16384)
 
 
-class SshKeyViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, TenantScopedViewSet
-):
+class SshKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, TenantScopedViewSet):
     queryset = SshKey.objects.all()
     serializer_class = SshKeySerializer
 

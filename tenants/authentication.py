@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import timedelta
 
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from tenants.models import ApiToken
 
-TOKEN_PREFIX = "cpt"
+TOKEN_PREFIX = "cpt"  # noqa: S105 - a public marker, not a secret
 # Writing last_used_at on every request would turn each API read into a write.
 LAST_USED_GRANULARITY = timedelta(seconds=60)
+# What new_token_material() makes; anything else (a NUL byte, say) must not reach the database.
+PREFIX_RE = re.compile(r"[0-9a-f]{12}")
 
 
 def hash_secret(secret: str) -> str:
@@ -32,7 +36,7 @@ def new_token_material() -> tuple[str, str, str]:
 
 def token_from_string(raw: str) -> ApiToken | None:
     parts = raw.split("_", 2)
-    if len(parts) != 3 or parts[0] != TOKEN_PREFIX or len(raw) > 200:
+    if len(parts) != 3 or parts[0] != TOKEN_PREFIX or len(raw) > 200 or not PREFIX_RE.fullmatch(parts[1]):
         return None
     token = ApiToken.objects.select_related("user", "tenant").filter(prefix=parts[1]).first()
     if token is None or not hmac.compare_digest(token.secret_hash, hash_secret(parts[2])):
@@ -60,3 +64,17 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return self.keyword
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """Describes BearerTokenAuthentication in the OpenAPI schema (registered by being defined)."""
+
+    target_class = BearerTokenAuthentication
+    name = "bearerToken"
+
+    def get_security_definition(self, auto_schema) -> dict:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token, `cpt_<prefix>_<secret>`, made with POST /api/v1/tokens.",
+        }

@@ -94,6 +94,9 @@ class Invitation(models.Model):
             )
         ]
 
+    def __str__(self) -> str:
+        return f"{self.email} to {self.tenant_id} as {self.role}"
+
 
 class Quota(models.Model):
     tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="quota")
@@ -103,6 +106,9 @@ class Quota(models.Model):
     disk_gb = models.PositiveIntegerField()
 
     LIMITS = ("instances", "vcpus", "memory_mb", "disk_gb")
+
+    def __str__(self) -> str:
+        return f"quota of {self.tenant_id}"
 
 
 class ApiToken(models.Model):
@@ -150,6 +156,9 @@ class SshKey(models.Model):
             models.UniqueConstraint(fields=["tenant", "fingerprint"], name="sshkey_fingerprint_unique"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.name} ({self.fingerprint})"
+
 
 class AuditEvent(models.Model):
     """Who (a user, a token, or the system) did what to what, for every tenant-visible change."""
@@ -165,3 +174,6 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.target}"

@@ -36,9 +36,7 @@ class InvitationInvalid(Exception):
     pass
 
 
-def audit(
-    actor: Actor | None, action: str, *, tenant: Tenant | None = None, target: str = "", **detail
-) -> AuditEvent:
+def audit(actor: Actor | None, action: str, *, tenant: Tenant | None = None, target: str = "", **detail) -> AuditEvent:
     """Record who did what. `actor=None` means the system did it."""
     return AuditEvent.objects.create(
         tenant=tenant or (actor.tenant if actor else None),
@@ -116,14 +114,19 @@ def invitation_create(*, actor: Actor, email: str, role: str) -> tuple[Invitatio
     if Invitation.objects.filter(tenant=actor.tenant, email=email, accepted_at__isnull=True).exists():
         raise ConflictError(f"{email} already has an open invitation; revoke it first.")
     token = secrets.token_urlsafe(32)
-    invitation = Invitation.objects.create(
-        tenant=actor.tenant,
-        email=email,
-        role=role,
-        token_hash=_hash_invitation(token),
-        invited_by=actor.user,
-        expires_at=timezone.now() + timedelta(hours=settings.INVITATION_TTL_HOURS),
-    )
+    try:
+        # The check above can race with a concurrent invite; the constraint settles it.
+        with transaction.atomic():
+            invitation = Invitation.objects.create(
+                tenant=actor.tenant,
+                email=email,
+                role=role,
+                token_hash=_hash_invitation(token),
+                invited_by=actor.user,
+                expires_at=timezone.now() + timedelta(hours=settings.INVITATION_TTL_HOURS),
+            )
+    except IntegrityError:
+        raise ConflictError(f"{email} already has an open invitation; revoke it first.") from None
     audit(actor, "invitation.create", target=email, role=role)
     link = f"{settings.PORTAL_BASE_URL}/invitations/accept/{token}"
     transaction.on_commit(
@@ -209,9 +212,7 @@ def membership_remove(*, actor: Actor, membership: Membership) -> None:
     audit(actor, "membership.remove", target=membership.user.email)
 
 
-def token_create(
-    *, actor: Actor, name: str, scope: str, expires_at: datetime | None = None
-) -> tuple[ApiToken, str]:
+def token_create(*, actor: Actor, name: str, scope: str, expires_at: datetime | None = None) -> tuple[ApiToken, str]:
     """A token for the actor's tenant; the full secret is returned once and never stored."""
     if expires_at is not None and expires_at <= timezone.now():
         raise ConflictError("expires_at must be in the future.")
@@ -243,13 +244,19 @@ def sshkey_create(*, actor: Actor, name: str, public_key: str) -> SshKey:
         raise ConflictError("This key is already registered in this tenant.")
     if SshKey.objects.filter(tenant=actor.tenant, name=name).exists():
         raise ConflictError(f"There is already a key named {name!r}.")
-    key = SshKey.objects.create(
-        tenant=actor.tenant,
-        created_by=actor.user,
-        name=name,
-        public_key=parsed.canonical,
-        fingerprint=parsed.fingerprint,
-    )
+    try:
+        # A concurrent upload of the same key or name passes the checks above; the unique
+        # constraints settle it.
+        with transaction.atomic():
+            key = SshKey.objects.create(
+                tenant=actor.tenant,
+                created_by=actor.user,
+                name=name,
+                public_key=parsed.canonical,
+                fingerprint=parsed.fingerprint,
+            )
+    except IntegrityError:
+        raise ConflictError("This key or key name is already registered in this tenant.") from None
     audit(actor, "sshkey.create", target=name, fingerprint=parsed.fingerprint)
     return key
 
@@ -257,4 +264,3 @@ def sshkey_create(*, actor: Actor, name: str, public_key: str) -> SshKey:
 def sshkey_delete(*, actor: Actor, key: SshKey) -> None:
     key.delete()
     audit(actor, "sshkey.delete", target=key.name, fingerprint=key.fingerprint)
-

@@ -105,7 +105,9 @@ def api():
 
 
 def token_for(user: User, tenant, scope: str = ApiToken.Scope.WRITE) -> str:
-    _token, secret = tenant_services.token_create(actor=actor(user, tenant), name=f"t-{uuid.uuid4().hex[:6]}", scope=scope)
+    _token, secret = tenant_services.token_create(
+        actor=actor(user, tenant), name=f"t-{uuid.uuid4().hex[:6]}", scope=scope
+    )
     return secret
 
 
@@ -131,15 +133,25 @@ def host(simulated_host):
 def image(settings):
     (settings.IMAGE_STORE / "tiny.qcow2").write_bytes(b"QFI\xfb" + b"\0" * 508)
     return Image.objects.create(
-        name="Tiny Linux", os_family="linux", os_version="1", size_bytes=512, source_path="tiny.qcow2",
-        min_disk_gb=1, min_memory_mb=64,
+        name="Tiny Linux",
+        os_family="linux",
+        os_version="1",
+        size_bytes=512,
+        source_path="tiny.qcow2",
+        min_disk_gb=1,
+        min_memory_mb=64,
     )
 
 
 @pytest.fixture
 def flavor(db):
     return Flavor.objects.create(
-        name="s1.small", vcpus=1, memory_mb=512, disk_gb=10, bandwidth_mbit=100, traffic_gb=1000,
+        name="s1.small",
+        vcpus=1,
+        memory_mb=512,
+        disk_gb=10,
+        bandwidth_mbit=100,
+        traffic_gb=1000,
         sla_percent=Decimal("99.9"),
     )
 

@@ -381,9 +381,7 @@ class LibvirtDriver(ComputeDriver):
                         cpu_time_ns=int(stats.get("cpu.time", 0)),
                         rx_bytes=sum(int(stats.get(f"net.{i}.rx.bytes", 0)) for i in range(nets)),
                         tx_bytes=sum(int(stats.get(f"net.{i}.tx.bytes", 0)) for i in range(nets)),
-                        disk_allocation_bytes=sum(
-                            int(stats.get(f"block.{i}.allocation", 0)) for i in range(blocks)
-                        ),
+                        disk_allocation_bytes=sum(int(stats.get(f"block.{i}.allocation", 0)) for i in range(blocks)),
                     )
                 )
             return result

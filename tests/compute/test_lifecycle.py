@@ -16,7 +16,9 @@ def wait_state(api_client, instance_id, state):
 def test_it_runs_the_whole_life_cycle_through_the_api(eager, api, alice, tenant_a, host, image, flavor):
     client = api(alice)
     # given / when: create
-    response = client.post("/api/v1/instances", {"name": "web-1", "image": str(image.pk), "flavor": str(flavor.pk)}, format="json")
+    response = client.post(
+        "/api/v1/instances", {"name": "web-1", "image": str(image.pk), "flavor": str(flavor.pk)}, format="json"
+    )
     # then: accepted at once with the allocated address
     assert response.status_code == 202, response.json()
     created = response.json()
@@ -38,9 +40,11 @@ def test_it_runs_the_whole_life_cycle_through_the_api(eager, api, alice, tenant_
     wait_state(client, instance_id, "running")
     assert dom.isActive()
 
-    response = client.post(f"/api/v1/instances/{instance_id}/resize",
-                           {"vcpus": 2, "memory_mb": 1024, "disk_gb": 20, "bandwidth_mbit": 100, "traffic_gb": 500},
-                           format="json")
+    response = client.post(
+        f"/api/v1/instances/{instance_id}/resize",
+        {"vcpus": 2, "memory_mb": 1024, "disk_gb": 20, "bandwidth_mbit": 100, "traffic_gb": 500},
+        format="json",
+    )
     assert response.status_code == 202, response.json()
     body = wait_state(client, instance_id, "running")
     assert body["size"]["vcpus"] == 2 and body["size"]["memory_mb"] == 1024

@@ -1,0 +1,124 @@
+"""A real libvirt host on this machine, set up with the project's own pool and network.
+
+The network is isolated (no <forward>): guests get DHCP from libvirt's dnsmasq and can reach
+nothing but each other and the host. Used by `make run` when libvirtd answers, and by the
+end-to-end suite with names unique to the run.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import libvirt
+
+from compute.drivers.libvirt_xml import network_info_of
+
+
+def _pool_xml(name: str, path: Path) -> str:
+    pool = ET.Element("pool", type="dir")
+    ET.SubElement(pool, "name").text = name
+    target = ET.SubElement(pool, "target")
+    ET.SubElement(target, "path").text = str(path)
+    return ET.tostring(pool, encoding="unicode")
+
+
+def _network_xml(name: str, bridge: str, subnet: ipaddress.IPv4Network) -> str:
+    hosts = list(subnet.hosts())
+    net = ET.Element("network")
+    ET.SubElement(net, "name").text = name
+    ET.SubElement(net, "bridge", name=bridge, stp="on", delay="0")
+    ip = ET.SubElement(net, "ip", address=str(hosts[0]), netmask=str(subnet.netmask))
+    dhcp = ET.SubElement(ip, "dhcp")
+    ET.SubElement(dhcp, "range", start=str(hosts[9]), end=str(hosts[-1]))
+    return ET.tostring(net, encoding="unicode")
+
+
+def used_subnets(conn: libvirt.virConnect) -> list[ipaddress.IPv4Network]:
+    subnets = []
+    for net in conn.listAllNetworks(0):
+        try:
+            subnets.append(ipaddress.ip_network(network_info_of(net.XMLDesc(0)).cidr))
+        except ValueError:
+            continue
+    return subnets
+
+
+def free_subnet(conn: libvirt.virConnect, base: str = "10.254.0.0/16", prefix: int = 24) -> ipaddress.IPv4Network:
+    taken = used_subnets(conn)
+    for candidate in ipaddress.ip_network(base).subnets(new_prefix=prefix):
+        if not any(candidate.overlaps(other) for other in taken):
+            return candidate
+    raise RuntimeError(f"no free /{prefix} in {base}")
+
+
+def ensure_pool(conn: libvirt.virConnect, name: str, path: Path) -> libvirt.virStoragePool:
+    try:
+        pool = conn.storagePoolLookupByName(name)
+    except libvirt.libvirtError:
+        path.mkdir(parents=True, exist_ok=True)
+        pool = conn.storagePoolDefineXML(_pool_xml(name, path), 0)
+    if not pool.isActive():
+        pool.create(0)
+    return pool
+
+
+def ensure_network(conn: libvirt.virConnect, name: str, bridge: str) -> libvirt.virNetwork:
+    try:
+        net = conn.networkLookupByName(name)
+    except libvirt.libvirtError:
+        net = conn.networkDefineXML(_network_xml(name, bridge, free_subnet(conn)))
+    if not net.isActive():
+        net.create()
+    return net
+
+
+def remove(conn: libvirt.virConnect, *, pool: str | None = None, network: str | None = None) -> None:
+    """Tear down what ensure_* made (volumes included); missing parts are skipped."""
+    if network:
+        try:
+            net = conn.networkLookupByName(network)
+            if net.isActive():
+                net.destroy()
+            net.undefine()
+        except libvirt.libvirtError:
+            pass
+    if pool:
+        try:
+            p = conn.storagePoolLookupByName(pool)
+            if not p.isActive():
+                p.create(0)
+            for vol in p.listAllVolumes(0):
+                vol.delete(0)
+            p.destroy()
+            p.delete(0)
+            p.undefine()
+        except libvirt.libvirtError:
+            pass
+
+
+def prepare(uri: str, *, pool: str, pool_dir: Path, network: str, bridge: str) -> dict:
+    """Make sure pool and network exist and run; the arguments that register the host."""
+    conn = libvirt.open(uri)
+    try:
+        ensure_pool(conn, pool, pool_dir)
+        ensure_network(conn, network, bridge)
+    finally:
+        conn.close()
+    return {"uri": uri, "storage_pool": pool, "network": network}
+
+
+def kernel_can_shape() -> bool:
+    """Whether libvirt's <bandwidth> can work here: it runs `tc ... sfq`, and a kernel without
+    sfq makes the domain fail to start. Tried on the loopback of a throwaway namespace."""
+    namespace = f"portal-shape-{uuid.uuid4().hex[:8]}"
+    if subprocess.run(["ip", "netns", "add", namespace], capture_output=True).returncode != 0:
+        return False
+    try:
+        probe = ["ip", "netns", "exec", namespace, "tc", "qdisc", "add", "dev", "lo", "root", "sfq"]
+        return subprocess.run(probe, capture_output=True).returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)

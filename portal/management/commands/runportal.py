@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import os
+import secrets
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from compute.models import Host
+from portal.runner import Proc, python_bin, supervise
+from tenants.models import User
+from tenants.services import personal_tenant_for
+
+OPERATOR_EMAIL = "operator@localhost"
+
+
+class Command(BaseCommand):
+    help = "Migrate, seed a demo catalogue, create an operator, and run web, worker and beat together."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--bind", default=os.environ.get("PORTAL_BIND", "127.0.0.1:8000"))
+
+    def handle(self, *args, bind: str, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        call_command("seed_demo")
+        password = self._operator_password()
+        queues = ",".join([settings.CELERY_TASK_DEFAULT_QUEUE, *Host.objects.values_list("queue", flat=True)])
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings"}
+        procs = [
+            Proc(
+                "web",
+                [
+                    python_bin("gunicorn"),
+                    "portal.wsgi",
+                    "--bind",
+                    bind,
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "4",
+                    "--access-logfile",
+                    "-",
+                ],
+            ),
+            # Threads, not processes: a host on libvirt's test driver lives in the memory of the
+            # process that opened it, so all work for it must run in one process.
+            Proc(
+                "worker",
+                [
+                    python_bin("celery"),
+                    "-A",
+                    "portal",
+                    "worker",
+                    "-Q",
+                    queues,
+                    "-P",
+                    "threads",
+                    "-c",
+                    "4",
+                    "-l",
+                    "info",
+                ],
+            ),
+            Proc("console", [python_bin("python"), str(settings.BASE_DIR / "manage.py"), "consoleproxy"]),
+            Proc(
+                "beat",
+                [
+                    python_bin("celery"),
+                    "-A",
+                    "portal",
+                    "beat",
+                    "-l",
+                    "info",
+                    "-s",
+                    str(settings.VAR_DIR / "celerybeat-schedule"),
+                ],
+            ),
+        ]
+        self.stdout.write(self.style.SUCCESS(f"\nCloud portal on http://{bind}/"))
+        self.stdout.write(f"  operator: {OPERATOR_EMAIL}  password: {password}  (admin: http://{bind}/admin/)")
+        self.stdout.write(f"  console proxy: {settings.CONSOLE_PROXY_URL}")
+        self.stdout.write(f"  e-mails (verification links) are written to {settings.EMAIL_FILE_PATH}/")
+        self.stdout.write("  Ctrl-C stops everything.\n")
+        raise SystemExit(supervise(procs, env))
+
+    def _operator_password(self) -> str:
+        """The operator's password, made on first run and kept in var/ (mode 0600)."""
+        path = settings.VAR_DIR / "operator-password"
+        user = User.objects.filter(email=OPERATOR_EMAIL).first()
+        if user is not None and path.exists():
+            return path.read_text().strip()
+        password = secrets.token_urlsafe(12)
+        if user is None:
+            user = User.objects.create_superuser(username=OPERATOR_EMAIL, email=OPERATOR_EMAIL, password=password)
+        else:
+            user.set_password(password)
+            user.save(update_fields=["password"])
+        from allauth.account.models import EmailAddress
+
+        EmailAddress.objects.update_or_create(
+            user=user, email=OPERATOR_EMAIL, defaults={"verified": True, "primary": True}
+        )
+        personal_tenant_for(user)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password)
+        return password

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+from decimal import Decimal
+
+import libvirt
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from compute import localhost
+from compute.drivers.base import HostError, TransientHostError
+from compute.hosts import host_register
+from compute.models import Flavor, Host, Image
+
+FLAVORS = [
+    # name, vcpus, memory MiB, disk GiB, bandwidth Mbit/s, traffic GiB, SLA %
+    ("s1.nano", 1, 512, 10, 100, 500, "99.500"),
+    ("s1.small", 1, 1024, 25, 200, 1000, "99.900"),
+    ("s1.medium", 2, 2048, 50, 500, 2000, "99.900"),
+    ("s1.large", 4, 8192, 100, 1000, 4000, "99.950"),
+    ("c1.xlarge", 8, 16384, 200, 1000, 8000, "99.990"),
+]
+DEMO_IMAGE = "blank-10g.qcow2"
+
+
+class Command(BaseCommand):
+    help = "Seed the demo catalogue (flavors, an image) and register a host. Safe to run again."
+
+    def handle(self, *args, **options):
+        for name, vcpus, memory, disk, bandwidth, traffic, sla in FLAVORS:
+            Flavor.objects.get_or_create(
+                name=name,
+                defaults={
+                    "vcpus": vcpus,
+                    "memory_mb": memory,
+                    "disk_gb": disk,
+                    "bandwidth_mbit": bandwidth,
+                    "traffic_gb": traffic,
+                    "sla_percent": Decimal(sla),
+                },
+            )
+        self._image()
+        if not Host.objects.exists():
+            self._host()
+
+    def _image(self) -> None:
+        store = settings.IMAGE_STORE
+        store.mkdir(parents=True, exist_ok=True)
+        path = store / DEMO_IMAGE
+        if not path.exists():
+            qemu_img = shutil.which("qemu-img")
+            if qemu_img:
+                subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(path), "10G"], check=True)
+            else:
+                path.write_bytes(b"")
+        Image.objects.get_or_create(
+            name="Blank disk (no OS)",
+            defaults={
+                "os_family": "none",
+                "os_version": "",
+                "size_bytes": path.stat().st_size,
+                "source_path": DEMO_IMAGE,
+                "min_disk_gb": 10,
+                "min_memory_mb": 64,
+            },
+        )
+
+    def _host(self) -> None:
+        uri = settings.LIBVIRT_DEFAULT_URI
+        if uri:
+            try:
+                args = localhost.prepare(
+                    uri,
+                    pool=settings.LIBVIRT_POOL,
+                    pool_dir=settings.LIBVIRT_POOL_DIR,
+                    network=settings.LIBVIRT_NETWORK,
+                    bridge="virbr-portal",
+                )
+                shaping = settings.LIBVIRT_SHAPING
+                if shaping is None:
+                    shaping = localhost.kernel_can_shape()
+                host = host_register(name="local", shaping=shaping, allow_kvm=settings.ALLOW_KVM, **args)
+                self.stdout.write(
+                    self.style.SUCCESS(
+                        f"Registered host 'local' at {uri} (domain type {host.domain_type}, "
+                        f"bandwidth shaping {'on' if shaping else 'off: this kernel has no sfq qdisc'})."
+                    )
+                )
+                return
+            except (TransientHostError, HostError, libvirt.libvirtError) as exc:
+                self.stdout.write(self.style.WARNING(f"libvirt at {uri} cannot be used: {exc}"))
+        banner = "!" * 78
+        self.stdout.write(
+            self.style.WARNING(
+                f"\n{banner}\n  NO LIBVIRTD: running on libvirt's test:///default hypervisor.\n"
+                "  Instances are simulated: nothing boots, no console. Set LIBVIRT_DEFAULT_URI\n"
+                f"  (e.g. qemu:///system) to use a real hypervisor.\n{banner}\n"
+            )
+        )
+        host_register(
+            name="simulated",
+            uri="test:///default",
+            storage_pool="default-pool",
+            network="default",
+            shaping=False,
+            cpu_ratio=Decimal("4"),
+            ram_ratio=Decimal("8"),
+        )

@@ -1,0 +1,27 @@
+import pytest
+
+from tests.api.routes import FACTORIES, Route, factory_hint
+
+# The operator-only and public routes serve rows that the shared fixtures already make.
+SHARED_ROWS = {"Host": "host", "Flavor": "flavor", "Image": "image"}
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # These tests never log in with a password; the default hasher costs ~0.1 s per user.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def owned(request, alice, tenant_a):
+    """A row that `route` serves: owned by tenant A for tenant-scoped routes."""
+
+    def make(route: Route):
+        if not route.tenant_scoped:
+            return request.getfixturevalue(SHARED_ROWS[route.model.__name__])
+        factory = FACTORIES.get(route.model)
+        if factory is None:
+            pytest.fail(factory_hint(route))
+        return factory(request, alice, tenant_a)
+
+    return make

@@ -1,0 +1,166 @@
+"""Fixtures of the compute tests: threads with their own connections, extra tenants, small
+flavors, driver injection, and a Redis namespace of this run's own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+import redis
+from django.db import connection
+
+from compute import refs
+from compute.models import Flavor, Host
+from portal.celery import app as celery_app
+from tenants import services as tenant_services
+from tenants.models import Quota, User
+from tests.conftest import RUN_ID
+
+# Everything this run puts in Redis (queued tasks, results, cache entries) goes under one
+# prefix, the same one tests/conftest.py gives settings.REDIS_PREFIX and a worker started by
+# test_worker.py derives from it. The app read "portal:" from settings at import; it opens its
+# broker connection lazily, so overriding the options here, before any test runs, is enough.
+RUN_PREFIX = f"test-{RUN_ID}"
+celery_app.conf.broker_transport_options = {
+    **celery_app.conf.broker_transport_options,
+    "global_keyprefix": f"{RUN_PREFIX}:",
+}
+celery_app.conf.result_backend_transport_options = {
+    **celery_app.conf.result_backend_transport_options,
+    "global_keyprefix": f"{RUN_PREFIX}:",
+}
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_run_keys():
+    """Leave nothing of this run in Redis: tasks queued by non-eager tests, results, cache."""
+    yield
+    client = redis_client()
+    keys = list(client.scan_iter(match=f"{RUN_PREFIX}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _purge_host_queues():
+    """Host names, and so queue names, repeat from test to test within a run (sim1-<run>...):
+    whatever a test queued and nobody ran is dropped when it ends."""
+    yield
+    client = redis_client()
+    keys = list(client.scan_iter(match=f"{RUN_PREFIX}:host.*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def queued():
+    """How many messages wait on a Celery queue of this run."""
+    client = redis_client()
+
+    def count(queue: str) -> int:
+        return client.llen(f"{RUN_PREFIX}:{queue}")
+
+    yield count
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # Personas get real passwords; PBKDF2 at full strength costs a quarter second each.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def make_tenant(db):
+    """A factory of further tenants, each with its own owner: (owner, tenant)."""
+    numbers = itertools.count(1)
+
+    def make(**quota) -> tuple[User, object]:
+        n = next(numbers)
+        owner = User.objects.create_user(username=f"owner{n}@example.com", email=f"owner{n}@example.com")
+        tenant = tenant_services.tenant_create(name=f"Tenant {n}", owner=owner)
+        if quota:
+            Quota.objects.filter(tenant=tenant).update(**quota)
+        return owner, tenant
+
+    return make
+
+
+@pytest.fixture
+def tiny_flavor(db):
+    return Flavor.objects.create(
+        name="t1.tiny",
+        vcpus=1,
+        memory_mb=128,
+        disk_gb=1,
+        bandwidth_mbit=10,
+        traffic_gb=10,
+        sla_percent=Decimal("99.0"),
+    )
+
+
+@pytest.fixture
+def sized_host(simulated_host):
+    """A simulated host with the given CPUs and memory and overcommit ratios."""
+
+    def make(*, cpus: int, memory_mb: int, cpu_ratio: str = "1.00", ram_ratio: str = "1.00") -> Host:
+        host = simulated_host(cpus=cpus, memory_mb=memory_mb)
+        Host.objects.filter(pk=host.pk).update(cpu_ratio=Decimal(cpu_ratio), ram_ratio=Decimal(ram_ratio))
+        host.refresh_from_db()
+        return host
+
+    return make
+
+
+@pytest.fixture
+def concurrently():
+    """Run the calls in threads released together; each result, or the exception it raised.
+
+    Each thread opens its own database connection before the start line (so connecting does
+    not stagger them) and closes it at the end.
+    """
+
+    def run(calls: list[Callable[[], object]]) -> list[object]:
+        start_line = threading.Barrier(len(calls))
+        results: list[object] = [None] * len(calls)
+
+        def work(index: int, call: Callable[[], object]) -> None:
+            try:
+                connection.ensure_connection()
+                start_line.wait(timeout=30)
+                results[index] = call()
+            except BaseException as exc:  # handed back for the test to assert on
+                results[index] = exc
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=work, args=(i, call)) for i, call in enumerate(calls)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads), "a request thread hung"
+        return results
+
+    return run
+
+
+@pytest.fixture
+def use_driver(monkeypatch):
+    """Make the worker side build its driver from `cls` (a subclass of the real LibvirtDriver)."""
+
+    def use(cls) -> None:
+        monkeypatch.setattr(refs, "driver_for", cls)
+
+    return use

@@ -1,0 +1,225 @@
+"""Real Celery worker processes doing the hosts' work, driven through the HTTP API.
+
+Each worker is `celery -A portal worker` in its own process, on this run's test database and
+Redis namespace (REDIS_PREFIX is what settings derive the broker's key prefix from), serving
+one host's queue. A worker opens its own test:///path.xml connection, so the host it builds on
+is its own fresh one; the tests see its work through the database and the API.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from celery.signals import after_task_publish
+from django.conf import settings as django_settings
+
+from compute.models import Host, Instance, IpAllocation
+from tests.compute.conftest import RUN_PREFIX, redis_client
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+CELERY = Path(django_settings.BASE_DIR) / ".venv" / "bin" / "celery"
+READY_WITHIN = 30.0
+SETTLE_WITHIN = 30.0
+
+
+@dataclass
+class Worker:
+    queue: str
+    process: subprocess.Popen
+    log: Path
+    ready_after: float = 0.0
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def ran(self, task: str, task_id: str) -> bool:
+        return f"{task}[{task_id}] succeeded" in self.output()
+
+
+def database_url(db: dict) -> str:
+    credentials = quote(db["USER"] or "", safe="")
+    if db.get("PASSWORD"):
+        credentials += ":" + quote(db["PASSWORD"], safe="")
+    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def start_worker(transactional_db, settings, tmp_path):
+    """Start a worker serving one queue, once it says it is ready. Every worker started is
+    stopped (and reaped) at teardown, whatever the test did, and its queue purged."""
+    started: list[Worker] = []
+    env = {
+        **os.environ,
+        # settings.DATABASES holds the test database's name while a test runs.
+        "DATABASE_URL": database_url(settings.DATABASES["default"]),
+        "REDIS_URL": settings.REDIS_URL,
+        "REDIS_PREFIX": RUN_PREFIX,
+        "IMAGE_STORE": str(settings.IMAGE_STORE),
+        "INSTANCE_STOP_TIMEOUT": str(settings.INSTANCE_STOP_TIMEOUT),
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+    def start(queue: str) -> Worker:
+        log = tmp_path / f"worker-{queue}.log"
+        began = time.monotonic()
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [
+                    str(CELERY),
+                    "-A",
+                    "portal",
+                    "worker",
+                    "-Q",
+                    queue,
+                    "-n",
+                    f"{queue}@localhost",
+                    "-P",
+                    "solo",
+                    "--without-heartbeat",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-l",
+                    "info",
+                ],
+                cwd=django_settings.BASE_DIR,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        worker = Worker(queue, process, log)
+        started.append(worker)
+        while "ready." not in worker.output():
+            assert process.poll() is None, f"worker for {queue} exited:\n{worker.output()}"
+            assert time.monotonic() - began < READY_WITHIN, f"worker for {queue} not ready:\n{worker.output()}"
+            time.sleep(0.1)
+        worker.ready_after = time.monotonic() - began
+        return worker
+
+    yield start
+
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGTERM)  # warm shutdown: finish the task at hand
+    for worker in started:
+        try:
+            worker.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait(timeout=10)
+    if started:
+        client = redis_client()
+        client.delete(*[f"{RUN_PREFIX}:{worker.queue}" for worker in started])
+        client.close()
+
+
+@pytest.fixture
+def published():
+    """Every task this process sends: name, id, arguments and queue."""
+    sent: list[dict] = []
+
+    def record(sender=None, headers=None, body=None, routing_key=None, **_kwargs):
+        sent.append({"task": sender, "id": headers["id"], "args": list(body[0]), "queue": routing_key})
+
+    after_task_publish.connect(record, weak=False)
+    yield sent
+    after_task_publish.disconnect(record)
+
+
+def wait_for(client, instance_id: str, state: str) -> None:
+    """Poll the API until the instance is in `state`; fails on ERROR or after SETTLE_WITHIN."""
+    began = time.monotonic()
+    while True:
+        body = client.get(f"/api/v1/instances/{instance_id}").json()
+        if body["state"] == state:
+            return
+        assert body["state"] != "error", body
+        assert time.monotonic() - began < SETTLE_WITHIN, f"still {body['state']}, wanted {state}: {body}"
+        time.sleep(0.05)
+
+
+def test_it_runs_the_life_cycle_on_a_real_worker(
+    start_worker, published, queued, api, alice, tenant_a, host, image, flavor, record_property
+):
+    worker = start_worker(host.queue)
+    client = api(alice)
+    timings = {"worker_ready": worker.ready_after}
+    # when: create
+    began = time.monotonic()
+    response = client.post(
+        "/api/v1/instances", {"name": "web-1", "image": str(image.pk), "flavor": str(flavor.pk)}, format="json"
+    )
+    assert response.status_code == 202, response.json()
+    instance_id = response.json()["id"]
+    wait_for(client, instance_id, "running")
+    timings["create_to_running"] = time.monotonic() - began
+    body = client.get(f"/api/v1/instances/{instance_id}").json()
+    assert body["power_state"] == "running" and body["progress"] == 100
+    assert [a["step"] for a in body["actions"] if a["step"]] == ["image", "disk", "seed", "dhcp", "define", "start"]
+    # stop, start, delete
+    for action, settled in [("stop", "stopped"), ("start", "running"), ("delete", "deleted")]:
+        began = time.monotonic()
+        if action == "delete":
+            response = client.delete(f"/api/v1/instances/{instance_id}")
+        else:
+            response = client.post(f"/api/v1/instances/{instance_id}/{action}")
+        assert response.status_code == 202, response.json()
+        wait_for(client, instance_id, settled)
+        timings[f"{action}_to_{settled}"] = time.monotonic() - began
+    # then: everything given back, every task run by this worker, nothing left queued
+    host = Host.objects.get(pk=host.pk)
+    assert (host.vcpus_used, host.memory_mb_used, host.disk_gb_used) == (0, 0, 0)
+    assert not IpAllocation.objects.exists()
+    assert Instance.objects.get(pk=instance_id).deleted_at is not None
+    assert [(p["task"], p["queue"]) for p in published] == [
+        (f"compute.tasks.{name}", host.queue) for name in ("provision", "stop", "start", "delete")
+    ]
+    for message in published:
+        assert message["args"] == [instance_id]
+        assert worker.ran(message["task"], message["id"]), worker.output()
+    assert queued(host.queue) == 0
+    for name, seconds in timings.items():
+        record_property(name, round(seconds, 3))
+    print("worker timings (s):", {k: round(v, 3) for k, v in timings.items()})
+
+
+def test_it_gives_each_worker_only_its_own_hosts_work(
+    start_worker, published, queued, api, alice, tenant_a, simulated_host, image, flavor
+):
+    # given: two hosts, each served by its own worker on its own queue
+    hosts = [simulated_host(), simulated_host()]
+    workers = {host.pk: start_worker(host.queue) for host in hosts}
+    client = api(alice)
+    # when: four instances, which the spreading scheduler puts two on each host
+    ids = []
+    for n in range(4):
+        response = client.post(
+            "/api/v1/instances", {"name": f"vm-{n}", "image": str(image.pk), "flavor": str(flavor.pk)}, format="json"
+        )
+        assert response.status_code == 202, response.json()
+        ids.append(response.json()["id"])
+    for instance_id in ids:
+        wait_for(client, instance_id, "running")
+    # then: each build was sent to its host's queue and run by that host's worker alone
+    instances = {str(i.pk): i for i in Instance.objects.filter(pk__in=ids)}
+    assert sorted(sum(1 for i in instances.values() if i.host_id == h.pk) for h in hosts) == [2, 2]
+    builds = [p for p in published if p["task"] == "compute.tasks.provision"]
+    assert sorted(p["args"][0] for p in builds) == sorted(ids)
+    for message in builds:
+        instance = instances[message["args"][0]]
+        own = workers[instance.host_id]
+        other = next(w for host_id, w in workers.items() if host_id != instance.host_id)
+        assert message["queue"] == instance.host.queue == own.queue
+        assert own.ran(message["task"], message["id"]), own.output()
+        assert message["id"] not in other.output()
+    for worker in workers.values():
+        assert worker.output().count("compute.tasks.provision[") == 4  # two received, two succeeded
+        assert queued(worker.queue) == 0

@@ -1,0 +1,201 @@
+"""The console proxy process: tokens work once, refusals, Origin, and sessions cut on stop.
+
+The VNC end is a loopback TCP peer that speaks the first line of RFB; the end-to-end suite
+points the same proxy at QEMU's real VNC server.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from websockify.websocket import WebSocket
+
+from compute import console, operations, services
+from compute.models import Instance
+from compute.sizing import Size
+from tenants.models import Membership, Tenant
+from tests.conftest import actor
+
+ROOT = Path(__file__).resolve().parents[2]
+ORIGIN = "http://portal.test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def vnc_peer():
+    """A loopback TCP server that greets like a VNC server and then echoes."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def serve():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            threading.Thread(target=echo, args=(conn,), daemon=True).start()
+
+    def echo(conn):
+        with conn:
+            conn.sendall(b"RFB 003.008\n")
+            while data := conn.recv(4096):
+                conn.sendall(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    server.close()
+
+
+@pytest.fixture
+def proxy(transactional_db, settings):
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "REDIS_PREFIX": settings.REDIS_PREFIX,
+        "CONSOLE_PROXY_BIND": f"127.0.0.1:{port}",
+        "CONSOLE_ALLOWED_ORIGINS": ORIGIN,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "consoleproxy"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=10)
+        print(output.decode(errors="replace"))  # shown by pytest when the test fails
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def running(alice, tenant_a, host, image, flavor, vnc_peer):
+    request = services.CreateRequest(name="vm", image_id=str(image.pk), size=Size.of_flavor(flavor), flavor_id=None)
+    instance = services.instance_create(actor=actor(alice, tenant_a), request=request)
+    operations.provision(instance.pk)
+    # libvirt's test driver gives no VNC port: point the instance at the loopback peer.
+    Instance.objects.filter(pk=instance.pk).update(vnc_port=vnc_peer)
+    instance.refresh_from_db()
+    return instance
+
+
+class ConsoleClient(WebSocket):
+    """websockify's client drops the query string from the request; the token travels in it."""
+
+    def __init__(self, query: str):
+        super().__init__()
+        self.query = query
+
+    def send_request(self, type, path):
+        super().send_request(type, f"{path}?{self.query}")
+
+
+def open_console(port: int, token: str, origin: str = ORIGIN) -> WebSocket:
+    ws = ConsoleClient(f"token={token}")
+    ws.connect(f"ws://127.0.0.1:{port}/", origin=origin, protocols=["binary"])
+    ws.socket.settimeout(5)
+    return ws
+
+
+def refused(port: int, token: str, origin: str = ORIGIN) -> bool:
+    try:
+        ws = open_console(port, token, origin)
+    except Exception:
+        return True
+    try:
+        return ws.recvmsg() in (None, b"")
+    except Exception:
+        return True
+
+
+def test_it_opens_a_console_once_per_token(proxy, running, alice, tenant_a):
+    token = console.mint_token(actor=actor(alice, tenant_a), instance=running)
+
+    ws = open_console(proxy, token)
+
+    assert ws.recvmsg() == b"RFB 003.008\n"
+    ws.sendmsg(b"ping")
+    assert ws.recvmsg() == b"ping"
+    ws.close()
+    assert refused(proxy, token), "a used token must not open a second session"
+
+
+def test_it_refuses_made_up_expired_and_foreign_origin_tokens(proxy, running, alice, tenant_a, settings):
+    assert refused(proxy, "made-up-token")
+    good = console.mint_token(actor=actor(alice, tenant_a), instance=running)
+    assert refused(proxy, good, origin="http://evil.test")
+    settings.CONSOLE_TOKEN_TTL = 1
+    expired = console.mint_token(actor=actor(alice, tenant_a), instance=running)
+    time.sleep(1.5)
+    assert refused(proxy, expired)
+
+
+def test_it_keeps_only_a_hash_of_the_token_in_redis(running, alice, tenant_a, settings):
+    token = console.mint_token(actor=actor(alice, tenant_a), instance=running)
+    keys = [k.decode() for k in console._redis().keys(f"{settings.REDIS_PREFIX}:console:*")]
+    assert keys and all(token not in key for key in keys)
+    assert all(token.encode() not in console._redis().get(key) for key in keys)
+
+
+def test_it_refuses_viewers_and_stopped_instances(running, vera, alice, tenant_a):
+    with pytest.raises(Exception, match="member role"):
+        console.mint_token(actor=actor(vera, tenant_a), instance=running)
+    Instance.objects.filter(pk=running.pk).update(state="stopped", vnc_port=None)
+    running.refresh_from_db()
+    with pytest.raises(Exception, match="while the instance runs"):
+        console.mint_token(actor=actor(alice, tenant_a), instance=running)
+
+
+@pytest.mark.parametrize("cut", ["stop", "suspend", "remove_member"])
+def test_it_closes_an_open_console_when_access_ends(proxy, running, alice, bob, tenant_a, cut):
+    token = console.mint_token(actor=actor(bob, tenant_a), instance=running)
+    ws = open_console(proxy, token)
+    assert ws.recvmsg() == b"RFB 003.008\n"
+
+    if cut == "stop":
+        Instance.objects.filter(pk=running.pk).update(state="stopped", vnc_port=None)
+    elif cut == "suspend":
+        Tenant.objects.filter(pk=tenant_a.pk).update(status=Tenant.Status.SUSPENDED)
+    else:
+        Membership.objects.filter(user=bob, tenant=tenant_a).delete()
+
+    deadline = time.monotonic() + 10
+    closed = False
+    while time.monotonic() < deadline and not closed:
+        try:
+            closed = ws.recvmsg() in (None, b"")
+        except Exception:
+            closed = True
+    assert closed, "the proxy must cut the session within seconds"

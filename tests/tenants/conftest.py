@@ -1,0 +1,21 @@
+import uuid
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _cache_per_test(settings):
+    """A cache key prefix of its own for each test.
+
+    allauth counts signups, failed logins and resets per IP in the cache, and every test
+    client comes from 127.0.0.1; with one prefix per run, the tests would throttle each other.
+    """
+    cache = dict(settings.CACHES["default"])
+    cache["KEY_PREFIX"] = f"{cache['KEY_PREFIX']}-{uuid.uuid4().hex[:8]}"
+    settings.CACHES = {"default": cache}
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # The default hasher costs ~0.1 s per password; what is tested here does not depend on it.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
