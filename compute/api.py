@@ -1,16 +1,18 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
+from compute import console, services
 from compute import hosts as host_services
-from compute import services
 from compute.models import Flavor, Host, Image, Instance, InstanceAction, InstanceState
 from compute.operations import PROVISION_STEPS
 from compute.selectors import images_visible_filter
@@ -212,6 +214,12 @@ class EmptySerializer(StrictSerializer):
     pass
 
 
+class ConsoleSerializer(serializers.Serializer):
+    url = serializers.URLField()
+    websocket_url = serializers.CharField()
+    expires_in = serializers.IntegerField()
+
+
 def _invalid(exc: services.InvalidRequest):
     return serializers.ValidationError({exc.field: [exc.message]})
 
@@ -353,6 +361,21 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
         data.is_valid(raise_exception=True)
         _instance, image = services.instance_snapshot(actor=self.actor, instance=instance, **data.validated_data)
         return Response(ImageSerializer(image).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={201: ConsoleSerializer})
+    @action(detail=True, methods=["post"])
+    def console(self, request, pk=None):
+        """A fresh console: the page for a logged-in browser, and a single-use WebSocket URL
+        (good for one connection within CONSOLE_TOKEN_TTL seconds) for any VNC client."""
+        EmptySerializer(data=request.data or {}).is_valid(raise_exception=True)
+        instance = self.get_object()
+        token = console.mint_token(actor=self.actor, instance=instance)
+        body = {
+            "url": f"{settings.PORTAL_BASE_URL}{reverse('instance-console', args=[instance.pk])}",
+            "websocket_url": console.websocket_url(token),
+            "expires_in": settings.CONSOLE_TOKEN_TTL,
+        }
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 # -- operators ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlparse
 import redis
 from django.conf import settings
 from django.db import connection
+from rest_framework.exceptions import PermissionDenied
 from websockify.token_plugins import BasePlugin
 from websockify.websocketproxy import ProxyRequestHandler
 
@@ -58,7 +59,7 @@ def _key(token: str) -> str:
 def mint_token(*, actor: Actor, instance: Instance) -> str:
     """A fresh single-use console token for a running instance the actor may operate."""
     if not role_at_least(actor.role, CONSOLE_ROLE) or actor.token_read_only:
-        raise ConflictError("The console needs the member role and a read-write token.")
+        raise PermissionDenied("The console needs the member role and a read-write token.")
     if instance.state != InstanceState.RUNNING or not instance.vnc_port:
         raise ConflictError(f"The console is available while the instance runs; it is {instance.state}.")
     token = secrets.token_urlsafe(32)

@@ -6,6 +6,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
+from rest_framework.exceptions import PermissionDenied
 
 from compute import console
 from compute.models import Flavor, Instance
@@ -34,7 +35,7 @@ def instance_console(request, pk):
     instance = get_scoped(actor, Instance.objects.select_related("host"), pk)
     try:
         token = console.mint_token(actor=actor, instance=instance)
-    except ConflictError as exc:
+    except (ConflictError, PermissionDenied) as exc:
         return render(
             request, "portal/console_unavailable.html", {"instance": instance, "reason": exc.detail}, status=409
         )

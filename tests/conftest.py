@@ -21,6 +21,19 @@ from tenants.access import Actor
 from tenants.models import ApiToken, Membership, Role, User
 
 RUN_ID = uuid.uuid4().hex[:8]
+# Everything this run puts in Redis (queued tasks, results, cache entries, console tokens)
+# goes under one prefix: settings.REDIS_PREFIX (below), and the Celery app's key prefix, which
+# it read from settings at import and applies when it first connects, so setting it here,
+# before any test runs, is enough. Worker and proxy processes get REDIS_PREFIX=RUN_PREFIX.
+RUN_PREFIX = f"test-{RUN_ID}"
+celery_app.conf.broker_transport_options = {
+    **celery_app.conf.broker_transport_options,
+    "global_keyprefix": f"{RUN_PREFIX}:",
+}
+celery_app.conf.result_backend_transport_options = {
+    **celery_app.conf.result_backend_transport_options,
+    "global_keyprefix": f"{RUN_PREFIX}:",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -28,12 +41,12 @@ def _isolated_settings(settings, tmp_path):
     settings.IMAGE_STORE = tmp_path / "images"
     settings.IMAGE_STORE.mkdir()
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    settings.REDIS_PREFIX = f"test-{RUN_ID}"
+    settings.REDIS_PREFIX = RUN_PREFIX
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-            "KEY_PREFIX": f"test-{RUN_ID}",
+            "KEY_PREFIX": RUN_PREFIX,
         }
     }
     settings.INSTANCE_STOP_TIMEOUT = 5
@@ -166,3 +179,26 @@ def eager(transactional_db):
     celery_app.conf.task_eager_propagates = True
     yield
     celery_app.conf.task_always_eager = False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_run_keys():
+    """Leave nothing of this run in Redis: tasks nobody ran, results, cache, console tokens."""
+    yield
+    from tests.processes import redis_client
+
+    client = redis_client()
+    keys = list(client.scan_iter(match=f"{RUN_PREFIX}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def start_worker(transactional_db, settings, tmp_path):
+    """Start real Celery workers, each serving one queue; all stopped and reaped at teardown."""
+    from tests.processes import stop_workers, worker_starter
+
+    start, started = worker_starter(settings, tmp_path)
+    yield start
+    stop_workers(started)

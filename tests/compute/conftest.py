@@ -5,50 +5,18 @@ flavors, driver injection, and a Redis namespace of this run's own.
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-import redis
 from django.db import connection
 
 from compute import refs
 from compute.models import Flavor, Host
-from portal.celery import app as celery_app
 from tenants import services as tenant_services
 from tenants.models import Quota, User
-from tests.conftest import RUN_ID
-
-# Everything this run puts in Redis (queued tasks, results, cache entries) goes under one
-# prefix, the same one tests/conftest.py gives settings.REDIS_PREFIX and a worker started by
-# test_worker.py derives from it. The app read "portal:" from settings at import; it opens its
-# broker connection lazily, so overriding the options here, before any test runs, is enough.
-RUN_PREFIX = f"test-{RUN_ID}"
-celery_app.conf.broker_transport_options = {
-    **celery_app.conf.broker_transport_options,
-    "global_keyprefix": f"{RUN_PREFIX}:",
-}
-celery_app.conf.result_backend_transport_options = {
-    **celery_app.conf.result_backend_transport_options,
-    "global_keyprefix": f"{RUN_PREFIX}:",
-}
-
-
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _sweep_run_keys():
-    """Leave nothing of this run in Redis: tasks queued by non-eager tests, results, cache."""
-    yield
-    client = redis_client()
-    keys = list(client.scan_iter(match=f"{RUN_PREFIX}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+from tests.processes import RUN_PREFIX, redis_client
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ points the same proxy at QEMU's real VNC server.
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,15 +22,10 @@ from compute.models import Instance
 from compute.sizing import Size
 from tenants.models import Membership, Tenant
 from tests.conftest import actor
+from tests.processes import database_url, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ORIGIN = "http://portal.test"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -68,7 +64,7 @@ def proxy(transactional_db, settings):
     port = free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(connection.settings_dict),
         "REDIS_PREFIX": settings.REDIS_PREFIX,
         "CONSOLE_PROXY_BIND": f"127.0.0.1:{port}",
         "CONSOLE_ALLOWED_ORIGINS": ORIGIN,
@@ -82,22 +78,13 @@ def proxy(transactional_db, settings):
         start_new_session=True,
     )
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_port(port)
         yield port
     finally:
-        proc.terminate()
+        # The whole group: websockify forks a child per connection, each with a DB connection.
+        os.killpg(proc.pid, signal.SIGTERM)
         output, _ = proc.communicate(timeout=10)
         print(output.decode(errors="replace"))  # shown by pytest when the test fails
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    return f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 @pytest.fixture

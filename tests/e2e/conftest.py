@@ -1,0 +1,85 @@
+"""A real hypervisor for the end-to-end suite: libvirtd + QEMU on this machine.
+
+The host gets a dir pool under /var/lib/libvirt/images and an isolated network (no
+forwarding), both named for this run and removed afterwards. Domains are type qemu (software
+emulation) unless ALLOW_KVM says otherwise, and bandwidth shaping is on only where the kernel
+has the qdisc libvirt needs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import libvirt
+import pytest
+from django.conf import settings as django_settings
+
+from compute import localhost
+from compute.hosts import host_register
+from compute.models import Image
+from tests.conftest import RUN_ID
+
+URI = "qemu:///system"
+BUILD_SCRIPT = Path(django_settings.BASE_DIR) / "portal" / "scripts" / "build-tiny-image.sh"
+TINY_IMAGE = Path(django_settings.BASE_DIR) / "var" / "cache" / "tiny-image" / "tiny.qcow2"
+
+
+@pytest.fixture(scope="session")
+def hypervisor():
+    """A connection to the local libvirtd, or a loud skip saying why there is none."""
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("END-TO-END SKIPPED: qemu-system-x86_64 is not installed (make test installs it as root)")
+    try:
+        conn = libvirt.open(URI)
+    except libvirt.libvirtError as exc:
+        pytest.skip(f"END-TO-END SKIPPED: libvirtd cannot be reached at {URI}: {exc}")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_image_file(hypervisor) -> Path:
+    """The project's tiny bootable image, built once and cached between runs."""
+    subprocess.run(["bash", str(BUILD_SCRIPT), str(TINY_IMAGE)], check=True, capture_output=True, timeout=600)
+    return TINY_IMAGE
+
+
+@pytest.fixture
+def real_host(hypervisor, transactional_db):
+    name = f"e2e-{RUN_ID}"
+    pool_dir = Path("/var/lib/libvirt/images") / f"portal-{name}"
+    args = localhost.prepare(URI, pool=name, pool_dir=pool_dir, network=name, bridge=f"vbe2e{RUN_ID[:6]}")
+    try:
+        host = host_register(
+            name=name, shaping=localhost.kernel_can_shape(), allow_kvm=django_settings.ALLOW_KVM, **args
+        )
+        yield host
+    finally:
+        # Whatever a failed test left: the run's domains, then its network and pool.
+        for dom in hypervisor.listAllDomains(0):
+            if dom.name().startswith("inst-") and _on_network(dom, name):
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+        localhost.remove(hypervisor, pool=name, network=name)
+        shutil.rmtree(pool_dir, ignore_errors=True)
+
+
+def _on_network(dom: libvirt.virDomain, network: str) -> bool:
+    return f"<source network='{network}'" in dom.XMLDesc(0)
+
+
+@pytest.fixture
+def tiny_image(tiny_image_file, settings) -> Image:
+    (settings.IMAGE_STORE / "tiny.qcow2").symlink_to(tiny_image_file)
+    return Image.objects.create(
+        name="Tiny Linux",
+        os_family="linux",
+        os_version="busybox",
+        size_bytes=tiny_image_file.stat().st_size,
+        source_path="tiny.qcow2",
+        min_disk_gb=1,
+        min_memory_mb=128,
+    )

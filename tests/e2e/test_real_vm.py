@@ -1,0 +1,225 @@
+"""A real guest, end to end: REST API -> real Celery worker -> libvirtd/QEMU -> DHCP lease ->
+noVNC in headless Chromium -> stop/start keeps the disk -> delete leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import libvirt
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection, connections
+from django.test import Client
+
+from compute.drivers.libvirt import disk_volume, seed_volume
+from compute.models import Flavor, Instance, IpAllocation
+from tests.conftest import client_for, token_for
+from tests.processes import database_url, free_port, wait_for_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+ARTIFACTS = Path(django_settings.BASE_DIR) / "tests" / "artifacts"
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def wait_for(what: str, check, within: float, every: float = 0.2):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {within} s")
+
+
+def state_of(api, instance_id: str) -> str:
+    return api.get(f"/api/v1/instances/{instance_id}").json()["state"]
+
+
+def lease_ip(network: libvirt.virNetwork, mac: str) -> str | None:
+    for lease in network.DHCPLeases():
+        if lease["mac"].lower() == mac.lower():
+            return lease["ipaddr"]
+    return None
+
+
+def boot_count(hypervisor: libvirt.virConnect, uuid: str) -> int:
+    """Ask the guest's serial shell, through libvirt's console stream, for its boot counter.
+
+    The stream is a blocking one read by a thread: a non-blocking stream would need libvirt's
+    event loop running in this process.
+    """
+    dom = hypervisor.lookupByUUIDString(uuid)
+    stream = hypervisor.newStream(0)
+    dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+    seen = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = stream.recv(4096)
+            except libvirt.libvirtError:
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            stream.send(b"echo TINY-BOOT=$(cat /run/tiny-boot)x\r")
+            for _ in range(15):
+                if match := re.search(rb"TINY-BOOT=(\d+)x", bytes(seen)):
+                    return int(match.group(1))
+                time.sleep(0.2)
+        raise AssertionError(f"no boot counter on the serial console; saw: {bytes(seen[-500:])!r}")
+    finally:
+        stream.abort()
+        reader.join(timeout=5)
+
+
+@pytest.fixture
+def console_proxy(live_server, settings):
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(connection.settings_dict),
+        "REDIS_PREFIX": settings.REDIS_PREFIX,
+        "CONSOLE_PROXY_BIND": f"127.0.0.1:{port}",
+        "CONSOLE_ALLOWED_ORIGINS": live_server.url,
+    }
+    settings.CONSOLE_PROXY_URL = f"ws://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "consoleproxy"],
+        cwd=django_settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        # The whole group: websockify forks a child per connection, each with a DB connection.
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def browser_page(live_server, monkeypatch, alice, settings):
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the ORM calls that follow are
+    # still plain synchronous ones.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    settings.SESSION_COOKIE_SECURE = False
+    client = Client()
+    client.force_login(alice)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
+        context = browser.new_context(viewport={"width": 1024, "height": 768})
+        context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}])
+        yield context.new_page()
+        browser.close()
+        # Playwright runs the test in a greenlet with its own context, and Django's connections
+        # are context-local: the ones opened in there are closed in there, or they linger.
+        connections.close_all()
+
+
+def test_it_boots_a_real_guest_serves_its_console_and_cleans_up(
+    hypervisor,
+    real_host,
+    tiny_image,
+    start_worker,
+    console_proxy,
+    browser_page,
+    live_server,
+    alice,
+    tenant_a,
+    charlie,
+    tenant_b,
+    settings,
+):
+    settings.INSTANCE_STOP_TIMEOUT = 30
+    flavor = Flavor.objects.create(
+        name="e2e.tiny",
+        vcpus=1,
+        memory_mb=256,
+        disk_gb=1,
+        bandwidth_mbit=100,
+        traffic_gb=10,
+        sla_percent=Decimal("99.9"),
+    )
+    start_worker(real_host.queue)
+    api = client_for(token=token_for(alice, tenant_a))
+    network = hypervisor.networkLookupByName(real_host.network)
+
+    # create through the REST API; a real worker builds it on libvirtd
+    began = time.monotonic()
+    response = api.post(
+        "/api/v1/instances", {"name": "e2e <vm>", "image": str(tiny_image.pk), "flavor": str(flavor.pk)}, format="json"
+    )
+    assert response.status_code == 202, response.json()
+    created = response.json()
+    instance_id, ip = created["id"], created["ip_address"]
+    wait_for("RUNNING", lambda: state_of(api, instance_id) == "running", within=120)
+    running_after = time.monotonic() - began
+    leased = wait_for("DHCP lease", lambda: lease_ip(network, created["mac_address"]), within=120)
+    lease_after = time.monotonic() - began
+    print(f"\nE2E create -> RUNNING {running_after:.1f} s, create -> DHCP lease {lease_after:.1f} s")
+    assert leased == ip
+
+    # the console, in a real browser through the real proxy to QEMU's VNC server
+    assert client_for(charlie).post(f"/api/v1/instances/{instance_id}/console").status_code == 404
+    assert api.post(f"/api/v1/instances/{instance_id}/console").status_code == 201
+    page = browser_page
+    page.goto(f"{live_server.url}/instances/{instance_id}/console")
+    page.wait_for_selector("body[data-console-state=connected]", timeout=30_000)
+    time.sleep(2)  # let a few frames of the guest's screen arrive
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "console.png"))
+
+    # stopping the instance closes the open console
+    assert api.post(f"/api/v1/instances/{instance_id}/stop").status_code == 202
+    page.wait_for_selector("body[data-console-state=disconnected]", timeout=45_000)
+    wait_for("STOPPED", lambda: state_of(api, instance_id) == "stopped", within=60)
+
+    # start again: the disk kept its contents, so the guest counts its second boot
+    assert api.post(f"/api/v1/instances/{instance_id}/start").status_code == 202
+    wait_for("RUNNING again", lambda: state_of(api, instance_id) == "running", within=60)
+    assert boot_count(hypervisor, instance_id) == 2
+
+    # delete leaves no domain, volume, DHCP entry or IP allocation
+    mac = created["mac_address"]
+    assert api.delete(f"/api/v1/instances/{instance_id}").status_code == 202
+    wait_for("DELETED", lambda: state_of(api, instance_id) == "deleted", within=60)
+    with pytest.raises(libvirt.libvirtError):
+        hypervisor.lookupByUUIDString(instance_id)
+    pool = hypervisor.storagePoolLookupByName(real_host.storage_pool)
+    pool.refresh(0)
+    assert disk_volume(instance_id) not in pool.listVolumes()
+    assert seed_volume(instance_id) not in pool.listVolumes()
+    assert mac not in network.XMLDesc(0)
+    assert not IpAllocation.objects.filter(instance_id=instance_id).exists()
+    assert Instance.objects.get(pk=instance_id).deleted_at is not None
+

@@ -1,0 +1,133 @@
+"""Helpers for tests that start real processes: Celery workers, the console proxy, the portal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import redis
+from django.conf import settings as django_settings
+
+from tests.conftest import RUN_PREFIX
+
+CELERY = Path(django_settings.BASE_DIR) / ".venv" / "bin" / "celery"
+READY_WITHIN = 30.0
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {within} s")
+
+
+@dataclass
+class Worker:
+    queue: str
+    process: subprocess.Popen
+    log: Path
+    ready_after: float = 0.0
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def ran(self, task: str, task_id: str) -> bool:
+        return f"{task}[{task_id}] succeeded" in self.output()
+
+
+def database_url(db: dict) -> str:
+    credentials = quote(db["USER"] or "", safe="")
+    if db.get("PASSWORD"):
+        credentials += ":" + quote(db["PASSWORD"], safe="")
+    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def worker_starter(settings, tmp_path):
+    """Start a worker serving one queue, once it says it is ready. Every worker started is
+    stopped (and reaped) at teardown, whatever the test did, and its queue purged."""
+    started: list[Worker] = []
+    env = {
+        **os.environ,
+        # settings.DATABASES holds the test database's name while a test runs.
+        "DATABASE_URL": database_url(settings.DATABASES["default"]),
+        "REDIS_URL": settings.REDIS_URL,
+        "REDIS_PREFIX": RUN_PREFIX,
+        "IMAGE_STORE": str(settings.IMAGE_STORE),
+        "INSTANCE_STOP_TIMEOUT": str(settings.INSTANCE_STOP_TIMEOUT),
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+    def start(queue: str) -> Worker:
+        log = tmp_path / f"worker-{queue}.log"
+        began = time.monotonic()
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [
+                    str(CELERY),
+                    "-A",
+                    "portal",
+                    "worker",
+                    "-Q",
+                    queue,
+                    "-n",
+                    f"{queue}@localhost",
+                    "-P",
+                    "solo",
+                    "--without-heartbeat",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-l",
+                    "info",
+                ],
+                cwd=django_settings.BASE_DIR,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        worker = Worker(queue, process, log)
+        started.append(worker)
+        while "ready." not in worker.output():
+            assert process.poll() is None, f"worker for {queue} exited:\n{worker.output()}"
+            assert time.monotonic() - began < READY_WITHIN, f"worker for {queue} not ready:\n{worker.output()}"
+            time.sleep(0.1)
+        worker.ready_after = time.monotonic() - began
+        return worker
+
+    return start, started
+
+
+def stop_workers(started) -> None:
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGTERM)  # warm shutdown: finish the task at hand
+    for worker in started:
+        try:
+            worker.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait(timeout=10)
+    if started:
+        client = redis_client()
+        client.delete(*[f"{RUN_PREFIX}:{worker.queue}" for worker in started])
+        client.close()
