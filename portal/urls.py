@@ -40,4 +40,5 @@ urlpatterns = [
     path("invitations/accept/<str:token>", views.invitation_accept, name="invitation-accept-page"),
     path("tenants/switch", views.tenant_switch, name="tenant-switch"),
     path("", views.home, name="home"),
+    path("", include("portal.ui_urls")),
 ]

@@ -22,6 +22,7 @@ FLAVORS = [
     ("c1.xlarge", 8, 16384, 200, 1000, 8000, "99.990"),
 ]
 DEMO_IMAGE = "blank-10g.qcow2"
+TINY_IMAGE = "tiny-linux.qcow2"
 
 
 class Command(BaseCommand):
@@ -43,6 +44,31 @@ class Command(BaseCommand):
         self._image()
         if not Host.objects.exists():
             self._host()
+        if Host.objects.exclude(domain_type=Host.DomainType.TEST).exists():
+            self._tiny_linux()
+
+    def _tiny_linux(self) -> None:
+        """The project's tiny bootable Linux (busybox), when this machine can build it."""
+        store = settings.IMAGE_STORE
+        store.mkdir(parents=True, exist_ok=True)
+        path = store / TINY_IMAGE
+        script = settings.BASE_DIR / "portal" / "scripts" / "build-tiny-image.sh"
+        result = subprocess.run(["bash", str(script), str(path)], capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            self.stdout.write(self.style.WARNING(f"Could not build the tiny Linux image:\n{result.stderr[-2000:]}"))
+            return
+        Image.objects.update_or_create(
+            name="Tiny Linux (busybox)",
+            visibility=Image.Visibility.PUBLIC,
+            defaults={
+                "os_family": "linux",
+                "os_version": "busybox",
+                "size_bytes": path.stat().st_size,
+                "source_path": TINY_IMAGE,
+                "min_disk_gb": 1,
+                "min_memory_mb": 128,
+            },
+        )
 
     def _image(self) -> None:
         store = settings.IMAGE_STORE

@@ -1,0 +1,3 @@
+"""Routes of the browser UI (self-service pages and the operator dashboard)."""
+
+urlpatterns: list = []
