@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from compute import hosts, services
-from compute.models import Flavor, Host, Image, Instance, InstanceAction, IpPool
+from compute.models import Flavor, Host, IdempotencyKey, Image, Instance, InstanceAction, IpAllocation, IpPool
 from portal.api import ConflictError
 
 
@@ -12,12 +12,24 @@ class IpPoolInline(admin.StackedInline):
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ["name", "status", "uri", "queue", "vcpus_used", "memory_mb_used", "disk_gb_used", "last_heartbeat"]
+    list_display = ["name", "status", "uri", "queue", "vcpus", "memory", "disk", "last_heartbeat"]
     list_filter = ["status", "domain_type"]
     search_fields = ["name", "uri"]
     readonly_fields = ["vcpus_used", "memory_mb_used", "disk_gb_used", "last_heartbeat", "orphans"]
     inlines = [IpPoolInline]
     actions = ["disable", "enable"]
+
+    @admin.display(description="vCPU used / capacity")
+    def vcpus(self, host: Host) -> str:
+        return f"{host.vcpus_used} / {host.capacity()['vcpus']}"
+
+    @admin.display(description="Memory MiB used / capacity")
+    def memory(self, host: Host) -> str:
+        return f"{host.memory_mb_used} / {host.capacity()['memory_mb']}"
+
+    @admin.display(description="Disk GiB used / capacity")
+    def disk(self, host: Host) -> str:
+        return f"{host.disk_gb_used} / {host.capacity()['disk_gb']}"
 
     @admin.action(description="Disable the selected hosts (no new instances)")
     def disable(self, request, queryset):
@@ -30,17 +42,30 @@ class HostAdmin(admin.ModelAdmin):
             hosts.host_set_status(actor=None, host=host, status=Host.Status.UP)
 
 
+@admin.register(IpAllocation)
+class IpAllocationAdmin(admin.ModelAdmin):
+    list_display = ["address", "pool", "instance", "created_at"]
+    list_filter = ["pool__host"]
+    search_fields = ["address", "instance__name", "instance__id"]
+    raw_id_fields = ["instance"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # addresses are allocated by instance_create
+
+
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
-    list_display = ["name", "os_family", "os_version", "visibility", "state", "tenant", "size_bytes"]
+    list_display = ["name", "os_family", "os_version", "visibility", "state", "tenant", "host", "size_bytes"]
     list_filter = ["visibility", "state", "os_family"]
     search_fields = ["name", "tenant__name"]
+    raw_id_fields = ["tenant", "source_instance"]
 
 
 @admin.register(Flavor)
 class FlavorAdmin(admin.ModelAdmin):
     list_display = ["name", "vcpus", "memory_mb", "disk_gb", "bandwidth_mbit", "traffic_gb", "sla_percent", "active"]
     list_filter = ["active"]
+    search_fields = ["name"]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is not None and obj.instances.exists():
@@ -63,12 +88,63 @@ class InstanceAdmin(admin.ModelAdmin):
     search_fields = ["name", "id", "ip_address", "tenant__name"]
     readonly_fields = [f.name for f in Instance._meta.fields]
     inlines = [InstanceActionInline]
-    actions = ["retry"]
+    actions = ["retry", "start", "stop", "delete_instances"]
+
+    def _each(self, request, queryset, service) -> None:
+        """Run an operator action (actor None: the system) on each instance; refusals are listed, not raised."""
+        for instance in queryset:
+            try:
+                service(actor=None, instance=instance)
+            except ConflictError as exc:
+                self.message_user(request, f"{instance.name}: {exc.detail}", messages.WARNING)
 
     @admin.action(description="Retry the failed build of the selected instances")
     def retry(self, request, queryset):
-        for instance in queryset:
-            try:
-                services.instance_retry(actor=None, instance=instance)
-            except ConflictError as exc:
-                self.message_user(request, f"{instance.name}: {exc.detail}", messages.WARNING)
+        self._each(request, queryset, services.instance_retry)
+
+    @admin.action(description="Start the selected instances")
+    def start(self, request, queryset):
+        self._each(request, queryset, services.instance_start)
+
+    @admin.action(description="Stop the selected instances")
+    def stop(self, request, queryset):
+        self._each(request, queryset, services.instance_stop)
+
+    @admin.action(description="Delete the selected instances (destroys their disks)")
+    def delete_instances(self, request, queryset):
+        self._each(request, queryset, services.instance_delete)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        # Django's bulk delete would remove rows without destroying the domains behind them.
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_add_permission(self, request) -> bool:
+        return False  # instances are made by instance_create (quota, placement, address)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(InstanceAction)
+class InstanceActionAdmin(admin.ModelAdmin):
+    list_display = ["started_at", "instance", "action", "step", "status", "user", "duration_ms"]
+    list_filter = ["status", "action"]
+    search_fields = ["instance__name", "instance__id", "error"]
+    date_hierarchy = "started_at"
+    list_select_related = ["instance", "user"]
+    readonly_fields = [f.name for f in InstanceAction._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(admin.ModelAdmin):
+    list_display = ["key", "tenant", "instance", "created_at"]
+    search_fields = ["key", "tenant__name"]
+    readonly_fields = ["tenant", "key", "request_hash", "instance", "created_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False

@@ -371,7 +371,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
         instance = self.get_object()
         token = console.mint_token(actor=self.actor, instance=instance)
         body = {
-            "url": f"{settings.PORTAL_BASE_URL}{reverse('instance-console', args=[instance.pk])}",
+            "url": f"{settings.PORTAL_BASE_URL}{reverse('instance-console-page', args=[instance.pk])}",
             "websocket_url": console.websocket_url(token),
             "expires_in": settings.CONSOLE_TOKEN_TTL,
         }

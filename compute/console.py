@@ -60,8 +60,10 @@ def mint_token(*, actor: Actor, instance: Instance) -> str:
     """A fresh single-use console token for a running instance the actor may operate."""
     if not role_at_least(actor.role, CONSOLE_ROLE) or actor.token_read_only:
         raise PermissionDenied("The console needs the member role and a read-write token.")
-    if instance.state != InstanceState.RUNNING or not instance.vnc_port:
+    if instance.state != InstanceState.RUNNING:
         raise ConflictError(f"The console is available while the instance runs; it is {instance.state}.")
+    if not instance.vnc_port:
+        raise ConflictError("This instance has no graphical console: its host offers no VNC display.")
     token = secrets.token_urlsafe(32)
     session = ConsoleSession(
         instance_id=str(instance.pk),

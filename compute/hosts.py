@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from django.db import transaction
 
+from compute import history
 from compute.drivers.base import HostRef
 from compute.drivers.libvirt import driver_for
 from compute.models import Host, Image, Instance, InstanceState, IpPool
@@ -62,7 +63,7 @@ def host_register(
 
 
 def host_set_status(*, actor: Actor | None, host: Host, status: str) -> Host:
-    Host.objects.filter(pk=host.pk).update(status=status)
+    history.set_host_status([host.pk], status)
     host.refresh_from_db()
     audit(actor, "host.status", tenant=None, target=host.name, status=status)
     return host

@@ -216,6 +216,10 @@ class Instance(models.Model):
     error_step = models.CharField(max_length=40, blank=True)
     error_message = models.TextField(blank=True)
     throttled = models.BooleanField(default=False)
+    # The rate (KiB/s each way) it is throttled to, kept so a redefine (resize, rebuild) keeps it.
+    throttle_kbytes = models.PositiveIntegerField(null=True, blank=True)
+    # Stopped because its tenant was suspended; started again when the tenant is reactivated.
+    stopped_by_suspension = models.BooleanField(default=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     launched_at = models.DateTimeField(null=True, blank=True)
@@ -285,3 +289,44 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class InstanceStateLog(models.Model):
+    """When an instance settled into running, stopped, error or deleted, and at what size.
+
+    Billing reads running and stopped time, and SLA downtime, from these rows, so they are
+    written by the same conditional UPDATE that moves the state (compute.history).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="state_log")
+    at = models.DateTimeField(db_index=True)
+    state = models.CharField(max_length=16, choices=InstanceState.choices)
+    flavor = models.ForeignKey(Flavor, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    vcpus = models.PositiveIntegerField()
+    memory_mb = models.PositiveIntegerField()
+    disk_gb = models.PositiveIntegerField()
+    # Who caused it: "tenant" (an action or the guest itself), "system" (a failure, the host).
+    cause = models.CharField(max_length=8, default="tenant")
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["instance", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id} {self.state} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class HostStatusLog(models.Model):
+    """When a host went up or down (for SLA downtime)."""
+
+    id = models.BigAutoField(primary_key=True)
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="status_log")
+    at = models.DateTimeField(db_index=True)
+    status = models.CharField(max_length=16, choices=Host.Status.choices)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.host_id} {self.status} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from compute import cloudinit, scheduler
+from compute import cloudinit, history, scheduler
 from compute.drivers.base import DomainSpec, HostError, TransientHostError
 from compute.lock_objects import lock_host, lock_instance
 from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpAllocation
@@ -67,22 +67,26 @@ def _load(instance_id, expected: str) -> Instance | None:
 def _settle(instance: Instance, from_state: str, to_state: str, **fields) -> bool:
     """Conditional transition: only one run of a task can move the instance on."""
     updated = Instance.objects.filter(pk=instance.pk, state=from_state).update(state=to_state, pending={}, **fields)
+    if updated:
+        history.record_state(instance.pk, to_state)
     return updated == 1
 
 
 def mark_failed(instance_id, from_state: str, failure: StepFailed | Exception) -> None:
     step_name = failure.step if isinstance(failure, StepFailed) else ""
-    Instance.objects.filter(pk=instance_id, state=from_state).update(
+    failed = Instance.objects.filter(pk=instance_id, state=from_state).update(
         state=S.ERROR, error_step=step_name, error_message=str(failure)[:2000]
     )
+    if failed:
+        history.record_state(instance_id, S.ERROR, cause="system")
 
 
 def _spec(instance: Instance, size: Size | None = None) -> DomainSpec:
     size = size or Size.of_instance(instance)
     # Mbit/s to the KiB/s that libvirt's <bandwidth> takes.
     kbytes = size.bandwidth_mbit * 1000 // 8 if instance.host.shaping else None
-    if instance.throttled and settings.THROTTLE_KBYTES:
-        kbytes = settings.THROTTLE_KBYTES
+    if instance.throttled and instance.throttle_kbytes:
+        kbytes = instance.throttle_kbytes
     return DomainSpec(
         uuid=str(instance.pk),
         vcpus=size.vcpus,
@@ -113,7 +117,9 @@ def _build(instance: Instance, action: str, image: Image) -> None:
     with step(instance, action, "seed"):
         drv.ensure_seed(uuid, _seed(instance))
     with step(instance, action, "dhcp"):
-        drv.ensure_dhcp(instance.mac_address, instance.ip_address, cloudinit.hostname_for(instance.name, uuid))
+        # The DHCP name must be unique on the network (libvirt refuses duplicates), whatever
+        # the tenants call their instances; the guest's own hostname comes from cloud-init.
+        drv.ensure_dhcp(instance.mac_address, instance.ip_address, f"i-{instance.pk.hex}")
     with step(instance, action, "define"):
         drv.ensure_defined(_spec(instance))
 
@@ -290,16 +296,15 @@ def heartbeat(host_id) -> dict:
         "last_heartbeat": timezone.now(),
     }
     Host.objects.filter(pk=host.pk).update(**fields)
-    Host.objects.filter(pk=host.pk, status=Host.Status.DOWN).update(status=Host.Status.UP)
+    history.set_host_status([host.pk], Host.Status.UP, only_from=[Host.Status.DOWN])
     return {"vcpus": info.vcpus, "memory_mb": info.memory_mb, "disk_gb": info.disk_gb}
 
 
 def mark_silent_hosts_down() -> list[str]:
     cutoff = timezone.now() - timedelta(seconds=settings.HOST_DOWN_AFTER_SECONDS)
-    silent = Host.objects.filter(status=Host.Status.UP, last_heartbeat__lt=cutoff)
-    names = list(silent.values_list("name", flat=True))
-    silent.update(status=Host.Status.DOWN)
-    return names
+    silent = dict(Host.objects.filter(status=Host.Status.UP, last_heartbeat__lt=cutoff).values_list("id", "name"))
+    changed = history.set_host_status(list(silent), Host.Status.DOWN, only_from=[Host.Status.UP])
+    return [silent[host_id] for host_id in changed]
 
 
 def sync_power_states(host_id) -> dict[str, list[str]]:
@@ -331,6 +336,8 @@ def _settle_sync(instance: Instance, to_state: str, power: str, **fields) -> boo
         state=to_state, power_state=power, **fields
     )
     if changed:
+        # A guest that powered itself off did so by the tenant's hand; a vanished domain did not.
+        history.record_state(instance.pk, to_state, cause="system" if to_state == S.ERROR else "tenant")
         InstanceAction.objects.create(
             instance=instance,
             action="sync",

@@ -231,11 +231,17 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
     return instance
 
 
+# Anything else could bring a suspended tenant's instance back to running.
+ALLOWED_WHEN_SUSPENDED = {"stop", "delete"}
+
+
 def _begin(actor: Actor | None, instance: Instance, action: str, **pending) -> Instance:
     """Move a locked instance into the action's in-flight state, or 409 naming why not."""
     locked = lock_instance(instance.pk)
     if reason := refusal(action, locked.state):
         raise ConflictError(reason)
+    if actor is not None and action not in ALLOWED_WHEN_SUSPENDED and not locked.tenant.is_active:
+        raise ConflictError(f"This tenant is suspended; its instances can only be stopped or deleted, not {action}ed.")
     locked.pending = {"from_state": locked.state, **pending}
     locked.state = TRANSITIONS[action][1]
     locked.error_step = ""

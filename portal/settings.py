@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 
 from portal.env import env_bool, env_int, env_list, env_str, running_in_a_vm, secret_key
 
@@ -36,6 +37,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "portal.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -54,7 +56,8 @@ AUTH_USER_MODEL = "tenants.User"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The portal's templates first: they override allauth's (an app listed before portal).
+        "DIRS": [BASE_DIR / "portal" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -196,6 +199,7 @@ SPECTACULAR_SETTINGS = {
         "InstanceActionStatusEnum": "compute.models.InstanceAction.Status",
         "ImageStateEnum": "compute.models.Image.State",
         "InstanceStateEnum": "compute.models.InstanceState",
+        "InvoiceStateEnum": "billing.models.Invoice.State",
     },
 }
 
@@ -256,8 +260,6 @@ HOST_DOWN_AFTER_SECONDS = env_int("HOST_DOWN_AFTER_SECONDS", 120)
 IMAGE_STORE = Path(env_str("IMAGE_STORE", str(VAR_DIR / "images")))
 # KVM is used where the host offers it and this allows it; nested KVM fails on some hosts.
 ALLOW_KVM = env_bool("ALLOW_KVM", not running_in_a_vm())
-# The rate (KiB/s each way) an instance over its traffic allowance is throttled to.
-THROTTLE_KBYTES = env_int("THROTTLE_KBYTES", 128)
 CELERY_BEAT_SCHEDULE = {
     "hosts-heartbeat": {"task": "compute.tasks.check_hosts", "schedule": HOST_HEARTBEAT_SECONDS},
     "hosts-power-sync": {"task": "compute.tasks.sync_all_hosts", "schedule": 60.0},
@@ -290,3 +292,18 @@ CONSOLE_PROXY_BIND = env_str("CONSOLE_PROXY_BIND", "127.0.0.1:6080")
 CONSOLE_PROXY_URL = env_str("CONSOLE_PROXY_URL", "ws://127.0.0.1:6080")
 CONSOLE_ALLOWED_ORIGINS = env_list("CONSOLE_ALLOWED_ORIGINS", [PORTAL_BASE_URL])
 ACCOUNT_USER_DISPLAY = "tenants.adapters.user_display"
+
+# Billing: metering cadence (seconds) and its beat entries.
+METERING_SECONDS = env_int("METERING_SECONDS", 60)
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "billing-meter": {"task": "billing.tasks.meter_all_hosts", "schedule": float(METERING_SECONDS)},
+        "billing-aggregate": {"task": "billing.tasks.aggregate_recent_hours", "schedule": 300.0},
+        "billing-invoice-month": {
+            "task": "billing.tasks.invoice_last_month",
+            "schedule": crontab(minute=30, hour=0, day_of_month=1),
+        },
+        "billing-suspended-sweep": {"task": "billing.tasks.stop_suspended_instances", "schedule": 300.0},
+        "billing-overdue": {"task": "billing.tasks.suspend_overdue_tenants", "schedule": crontab(minute=15, hour=1)},
+    }
+)

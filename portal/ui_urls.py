@@ -1,3 +1,43 @@
-"""Routes of the browser UI (self-service pages and the operator dashboard)."""
+"""Routes of the browser UI (self-service pages and the operator dashboard).
 
-urlpatterns: list = []
+portal/urls.py routes the older pages (home, console, invitation link, tenant switch) itself.
+"""
+
+from django.templatetags.static import static
+from django.urls import path
+from django.views.generic import RedirectView
+
+from portal.views import instances, ops, public, tenancy
+
+urlpatterns = [
+    # Browsers ask for /favicon.ico whatever the page says.
+    path("favicon.ico", RedirectView.as_view(url=static("portal/favicon.svg"), permanent=True)),
+    path("flavors/", public.catalogue, name="catalogue"),
+    # instances
+    path("instances/", instances.dashboard, name="dashboard"),
+    path("instances/new", instances.create, name="instance-create"),
+    path("instances/new/price", instances.create_price, name="instance-price"),
+    path("instances/<uuid:pk>", instances.detail, name="instance"),
+    path("instances/<uuid:pk>/live", instances.live, name="instance-live"),
+    path("instances/<uuid:pk>/usage", instances.usage, name="instance-usage"),
+    path("instances/<uuid:pk>/resize", instances.resize, name="instance-resize"),
+    path("instances/<uuid:pk>/rebuild", instances.rebuild, name="instance-rebuild"),
+    path("instances/<uuid:pk>/snapshot", instances.snapshot, name="instance-snapshot"),
+    path("instances/<uuid:pk>/delete", instances.delete, name="instance-delete"),
+    path("instances/<uuid:pk>/<slug:action>", instances.power, name="instance-power"),
+    # the tenant
+    path("tenant/members", tenancy.members, name="tenant-members"),
+    path("tenant/members/<uuid:pk>/role", tenancy.member_role, name="tenant-member-role"),
+    path("tenant/members/<uuid:pk>/remove", tenancy.member_remove, name="tenant-member-remove"),
+    path("tenant/invitations", tenancy.invitation_create, name="tenant-invite"),
+    path("tenant/invitations/<uuid:pk>/revoke", tenancy.invitation_revoke, name="tenant-invitation-revoke"),
+    path("tenant/quota", tenancy.quota, name="tenant-quota"),
+    path("tenant/tokens", tenancy.tokens, name="tenant-tokens"),
+    path("tenant/tokens/<uuid:pk>/revoke", tenancy.token_revoke, name="tenant-token-revoke"),
+    path("tenant/ssh-keys", tenancy.ssh_keys, name="tenant-ssh-keys"),
+    path("tenant/ssh-keys/<uuid:pk>/delete", tenancy.ssh_key_delete, name="tenant-ssh-key-delete"),
+    path("tenant/billing", tenancy.billing, name="tenant-billing"),
+    # operators
+    path("ops/", ops.dashboard, name="ops"),
+    path("ops/hosts", ops.hosts, name="ops-hosts"),
+]

@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from billing import api as billing_api
 from compute import api as compute_api
 from portal import views
 from portal.api import api_not_found
@@ -16,6 +17,7 @@ router.register("ssh-keys", tenants_api.SshKeyViewSet, basename="sshkey")
 router.register("images", compute_api.ImageViewSet, basename="image")
 router.register("flavors", compute_api.FlavorViewSet, basename="flavor")
 router.register("instances", compute_api.InstanceViewSet, basename="instance")
+router.register("invoices", billing_api.InvoiceViewSet, basename="invoice")
 router.register("admin/hosts", compute_api.AdminHostViewSet, basename="admin-host")
 router.register("admin/images", compute_api.AdminImageViewSet, basename="admin-image")
 router.register("admin/flavors", compute_api.AdminFlavorViewSet, basename="admin-flavor")
@@ -24,19 +26,21 @@ api_v1 = [
     path("tenant", tenants_api.CurrentTenantView.as_view(), name="tenant"),
     path("tenants", tenants_api.MyTenantsView.as_view(), name="tenants"),
     path("quota", tenants_api.QuotaView.as_view(), name="quota"),
+    path("usage", billing_api.UsageView.as_view(), name="usage"),
     path("invitations/accept", tenants_api.InvitationAcceptView.as_view(), name="invitation-accept"),
     *router.urls,
 ]
 
 urlpatterns = [
-    path("api/v1/", include(api_v1)),
+    # Namespaced ("api:instance-list"), so the UI's page names never collide with the API's.
+    path("api/v1/", include((api_v1, "api"), namespace="api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     re_path(r"^api/", api_not_found),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("healthz", views.healthz, name="healthz"),
-    path("instances/<uuid:pk>/console", views.instance_console, name="instance-console"),
+    path("instances/<uuid:pk>/console", views.instance_console, name="instance-console-page"),
     path("invitations/accept/<str:token>", views.invitation_accept, name="invitation-accept-page"),
     path("tenants/switch", views.tenant_switch, name="tenant-switch"),
     path("", views.home, name="home"),

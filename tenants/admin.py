@@ -1,12 +1,15 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 
+from billing import suspension  # it also stops the tenant's instances, and starts them again
+from tenants import services
 from tenants.models import ApiToken, AuditEvent, Invitation, Membership, Quota, SshKey, Tenant, User
 
 
 @admin.register(User)
 class PortalUserAdmin(UserAdmin):
     list_display = ["email", "is_staff", "is_active", "date_joined", "last_login"]
+    list_filter = ["is_staff", "is_superuser", "is_active"]
     search_fields = ["email"]
     ordering = ["email"]
 
@@ -27,12 +30,43 @@ class TenantAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "status", "personal", "billing_email", "created_at"]
     list_filter = ["status", "personal"]
     search_fields = ["name", "slug", "billing_email"]
+    # Status changes go through the actions below (services), never by editing the field.
+    readonly_fields = ["status", "suspended_reason", "created_at"]
     inlines = [QuotaInline, MembershipInline]
+    actions = ["suspend", "reactivate"]
+
+    @admin.action(description="Suspend the selected tenants (no new or started instances)")
+    def suspend(self, request, queryset):
+        for tenant in queryset:
+            suspension.tenant_suspend(actor=request.user, tenant=tenant, reason=f"Suspended by {request.user.email}.")
+        self.message_user(request, f"Suspended {queryset.count()} tenant(s).", messages.SUCCESS)
+
+    @admin.action(description="Reactivate the selected tenants")
+    def reactivate(self, request, queryset):
+        for tenant in queryset:
+            suspension.tenant_reactivate(actor=request.user, tenant=tenant)
+        self.message_user(request, f"Reactivated {queryset.count()} tenant(s).", messages.SUCCESS)
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "tenant", "role", "created_at"]
+    list_filter = ["role"]
+    search_fields = ["user__email", "tenant__name", "tenant__slug"]
+    raw_id_fields = ["user", "tenant"]
+
+
+@admin.register(Quota)
+class QuotaAdmin(admin.ModelAdmin):
+    list_display = ["tenant", "instances", "vcpus", "memory_mb", "disk_gb"]
+    search_fields = ["tenant__name", "tenant__slug"]
+    raw_id_fields = ["tenant"]
 
 
 @admin.register(Invitation)
 class InvitationAdmin(admin.ModelAdmin):
     list_display = ["email", "tenant", "role", "created_at", "expires_at", "accepted_at"]
+    list_filter = ["role", ("accepted_at", admin.EmptyFieldListFilter)]
     search_fields = ["email", "tenant__name"]
     exclude = ["token_hash"]
 
@@ -40,9 +74,15 @@ class InvitationAdmin(admin.ModelAdmin):
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ["name", "prefix", "tenant", "user", "scope", "last_used_at", "revoked_at"]
-    list_filter = ["scope"]
+    list_filter = ["scope", ("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix", "tenant__name", "user__email"]
     exclude = ["secret_hash"]
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset):
+        for token in queryset.filter(revoked_at__isnull=True):
+            services.token_revoke(actor=None, token=token)
 
 
 @admin.register(SshKey)
@@ -56,3 +96,7 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_display = ["created_at", "action", "target", "tenant", "user"]
     list_filter = ["action"]
     search_fields = ["target", "tenant__name", "user__email"]
+    date_hierarchy = "created_at"
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # the audit trail is history: read only

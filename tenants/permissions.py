@@ -5,10 +5,9 @@ from tenants.models import Role
 
 
 class TenantRolePermission(permissions.BasePermission):
-    """Reads need any membership; writes need the view's role and a read-write token.
-
-    A view states `write_role` (default member) and may refine it per action with
-    `action_roles = {"destroy": Role.ADMIN}`.
+    """Reads need the view's `read_role` (default viewer: any member); writes need its
+    `write_role` (default member) and a read-write token. A view may refine either per action
+    with `action_roles = {"destroy": Role.ADMIN}`.
     """
 
     def has_permission(self, request, view) -> bool:
@@ -19,7 +18,10 @@ class TenantRolePermission(permissions.BasePermission):
             raise exceptions.PermissionDenied("You are not a member of any tenant.")
         action = getattr(view, "action", None)
         needed = getattr(view, "action_roles", {}).get(action)
-        if request.method in permissions.SAFE_METHODS and needed is None:
+        if request.method in permissions.SAFE_METHODS:
+            needed = needed or getattr(view, "read_role", Role.VIEWER)
+            if not actor.has_role(needed):
+                raise exceptions.PermissionDenied(f"This needs the {needed} role in the tenant.")
             return True
         if actor.token_read_only:
             raise exceptions.PermissionDenied("This API token is read-only.")

@@ -264,3 +264,39 @@ def sshkey_create(*, actor: Actor, name: str, public_key: str) -> SshKey:
 def sshkey_delete(*, actor: Actor, key: SshKey) -> None:
     key.delete()
     audit(actor, "sshkey.delete", target=key.name, fingerprint=key.fingerprint)
+
+
+def _audit_tenant(actor: Actor | User | None, action: str, tenant: Tenant, **detail) -> AuditEvent:
+    """Audit an operator's or the system's action on a tenant: a staff User is recorded as the user."""
+    if isinstance(actor, User):
+        return AuditEvent.objects.create(
+            tenant=tenant, user=actor, action=action, target=tenant.slug[:200], detail=detail
+        )
+    return audit(actor, action, tenant=tenant, target=tenant.slug, **detail)
+
+
+@transaction.atomic
+def tenant_suspend(*, actor: Actor | User | None, tenant: Tenant, reason: str) -> Tenant:
+    """Suspend a tenant: it can no longer create or start instances. Only the status flips here.
+
+    `actor` is the operator (a staff User, from the admin), an Actor, or None for the system.
+    """
+    locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    locked.status = Tenant.Status.SUSPENDED
+    locked.suspended_reason = reason[:200]
+    locked.save(update_fields=["status", "suspended_reason"])
+    _audit_tenant(actor, "tenant.suspend", locked, reason=locked.suspended_reason)
+    return locked
+
+
+@transaction.atomic
+def tenant_reactivate(*, actor: Actor | User | None, tenant: Tenant) -> Tenant:
+    """Make a suspended tenant active again; its stopped instances stay stopped."""
+    locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    if locked.status == Tenant.Status.ACTIVE:
+        return locked
+    locked.status = Tenant.Status.ACTIVE
+    locked.suspended_reason = ""
+    locked.save(update_fields=["status", "suspended_reason"])
+    _audit_tenant(actor, "tenant.reactivate", locked)
+    return locked

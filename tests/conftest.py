@@ -175,10 +175,12 @@ def eager(transactional_db):
 
     Needs real commits (transactional_db), since tasks are queued with on_commit.
     """
+    before = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
     celery_app.conf.task_always_eager = True
     celery_app.conf.task_eager_propagates = True
     yield
-    celery_app.conf.task_always_eager = False
+    # Restored, or a later test's explicit apply() would see propagation switched on.
+    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = before
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -393,10 +393,10 @@ class LibvirtDriver(ComputeDriver):
             dom = self._domain(uuid)
             if dom is None:
                 raise HostError(f"domain {uuid} is not defined")
-            flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            # Two calls: the test driver refuses LIVE|CONFIG together as mutually exclusive.
             if dom.isActive():
-                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
-            dom.setInterfaceParameters(mac, params, flags)
+                dom.setInterfaceParameters(mac, params, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            dom.setInterfaceParameters(mac, params, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
             live = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else libvirt.VIR_DOMAIN_AFFECT_CONFIG
             return dom.interfaceParameters(mac, live)
 

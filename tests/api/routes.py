@@ -10,10 +10,12 @@ import os
 from base64 import b64encode
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import date
 
 from django.db.models import Model
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from billing.models import Invoice
 from compute import services as compute_services
 from compute.models import Image, Instance
 from compute.sizing import Size
@@ -51,18 +53,19 @@ class Route:
         return reverse(self.name, kwargs={"pk": pk}) if self.detail else reverse(self.name)
 
 
-def walk(patterns: Iterable, prefix: str = "") -> Iterable[tuple[str, URLPattern]]:
+def walk(patterns: Iterable, prefix: str = "", namespace: str = "") -> Iterable[tuple[str, URLPattern, str]]:
     for pattern in patterns:
         if isinstance(pattern, URLResolver):
-            yield from walk(pattern.url_patterns, prefix + str(pattern.pattern))
+            inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+            yield from walk(pattern.url_patterns, prefix + str(pattern.pattern), inner)
         else:
-            yield prefix + str(pattern.pattern), pattern
+            yield prefix + str(pattern.pattern), pattern, namespace
 
 
 def discover(patterns: Iterable | None = None) -> list[Route]:
     """Every DRF view routed under /api/v1/, with the HTTP methods it answers."""
     routes = []
-    for route, pattern in walk(get_resolver().url_patterns if patterns is None else patterns):
+    for route, pattern, namespace in walk(get_resolver().url_patterns if patterns is None else patterns):
         view = getattr(pattern.callback, "cls", None)
         if not (route.startswith(API_PREFIX) and view):
             continue
@@ -71,7 +74,9 @@ def discover(patterns: Iterable | None = None) -> list[Route]:
         if actions is None:  # a plain APIView
             actions = {method: method for method in HANDLER_METHODS if hasattr(view, method)}
         initkwargs = getattr(pattern.callback, "initkwargs", {})
-        routes.append(Route(pattern.name, view, bool(initkwargs.get("detail")), tuple(sorted(actions.items()))))
+        routes.append(
+            Route(namespace + pattern.name, view, bool(initkwargs.get("detail")), tuple(sorted(actions.items())))
+        )
     return routes
 
 
@@ -118,6 +123,10 @@ def make_instance(request, alice, tenant_a) -> Instance:
     )
 
 
+def make_invoice(request, alice, tenant_a) -> Invoice:
+    return Invoice.objects.create(tenant=tenant_a, period=date(2026, 3, 1), currency="EUR", state=Invoice.State.ISSUED)
+
+
 FACTORIES: dict[type[Model], Callable] = {
     Membership: make_membership,
     Invitation: make_invitation,
@@ -125,6 +134,7 @@ FACTORIES: dict[type[Model], Callable] = {
     SshKey: make_ssh_key,
     Image: make_private_image,
     Instance: make_instance,
+    Invoice: make_invoice,
 }
 
 

@@ -55,17 +55,18 @@ def test_it_finds_the_tenant_scoped_routes():
     names = {route.name for route in ROUTES}
 
     assert {
-        "member-list",
-        "member-detail",
-        "invitation-list",
-        "token-detail",
-        "sshkey-detail",
-        "image-detail",
-        "instance-detail",
-        "instance-start",
+        "api:member-list",
+        "api:member-detail",
+        "api:invitation-list",
+        "api:token-detail",
+        "api:sshkey-detail",
+        "api:image-detail",
+        "api:instance-detail",
+        "api:instance-start",
+        "api:invoice-detail",
     } <= names
-    assert {"flavor-list", "admin-host-detail"}.isdisjoint(names)
-    assert ("instance-detail", "delete") in {(route.name, method) for route, method in WRITE_CALLS}
+    assert {"api:flavor-list", "api:admin-host-detail"}.isdisjoint(names)
+    assert ("api:instance-detail", "delete") in {(route.name, method) for route, method in WRITE_CALLS}
 
 
 def test_it_has_a_factory_for_every_tenant_scoped_model():

@@ -163,13 +163,13 @@ def test_it_keeps_a_hostile_name_as_data_and_off_the_host(
     instance = Instance.objects.get(pk=instance_id)
     pool = conn.storagePoolLookupByName(host.storage_pool)
     assert sorted(v for v in pool.listVolumes() if not v.startswith("img-")) == expected_volumes(instance)
-    # the guest and DHCP see a sanitized label
+    # the guest sees a sanitized label; DHCP a name made of the UUID, unique on the network
     meta = json.loads(read_seed(recorded.seeds[instance_id])["meta-data"])
     label = meta["local-hostname"]
     assert re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", label), label
     assert meta["instance-id"] == instance_id
-    assert recorded.dhcp_names[instance.mac_address] == label
-    assert holdings(host, instance).dhcp[0]["name"] == label
+    assert recorded.dhcp_names[instance.mac_address] == f"i-{instance.pk.hex}"
+    assert holdings(host, instance).dhcp[0]["name"] == f"i-{instance.pk.hex}"
 
 
 def test_it_gives_a_name_with_no_usable_letters_a_uuid_hostname(
@@ -237,3 +237,18 @@ def test_it_treats_another_tenants_private_image_as_unknown(client, charlie, ten
     body = assert_bad(create(client, name="a", image=str(theirs.pk), flavor=str(flavor.pk)), "image")
     assert body["fields"]["image"] == ["Unknown image."]
     assert not Instance.objects.exists()
+
+
+def test_it_builds_same_named_instances_of_two_tenants_on_one_host(
+    eager, api, alice, tenant_a, charlie, tenant_b, host, image, flavor
+):
+    # given: DHCP host names must be unique on a libvirt network
+    body = {"name": "web", "image": str(image.pk), "flavor": str(flavor.pk)}
+
+    # when
+    first = api(alice).post("/api/v1/instances", body, format="json").json()
+    second = api(charlie).post("/api/v1/instances", body, format="json").json()
+
+    # then: both run
+    assert Instance.objects.get(pk=first["id"]).state == "running"
+    assert Instance.objects.get(pk=second["id"]).state == "running"

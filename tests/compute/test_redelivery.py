@@ -39,7 +39,7 @@ def assert_built_once(instance: Instance) -> Instance:
     assert held.domains == [f"inst-{instance.pk}"]
     assert held.active
     assert held.volumes == expected_volumes(instance)
-    assert held.dhcp == [{"mac": instance.mac_address, "ip": instance.ip_address, "name": "web-1"}]
+    assert held.dhcp == [{"mac": instance.mac_address, "ip": instance.ip_address, "name": f"i-{instance.pk.hex}"}]
     assert held.base_images == [instance.image.volume_name]
     return instance
 

@@ -112,7 +112,7 @@ class ConsoleClient(WebSocket):
 def open_console(port: int, token: str, origin: str = ORIGIN) -> WebSocket:
     ws = ConsoleClient(f"token={token}")
     ws.connect(f"ws://127.0.0.1:{port}/", origin=origin, protocols=["binary"])
-    ws.socket.settimeout(5)
+    ws.socket.settimeout(15)  # generous: the whole suite loads both cores
     return ws
 
 

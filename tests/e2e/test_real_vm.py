@@ -222,4 +222,3 @@ def test_it_boots_a_real_guest_serves_its_console_and_cleans_up(
     assert mac not in network.XMLDesc(0)
     assert not IpAllocation.objects.filter(instance_id=instance_id).exists()
     assert Instance.objects.get(pk=instance_id).deleted_at is not None
-

@@ -8,19 +8,24 @@ import libvirt
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from billing.models import FlavorPrice, SlaTier
+from billing.prices import price_list
 from compute import localhost
 from compute.drivers.base import HostError, TransientHostError
 from compute.hosts import host_register
 from compute.models import Flavor, Host, Image
 
 FLAVORS = [
-    # name, vcpus, memory MiB, disk GiB, bandwidth Mbit/s, traffic GiB, SLA %
-    ("s1.nano", 1, 512, 10, 100, 500, "99.500"),
-    ("s1.small", 1, 1024, 25, 200, 1000, "99.900"),
-    ("s1.medium", 2, 2048, 50, 500, 2000, "99.900"),
-    ("s1.large", 4, 8192, 100, 1000, 4000, "99.950"),
-    ("c1.xlarge", 8, 16384, 200, 1000, 8000, "99.990"),
+    # name, vcpus, memory MiB, disk GiB, bandwidth Mbit/s, traffic GiB, SLA %, hourly, monthly cap
+    ("s1.nano", 1, 512, 10, 100, 500, "99.500", "0.0060", "3.99"),
+    ("s1.small", 1, 1024, 25, 200, 1000, "99.900", "0.0095", "5.99"),
+    ("s1.medium", 2, 2048, 50, 500, 2000, "99.900", "0.0190", "11.99"),
+    ("s1.large", 4, 8192, 100, 1000, 4000, "99.950", "0.0520", "32.99"),
+    ("c1.xlarge", 8, 16384, 200, 1000, 8000, "99.990", "0.1040", "65.99"),
 ]
+# Credits for each SLA level: missing the promise itself gives 10% back, falling below 99%
+# gives 30%, below 95% the whole month's charge.
+LOWER_TIERS = [("99", "30"), ("95", "100")]
 DEMO_IMAGE = "blank-10g.qcow2"
 TINY_IMAGE = "tiny-linux.qcow2"
 
@@ -29,8 +34,9 @@ class Command(BaseCommand):
     help = "Seed the demo catalogue (flavors, an image) and register a host. Safe to run again."
 
     def handle(self, *args, **options):
-        for name, vcpus, memory, disk, bandwidth, traffic, sla in FLAVORS:
-            Flavor.objects.get_or_create(
+        price_list()
+        for name, vcpus, memory, disk, bandwidth, traffic, sla, hourly, cap in FLAVORS:
+            flavor, _ = Flavor.objects.get_or_create(
                 name=name,
                 defaults={
                     "vcpus": vcpus,
@@ -41,6 +47,16 @@ class Command(BaseCommand):
                     "sla_percent": Decimal(sla),
                 },
             )
+            FlavorPrice.objects.get_or_create(
+                flavor=flavor, defaults={"hourly": Decimal(hourly), "monthly_cap": Decimal(cap)}
+            )
+        levels = {Decimal(f[6]) for f in FLAVORS} | {Decimal(settings.CUSTOM_SIZE_SLA_PERCENT)}
+        for sla in sorted(levels):
+            for below, credit in [(str(sla), "10"), *LOWER_TIERS]:
+                if Decimal(below) <= sla:
+                    SlaTier.objects.get_or_create(
+                        sla_percent=sla, below=Decimal(below), defaults={"credit_percent": Decimal(credit)}
+                    )
         self._image()
         if not Host.objects.exists():
             self._host()

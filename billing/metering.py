@@ -1,0 +1,184 @@
+"""Metering: counters from libvirt, growth per sample, and the monthly traffic allowance.
+
+`collect` asks the host once (getAllDomainStats) for every domain's counters. `ingest` stores
+one sample per instance and moment, with its growth since the previous sample: a counter that
+went down was reset (the QEMU process restarted), so the growth is the new value, never
+negative; a sample already stored for that moment, or a later one, is skipped, so neither a
+rerun nor a delayed collection counts twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from datetime import date, datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import OuterRef, Subquery, Sum
+from django.utils import timezone
+
+from billing import prices
+from billing.models import MeterSample, OverPolicy, TrafficNotice
+from billing.money import GIB
+from compute.drivers.base import DomainStats, HostError, TransientHostError
+from compute.lock_objects import lock_host
+from compute.models import Host, Instance, InstanceAction, InstanceState
+from compute.refs import driver
+
+log = logging.getLogger(__name__)
+NOTICE_LEVELS = (80, 100)
+
+
+def collect(host: Host) -> list[DomainStats]:
+    return driver(host).all_stats()
+
+
+def _growth(now: int, before: int | None) -> int:
+    # A domain's counters start at zero when it starts, so a first sample, or one after a
+    # reset (the counter went down), grew by its whole value.
+    if before is None or now < before:
+        return now
+    return now - before
+
+
+@transaction.atomic
+def ingest(*, host: Host, taken_at: datetime, stats: list[DomainStats]) -> int:
+    """Store the samples of one collection; returns how many were new."""
+    by_uuid = {s.uuid: s for s in stats}
+    # One ingest per host at a time, so each sees the samples of the one before it.
+    lock_host(host.pk)
+    live = Instance.objects.filter(host=host, pk__in=list(by_uuid)).exclude(state=InstanceState.DELETED)
+    # Stored already, or a delayed collection older than a stored sample, whose growth that
+    # sample already holds: storing it would count the growth twice.
+    already = set(
+        MeterSample.objects.filter(instance__in=live, taken_at__gte=taken_at).values_list("instance_id", flat=True)
+    )
+    latest = MeterSample.objects.filter(instance=OuterRef("pk"), taken_at__lt=taken_at).order_by("-taken_at")
+    heads = dict(live.annotate(head=Subquery(latest.values("id")[:1])).values_list("pk", "head"))
+    previous = {m.instance_id: m for m in MeterSample.objects.filter(pk__in=[h for h in heads.values() if h])}
+    samples = []
+    for instance_id in heads:
+        if instance_id in already:
+            continue
+        s, before = by_uuid[str(instance_id)], previous.get(instance_id)
+        samples.append(
+            MeterSample(
+                instance_id=instance_id,
+                taken_at=taken_at,
+                cpu_time_ns=s.cpu_time_ns,
+                rx_bytes=s.rx_bytes,
+                tx_bytes=s.tx_bytes,
+                disk_bytes=s.disk_allocation_bytes,
+                cpu_ns_delta=_growth(s.cpu_time_ns, before.cpu_time_ns if before else None),
+                rx_delta=_growth(s.rx_bytes, before.rx_bytes if before else None),
+                tx_delta=_growth(s.tx_bytes, before.tx_bytes if before else None),
+            )
+        )
+    # A concurrent run of the same collection loses quietly on the unique constraint.
+    MeterSample.objects.bulk_create(samples, ignore_conflicts=True)
+    return len(samples)
+
+
+def month_start(moment: datetime) -> datetime:
+    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def traffic_this_month(instance_ids: list, now: datetime) -> dict:
+    """Outbound bytes (what the guest sent) per instance since the month began."""
+    rows = (
+        MeterSample.objects.filter(instance_id__in=instance_ids, taken_at__gte=month_start(now), taken_at__lte=now)
+        .values("instance_id")
+        .annotate(tx=Sum("tx_delta"))
+    )
+    return {row["instance_id"]: int(row["tx"] or 0) for row in rows}
+
+
+def allowance_bytes(instance: Instance) -> int:
+    return instance.traffic_gb * GIB
+
+
+def enforce_allowances(*, host: Host, now: datetime) -> dict[str, list[str]]:
+    """Apply each instance's over-allowance policy, send the 80% and 100% notices, and lift
+    throttles once a new month has begun. Runs right after metering, so it acts within a
+    metering cycle of the crossing."""
+    report: dict[str, list[str]] = {"throttled": [], "restored": [], "notified": [], "failed": []}
+    instances = list(Instance.objects.filter(host=host).exclude(state=InstanceState.DELETED).select_related("tenant"))
+    used = traffic_this_month([i.pk for i in instances], now)
+    period = month_start(now).date()
+    for instance in instances:
+        allowance = allowance_bytes(instance)
+        percent = Decimal(100) * used.get(instance.pk, 0) / allowance if allowance else Decimal(0)
+        for level in NOTICE_LEVELS:
+            if allowance and percent >= level and _notify(instance, period, level, used.get(instance.pk, 0)):
+                report["notified"].append(f"{instance.pk}:{level}")
+        over = allowance and percent >= 100
+        policy = prices.over_policy(instance)
+        if over and policy == OverPolicy.THROTTLE and not instance.throttled:
+            if instance.state == InstanceState.RUNNING:
+                done = _throttle(instance, on=True)
+                report["throttled" if done else "failed"].append(str(instance.pk))
+        elif instance.throttled and not over:
+            done = _throttle(instance, on=False)
+            report["restored" if done else "failed"].append(str(instance.pk))
+    return report
+
+
+def _throttle(instance: Instance, *, on: bool) -> bool:
+    """Set the interface's rate and record it; False (to be tried next cycle) if the host refused."""
+    kbytes = (
+        prices.throttle_kbytes() if on else (instance.bandwidth_mbit * 1000 // 8 if instance.host.shaping else None)
+    )
+    try:
+        live = driver(instance.host).set_bandwidth(str(instance.pk), instance.mac_address, kbytes)
+    except (HostError, TransientHostError) as exc:
+        # One domain the host cannot change must not hold up the other instances' enforcement.
+        log.warning("cannot %s %s: %s", "throttle" if on else "unthrottle", instance.pk, exc)
+        return False
+    Instance.objects.filter(pk=instance.pk).update(throttled=on, throttle_kbytes=kbytes if on else None)
+    InstanceAction.objects.create(
+        instance=instance,
+        action="throttle" if on else "unthrottle",
+        step="bandwidth",
+        status=InstanceAction.Status.DONE,
+        detail={"reason": "monthly traffic allowance used up" if on else "new allowance period", "live": live},
+    )
+    return True
+
+
+def _notify(instance: Instance, period: date, level: int, used: int) -> bool:
+    """Send the notice for this level once per instance and month; True if sent now."""
+    try:
+        # The notice is recorded only with its mail sent: a mail server that is down leaves it
+        # for the next cycle instead of losing it.
+        with transaction.atomic():
+            notice, created = TrafficNotice.objects.get_or_create(instance=instance, period=period, level=level)
+            if not created:
+                return False
+            recipient = instance.tenant.billing_email
+            if recipient:
+                used_gib = Decimal(used) / GIB
+                after = "throttled" if prices.over_policy(instance) == OverPolicy.THROTTLE else "billed per GiB"
+                one_line = " ".join(instance.name.split())  # a header with a line break is refused
+                send_mail(
+                    f"Instance {one_line}: {level}% of its monthly traffic used",
+                    f"Your instance {instance.name} ({instance.ip_address}) has sent {used_gib:.2f} GiB this month, "
+                    f"{level}% of its {instance.traffic_gb} GiB allowance.\n"
+                    f"Over the allowance it is {after} until the next month begins.",
+                    settings.DEFAULT_FROM_EMAIL,
+                    [recipient],
+                )
+    except (smtplib.SMTPException, OSError) as exc:
+        log.warning("cannot send the %s%% traffic notice of %s: %s", level, instance.pk, exc)
+        return False
+    return True
+
+
+def meter(host: Host, now: datetime | None = None) -> dict:
+    """One metering cycle of a host: collect, ingest, enforce."""
+    now = now or timezone.now().replace(microsecond=0)
+    new = ingest(host=host, taken_at=now, stats=collect(host))
+    report = enforce_allowances(host=host, now=now)
+    return {"samples": new, **report}

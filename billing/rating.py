@@ -1,0 +1,147 @@
+"""Usage into priced lines. Every amount is exact until its line is final (billing.money)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from billing import prices as price_lookup
+from billing.models import InvoiceLine, OverPolicy, PriceList, StoppedPolicy
+from billing.money import GIB, ZERO, cents
+from compute.models import Flavor, Instance
+
+K = InvoiceLine.Kind
+SIX = Decimal("0.000001")
+
+
+@dataclass
+class Line:
+    kind: str
+    description: str
+    quantity: Decimal
+    unit: str
+    unit_price: Decimal
+    amount: Decimal
+    instance_id: object = None
+    detail: dict = field(default_factory=dict)
+
+
+def _sum_segments(segment_lists) -> dict[tuple, list[int]]:
+    """Seconds per size over many hours: size -> [running, billable, stopped]."""
+    totals: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for segments in segment_lists:
+        for seg in segments:
+            key = (seg["flavor"], seg["vcpus"], seg["memory_mb"], seg["disk_gb"])
+            slot = totals[key]
+            slot[0] += seg["running"]
+            slot[1] += seg["billable"]
+            slot[2] += seg["stopped"]
+    return totals
+
+
+def _hours(seconds: int) -> Decimal:
+    return (Decimal(seconds) / 3600).quantize(SIX)
+
+
+def rate_instance(
+    *, instance: Instance, segment_lists, tx_bytes: int, period_seconds: int, prices: PriceList, flavors: dict
+) -> list[Line]:
+    """The lines of one instance for one month: running time per size (capped per month),
+    stopped disk, custom-size units, and traffic over its allowance."""
+    lines: list[Line] = []
+    label = instance.name
+    for (flavor_id, vcpus, memory_mb, disk_gb), (running, billable, stopped) in sorted(
+        _sum_segments(segment_lists).items(), key=lambda item: str(item[0])
+    ):
+        fp = price_lookup.flavor_price(flavor_id)
+        if fp is not None:
+            flavor = flavors.get(str(flavor_id)) or Flavor.objects.get(pk=flavor_id)
+            seconds = billable + (stopped if fp.stopped_policy == StoppedPolicy.FULL else 0)
+            hours = _hours(seconds)
+            exact = fp.hourly * Decimal(seconds) / 3600
+            capped = exact > fp.monthly_cap
+            if seconds:
+                lines.append(
+                    Line(
+                        K.RUNNING,
+                        f"{label}: {flavor.name}, {hours} h",
+                        hours,
+                        "hour",
+                        fp.hourly,
+                        cents(min(exact, fp.monthly_cap)),
+                        instance.pk,
+                        {"flavor": flavor.name, "seconds": seconds, "cap_applied": capped, "cap": str(fp.monthly_cap)},
+                    )
+                )
+            if stopped and fp.stopped_policy == StoppedPolicy.DISK:
+                lines.append(_disk_line(K.STOPPED, label, disk_gb, stopped, period_seconds, prices, instance.pk))
+        else:
+            rate = price_lookup.unit_hourly(vcpus, memory_mb, prices)
+            exact = rate * Decimal(billable) / 3600
+            cap = rate * prices.custom_cap_hours
+            if billable:
+                hours = _hours(billable)
+                lines.append(
+                    Line(
+                        K.CUSTOM,
+                        f"{label}: {vcpus} vCPU, {memory_mb} MiB, {hours} h",
+                        hours,
+                        "hour",
+                        rate,
+                        cents(min(exact, cap)),
+                        instance.pk,
+                        {
+                            "vcpu_hours": str(hours * vcpus),
+                            "ram_gb_hours": str(hours * memory_mb / 1024),
+                            "seconds": billable,
+                            "cap_applied": exact > cap,
+                            "cap": str(cents(cap)),
+                        },
+                    )
+                )
+            if running + stopped:
+                lines.append(
+                    _disk_line(K.CUSTOM, label, disk_gb, running + stopped, period_seconds, prices, instance.pk)
+                )
+    lines.extend(_overage(instance, tx_bytes, prices))
+    return lines
+
+
+def _disk_line(kind, label, disk_gb, seconds, period_seconds, prices, instance_id) -> Line:
+    gib_months = (Decimal(disk_gb) * seconds / period_seconds).quantize(SIX)
+    exact = Decimal(disk_gb) * seconds / period_seconds * prices.disk_gb_month
+    return Line(
+        kind,
+        f"{label}: disk {disk_gb} GiB, {gib_months} GiB-months",
+        gib_months,
+        "GiB-month",
+        prices.disk_gb_month,
+        cents(exact),
+        instance_id,
+        {"seconds": seconds},
+    )
+
+
+def _overage(instance: Instance, tx_bytes: int, prices: PriceList) -> list[Line]:
+    allowance = instance.traffic_gb * GIB
+    if tx_bytes <= allowance or price_lookup.over_policy(instance) != OverPolicy.BILL:
+        return []
+    unit_price = price_lookup.overage_gb_price(instance.flavor_id, prices)
+    over_gib = Decimal(tx_bytes - allowance) / GIB
+    return [
+        Line(
+            K.OVERAGE,
+            f"{instance.name}: traffic over the {instance.traffic_gb} GiB allowance",
+            over_gib.quantize(SIX),
+            "GiB",
+            unit_price,
+            cents(over_gib * unit_price),
+            instance.pk,
+            {"tx_bytes": tx_bytes, "allowance_bytes": allowance},
+        )
+    ]
+
+
+def total(lines: list[Line]) -> Decimal:
+    return sum((line.amount for line in lines), ZERO)

@@ -1,0 +1,99 @@
+"""Reads of billing shared by the API and the UI: month to date, per instance and tenant."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from decimal import Decimal
+
+from django.utils import timezone
+
+from billing import invoicing, metering, rating, usage
+from billing import prices as price_lookup
+from billing.money import GIB, ZERO
+from compute.models import Flavor, Instance
+from tenants.models import Tenant
+
+
+def month_to_date(*, tenant: Tenant, now: datetime | None = None, instance_ids=None) -> dict:
+    """Cost so far this month per instance (computed live from the state log and samples,
+    the same way the invoice will), with traffic used against the allowance."""
+    now = now or timezone.now()
+    start = metering.month_start(now)
+    prices = price_lookup.price_list()
+    hours = usage.compute_usage(
+        start=start, end=now, minimum_seconds=prices.minimum_seconds, tenant=tenant, instance_ids=instance_ids
+    )
+    segments, traffic = defaultdict(list), defaultdict(int)
+    for hour in hours:
+        segments[hour.instance_id].append(hour.segments_json())
+        traffic[hour.instance_id] += hour.tx_bytes
+    instances = Instance.objects.in_bulk(list(segments))
+    flavors = {str(pk): f for pk, f in Flavor.objects.in_bulk().items()}
+    _start, end = invoicing.month_bounds(start.date())
+    period_seconds = int((end - start).total_seconds())
+    rows, total = [], ZERO
+    for instance_id in sorted(segments, key=str):
+        instance = instances[instance_id]
+        lines = rating.rate_instance(
+            instance=instance,
+            segment_lists=segments[instance_id],
+            tx_bytes=traffic[instance_id],
+            period_seconds=period_seconds,
+            prices=prices,
+            flavors=flavors,
+        )
+        cost = rating.total(lines)
+        total += cost
+        allowance = instance.traffic_gb * GIB
+        rows.append(
+            {
+                "instance": instance,
+                "cost": cost,
+                "running_seconds": sum(seg["running"] for hour in segments[instance_id] for seg in hour),
+                "traffic": {
+                    "sent_bytes": traffic[instance_id],
+                    "allowance_bytes": allowance,
+                    "percent": (Decimal(100) * traffic[instance_id] / allowance).quantize(Decimal("0.1"))
+                    if allowance
+                    else Decimal(0),
+                    "policy": price_lookup.over_policy(instance),
+                    "throttled": instance.throttled,
+                },
+                "lines": lines,
+            }
+        )
+    return {"period": start.date(), "currency": prices.currency, "instances": rows, "total": total}
+
+
+def instance_cost_so_far(instance: Instance) -> Decimal:
+    rows = month_to_date(tenant=instance.tenant, instance_ids=[instance.pk])["instances"]
+    return rows[0]["cost"] if rows else ZERO
+
+
+def throttle_reason(instance: Instance) -> str:
+    if not instance.throttled:
+        return ""
+    return (
+        f"Throttled to {price_lookup.price_list().throttle_mbit} Mbit/s: this month's {instance.traffic_gb} GiB "
+        "traffic allowance is used up. Full speed returns when the next month begins."
+    )
+
+
+def revenue_this_month() -> dict:
+    """Invoiced and unpaid totals of the last invoiced month, for operators."""
+    today = timezone.now().date()
+    return invoicing.revenue(period=invoicing.previous_month(today))
+
+
+def instance_usage_series(instance: Instance, *, hours: int = 48) -> dict:
+    """Hourly CPU seconds and bytes sent and received, for the instance page's charts."""
+    now = timezone.now()
+    start = usage.floor_hour(now) - (hours - 1) * usage.HOUR
+    computed = usage.compute_usage(start=start, end=now, minimum_seconds=0, instance_ids=[instance.pk])
+    return {
+        "hours": [u.hour.isoformat() for u in computed],
+        "cpu_seconds": [round(u.cpu_ns / 1e9, 3) for u in computed],
+        "rx_bytes": [u.rx_bytes for u in computed],
+        "tx_bytes": [u.tx_bytes for u in computed],
+    }

@@ -1,0 +1,204 @@
+"""Forms of the browser UI. They check input shape; the services decide everything else."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+
+from django import forms
+from django.conf import settings
+from django.utils import timezone
+
+from compute.models import Flavor, Image
+from compute.selectors import images_visible_filter
+from compute.sizing import Size, custom_size, custom_size_errors
+from tenants.access import Actor
+from tenants.models import ApiToken, Role, SshKey
+from tenants.sshkeys import InvalidKey, parse_public_key
+
+CUSTOM_FIELDS = ("vcpus", "memory_mb", "disk_gb", "bandwidth_mbit", "traffic_gb")
+CUSTOM_LABELS = {
+    "vcpus": ("vCPUs", ""),
+    "memory_mb": ("Memory", "MiB"),
+    "disk_gb": ("Disk", "GiB"),
+    "bandwidth_mbit": ("Bandwidth", "Mbit/s"),
+    "traffic_gb": ("Monthly traffic", "GiB"),
+}
+# Where the sliders start: a small useful machine, moved inside the operator's limits.
+CUSTOM_START = {"vcpus": 1, "memory_mb": 1024, "disk_gb": 10, "bandwidth_mbit": 100, "traffic_gb": 1000}
+
+
+def _step(name: str, low: int, high: int) -> int:
+    steps = {"memory_mb": 128, "traffic_gb": 10}
+    step = steps.get(name, 1)
+    return step if low % step == 0 and high % step == 0 else 1
+
+
+class SizeForm(forms.Form):
+    """A standard flavor, or a custom size inside settings.CUSTOM_SIZE_LIMITS."""
+
+    MODES = [("flavor", "Standard flavor"), ("custom", "Custom size")]
+    size_mode = forms.ChoiceField(choices=MODES, widget=forms.RadioSelect, initial="flavor", label="Size")
+    flavor = forms.ModelChoiceField(
+        queryset=Flavor.objects.none(), required=False, widget=forms.RadioSelect, empty_label=None
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["flavor"].queryset = Flavor.objects.filter(active=True)
+        self.limits = dict(settings.CUSTOM_SIZE_LIMITS)
+        for name in CUSTOM_FIELDS:
+            low, high = self.limits[name]
+            label, unit = CUSTOM_LABELS[name]
+            self.fields[name] = forms.IntegerField(
+                label=label,
+                required=False,
+                min_value=low,
+                max_value=high,
+                initial=min(max(CUSTOM_START[name], low), high),
+                widget=forms.NumberInput(attrs={"type": "range", "step": _step(name, low, high), "data-unit": unit}),
+                help_text=f"{low} to {high} {unit}".strip(),
+            )
+        first_flavor = self.fields["flavor"].queryset.first()
+        if first_flavor is None:
+            self.fields["size_mode"].initial = "custom"
+        else:
+            self.fields["flavor"].initial = first_flavor.pk
+
+    def custom_fields(self) -> list[tuple[forms.BoundField, str]]:
+        """The custom size inputs, each with its unit."""
+        return [(self[name], CUSTOM_LABELS[name][1]) for name in CUSTOM_FIELDS]
+
+    def mode(self) -> str:
+        """The kind of size the form shows now: submitted, else the initial one."""
+        if self.is_bound:
+            return self.data.get("size_mode", "")
+        return self.initial.get("size_mode") or self.fields["size_mode"].initial
+
+    def clean(self):
+        data = super().clean()
+        # Only the chosen kind of size counts: leftovers of the other one are not errors.
+        ignored = CUSTOM_FIELDS if data.get("size_mode") == "flavor" else ("flavor",)
+        for name in ignored if data.get("size_mode") else ():
+            self.errors.pop(name, None)
+        if data.get("size_mode") == "flavor":
+            if not data.get("flavor") and "flavor" not in self.errors:
+                self.add_error("flavor", "Choose a flavor, or switch to a custom size.")
+        elif data.get("size_mode") == "custom":
+            values = {name: data.get(name) for name in CUSTOM_FIELDS if name not in self.errors}
+            for name, messages in custom_size_errors(values).items():
+                if name not in self.errors:
+                    self.add_error(name, messages)
+        return data
+
+    def size(self) -> Size:
+        data = self.cleaned_data
+        if data["size_mode"] == "flavor":
+            return Size.of_flavor(data["flavor"])
+        return custom_size({name: data[name] for name in CUSTOM_FIELDS})
+
+    def flavor_id(self) -> str | None:
+        flavor = self.cleaned_data.get("flavor") if self.cleaned_data.get("size_mode") == "flavor" else None
+        return str(flavor.pk) if flavor else None
+
+
+def visible_images(actor: Actor):
+    return Image.objects.filter(images_visible_filter(actor.tenant), state=Image.State.ACTIVE)
+
+
+class InstanceCreateForm(SizeForm):
+    name = forms.CharField(max_length=255, help_text="Also the guest's hostname, made DNS-safe.")
+    image = forms.ModelChoiceField(queryset=Image.objects.none(), widget=forms.RadioSelect, empty_label=None)
+    ssh_keys = forms.ModelMultipleChoiceField(
+        queryset=SshKey.objects.none(), required=False, widget=forms.CheckboxSelectMultiple, label="SSH keys"
+    )
+    user_data = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 5, "spellcheck": "false", "class": "font-monospace"}),
+        help_text="Optional cloud-init user-data, e.g. a #cloud-config document.",
+        label="User data",
+    )
+
+    field_order = ["name", "image", "size_mode", "flavor", *CUSTOM_FIELDS, "ssh_keys", "user_data"]
+
+    def __init__(self, *args, actor: Actor, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["image"].queryset = visible_images(actor)
+        first_image = self.fields["image"].queryset.first()
+        self.fields["image"].initial = first_image.pk if first_image else None
+        self.fields["ssh_keys"].queryset = SshKey.objects.filter(tenant=actor.tenant)
+        self.order_fields(self.field_order)
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if "\x00" in name:
+            raise forms.ValidationError("Null characters are not allowed.")
+        return name
+
+
+class ResizeForm(SizeForm):
+    pass
+
+
+class RebuildForm(forms.Form):
+    image = forms.ModelChoiceField(queryset=Image.objects.none(), widget=forms.RadioSelect, empty_label=None)
+
+    def __init__(self, *args, actor: Actor, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["image"].queryset = visible_images(actor)
+
+
+class SnapshotForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="The snapshot becomes a private image of this tenant.")
+
+
+class InvitationForm(forms.Form):
+    email = forms.EmailField(max_length=254)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+
+    def __init__(self, *args, actor: Actor, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not actor.has_role(Role.OWNER):
+            self.fields["role"].choices = [c for c in Role.choices if c[0] != Role.OWNER]
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    scope = forms.ChoiceField(choices=ApiToken.Scope.choices, initial=ApiToken.Scope.WRITE)
+    expires_on = forms.DateField(
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        label="Expires on",
+        help_text="Optional; the token stops working at the end of that day (UTC).",
+    )
+
+    def clean_expires_on(self):
+        day = self.cleaned_data.get("expires_on")
+        if day and day < timezone.now().date():
+            raise forms.ValidationError("Pick today or a later day.")
+        return day
+
+    def expires_at(self) -> datetime | None:
+        day = self.cleaned_data.get("expires_on")
+        return datetime.combine(day, time.max, tzinfo=UTC) if day else None
+
+
+class SshKeyForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    public_key = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "class": "font-monospace"}),
+        help_text="One line from your ~/.ssh/id_ed25519.pub (or an RSA key of 2048 bits or more).",
+        label="Public key",
+    )
+
+    def clean_public_key(self) -> str:
+        text = self.cleaned_data["public_key"].strip()
+        try:
+            parse_public_key(text)
+        except InvalidKey as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return text

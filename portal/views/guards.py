@@ -1,0 +1,60 @@
+"""What every tenant page shares: who is acting, which role a write needs, why a service refused."""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework.exceptions import APIException
+
+from compute.services import InvalidRequest
+from tenants.access import Actor, actor_for_request
+from tenants.models import Role
+from tenants.services import InvitationInvalid
+from tenants.sshkeys import InvalidKey
+
+# What services raise when they refuse: shown to the person, never a 500. APIException covers
+# ConflictError, QuotaExceeded and DRF's PermissionDenied (console for viewers).
+REFUSALS = (APIException, InvalidRequest, InvalidKey, InvitationInvalid)
+
+
+def why(exc: Exception) -> str:
+    """The sentence a refusal carries."""
+    if isinstance(exc, APIException):
+        return str(exc.detail)
+    if isinstance(exc, InvalidRequest):
+        return exc.message
+    return str(exc)
+
+
+def tenant_page(view):
+    """Log in first, then call view(request, actor, ...) for the tenant the session acts for."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        actor = actor_for_request(request)
+        if actor is None:
+            raise Http404("You are not a member of any tenant.")
+        return view(request, actor, *args, **kwargs)
+
+    return wrapper
+
+
+def require_role(actor: Actor, needed: str = Role.MEMBER) -> None:
+    """403 unless the actor's role in the tenant allows this write."""
+    if not actor.may_write(needed):
+        raise PermissionDenied(f"This needs the {needed} role in {actor.tenant.name}; you are {actor.role}.")
+
+
+def staff_page(view):
+    @login_required
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not request.user.is_staff:
+            raise PermissionDenied("The operator dashboard is for staff only.")
+        return view(request, *args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,72 @@
+"""The operator dashboard (staff only): hosts and their capacity, instances, failures, tenants."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Q
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from compute.models import Host, Instance, InstanceAction, InstanceState
+from portal import billing_hooks
+from portal.views.guards import staff_page
+from tenants.models import Tenant
+
+RECENT = 20
+LIVE = ~Q(instances__state=InstanceState.DELETED)
+
+
+def _host_rows() -> list[dict]:
+    hosts = Host.objects.annotate(live=Count("instances", filter=LIVE))
+    rows = []
+    for host in hosts:
+        capacity = host.capacity()
+        rows.append(
+            {
+                "host": host,
+                "bars": [
+                    ("vCPU", host.vcpus_used, capacity["vcpus"], ""),
+                    ("Memory", host.memory_mb_used, capacity["memory_mb"], "MiB"),
+                    ("Disk", host.disk_gb_used, capacity["disk_gb"], "GiB"),
+                ],
+            }
+        )
+    return rows
+
+
+@require_GET
+@staff_page
+def dashboard(request):
+    by_state = dict(
+        Instance.objects.exclude(state=InstanceState.DELETED)
+        .values_list("state")
+        .annotate(n=Count("id"))
+        .values_list("state", "n")
+    )
+    tenants = Tenant.objects.annotate(
+        members=Count("memberships", distinct=True), live=Count("instances", filter=LIVE, distinct=True)
+    ).order_by("-created_at")
+    context = {
+        "hosts": _host_rows(),
+        "by_state": [
+            (state, label, by_state.get(state, 0)) for state, label in InstanceState.choices if state in by_state
+        ],
+        "live_total": sum(by_state.values()),
+        "failed_instances": Instance.objects.filter(state=InstanceState.ERROR)
+        .select_related("tenant", "host")
+        .order_by("-created_at")[:RECENT],
+        "failed_actions": InstanceAction.objects.filter(status=InstanceAction.Status.FAILED)
+        .select_related("instance__tenant")
+        .order_by("-started_at")[:RECENT],
+        "tenants": tenants[:RECENT],
+        "tenant_count": Tenant.objects.count(),
+        "suspended_count": Tenant.objects.filter(status=Tenant.Status.SUSPENDED).count(),
+        "revenue": billing_hooks.revenue_this_month(),
+    }
+    return render(request, "portal/ops/dashboard.html", context)
+
+
+@require_GET
+@staff_page
+def hosts(request):
+    """htmx: the hosts panel, polled so capacity moves as instances come and go."""
+    return render(request, "portal/ops/_hosts.html", {"hosts": _host_rows()})

@@ -1,0 +1,258 @@
+"""Tenant pages: members and invitations, quota, API tokens, SSH keys, billing; switching tenant."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+
+from billing import selectors as billing_selectors
+from billing.models import Invoice
+from compute.selectors import tenant_resource_usage
+from portal.forms import InvitationForm, MemberRoleForm, SshKeyForm, TokenForm
+from portal.views.guards import REFUSALS, require_role, tenant_page, why
+from tenants import services as tenant_services
+from tenants.access import Actor, get_scoped, scoped, switch_tenant
+from tenants.models import ApiToken, Invitation, Membership, Quota, Role, SshKey
+
+QUOTA_LABELS = {"instances": "Instances", "vcpus": "vCPUs", "memory_mb": "Memory (MiB)", "disk_gb": "Disk (GiB)"}
+
+
+@login_required
+def invitation_accept(request, token: str):
+    """GET shows what the invitation is for; only the POST accepts it (link scanners GET)."""
+    if request.method == "POST":
+        try:
+            membership = tenant_services.invitation_accept(user=request.user, token=token)
+        except tenant_services.InvitationInvalid as exc:
+            return render(request, "portal/invitation.html", {"error": str(exc)}, status=400)
+        switch_tenant(request, membership.tenant_id)
+        messages.success(request, f"You joined {membership.tenant.name} as {membership.role}.")
+        return redirect("home")
+    return render(request, "portal/invitation.html", {"token": token})
+
+
+@login_required
+@require_POST
+def tenant_switch(request):
+    tenant_id = request.POST.get("tenant", "")
+    try:
+        actor = switch_tenant(request, tenant_id)
+    except (Http404, ValueError, ValidationError):
+        messages.error(request, "You are not a member of that tenant.")
+    else:
+        messages.info(request, f"You now act for {actor.tenant.name}.")
+    return redirect(
+        request.POST.get("next")
+        if url_has_allowed_host_and_scheme(request.POST.get("next"), allowed_hosts={request.get_host()})
+        else "home"
+    )
+
+
+# -- members and invitations ---------------------------------------------------------------------
+
+
+def _members_page(request, actor: Actor, form: InvitationForm | None = None, status: int = 200):
+    memberships = scoped(actor, Membership.objects.select_related("user")).order_by("user__email")
+    invitations = scoped(actor, Invitation.objects.filter(accepted_at__isnull=True)).select_related("invited_by")
+    return render(
+        request,
+        "portal/tenant/members.html",
+        {
+            "actor": actor,
+            "memberships": memberships,
+            "invitations": invitations,
+            "form": form or InvitationForm(actor=actor),
+            "can_manage": actor.may_write(Role.ADMIN),
+            "roles": Role.choices,
+        },
+        status=status,
+    )
+
+
+@require_GET
+@tenant_page
+def members(request, actor: Actor):
+    return _members_page(request, actor)
+
+
+@require_POST
+@tenant_page
+def invitation_create(request, actor: Actor):
+    require_role(actor, Role.ADMIN)
+    form = InvitationForm(request.POST, actor=actor)
+    if form.is_valid():
+        try:
+            tenant_services.invitation_create(actor=actor, **form.cleaned_data)
+        except REFUSALS as exc:
+            form.add_error("email", why(exc))
+        else:
+            messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
+            return redirect("tenant-members")
+    return _members_page(request, actor, form, status=400)
+
+
+@require_POST
+@tenant_page
+def invitation_revoke(request, actor: Actor, pk):
+    require_role(actor, Role.ADMIN)
+    invitation = get_scoped(actor, Invitation.objects, pk)
+    try:
+        tenant_services.invitation_revoke(actor=actor, invitation=invitation)
+    except REFUSALS as exc:
+        messages.error(request, why(exc))
+    else:
+        messages.success(request, f"The invitation of {invitation.email} is revoked.")
+    return redirect("tenant-members")
+
+
+@require_POST
+@tenant_page
+def member_role(request, actor: Actor, pk):
+    require_role(actor, Role.ADMIN)
+    membership = get_scoped(actor, Membership.objects.select_related("user"), pk)
+    form = MemberRoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose one of the roles.")
+        return redirect("tenant-members")
+    try:
+        tenant_services.membership_set_role(actor=actor, membership=membership, role=form.cleaned_data["role"])
+    except REFUSALS as exc:
+        messages.error(request, why(exc))
+    else:
+        messages.success(request, f"{membership.user.email} is now {form.cleaned_data['role']}.")
+    return redirect("tenant-members")
+
+
+@require_POST
+@tenant_page
+def member_remove(request, actor: Actor, pk):
+    require_role(actor, Role.ADMIN)
+    membership = get_scoped(actor, Membership.objects.select_related("user"), pk)
+    try:
+        tenant_services.membership_remove(actor=actor, membership=membership)
+    except REFUSALS as exc:
+        messages.error(request, why(exc))
+        return redirect("tenant-members")
+    messages.success(request, f"{membership.user.email} was removed from {actor.tenant.name}.")
+    return redirect("home" if membership.user_id == request.user.pk else "tenant-members")
+
+
+# -- quota -----------------------------------------------------------------------------------------
+
+
+@require_GET
+@tenant_page
+def quota(request, actor: Actor):
+    limits = Quota.objects.filter(tenant=actor.tenant).first()
+    usage = tenant_resource_usage(actor.tenant)
+    rows = [
+        {"name": name, "label": label, "used": usage[name], "limit": getattr(limits, name, 0)}
+        for name, label in QUOTA_LABELS.items()
+    ]
+    return render(request, "portal/tenant/quota.html", {"actor": actor, "rows": rows})
+
+
+# -- API tokens ------------------------------------------------------------------------------------
+
+
+def _tokens_page(request, actor: Actor, form: TokenForm | None = None, *, secret: str = "", status: int = 200):
+    tokens = scoped(actor, ApiToken.objects.select_related("user"))
+    return render(
+        request,
+        "portal/tenant/tokens.html",
+        {
+            "actor": actor,
+            "tokens": tokens,
+            "form": form or TokenForm(),
+            "secret": secret,
+            "can_manage": actor.may_write(Role.ADMIN),
+        },
+        status=status,
+    )
+
+
+@tenant_page
+def tokens(request, actor: Actor):
+    if request.method != "POST":
+        return _tokens_page(request, actor)
+    require_role(actor, Role.ADMIN)
+    form = TokenForm(request.POST)
+    if not form.is_valid():
+        return _tokens_page(request, actor, form, status=400)
+    try:
+        token, secret = tenant_services.token_create(
+            actor=actor, name=form.cleaned_data["name"], scope=form.cleaned_data["scope"], expires_at=form.expires_at()
+        )
+    except REFUSALS as exc:
+        form.add_error("expires_on", why(exc))
+        return _tokens_page(request, actor, form, status=400)
+    # The secret is rendered into this one response and kept nowhere: a reload cannot show it again.
+    messages.success(request, f"Token {token.name} created. Copy its secret now: it is shown only once.")
+    return _tokens_page(request, actor, secret=secret, status=201)
+
+
+@require_POST
+@tenant_page
+def token_revoke(request, actor: Actor, pk):
+    require_role(actor, Role.ADMIN)
+    token = get_scoped(actor, ApiToken.objects, pk)
+    tenant_services.token_revoke(actor=actor, token=token)
+    messages.success(request, f"Token {token.name} is revoked.")
+    return redirect("tenant-tokens")
+
+
+# -- SSH keys --------------------------------------------------------------------------------------
+
+
+@tenant_page
+def ssh_keys(request, actor: Actor):
+    form = SshKeyForm()
+    status = 200
+    if request.method == "POST":
+        require_role(actor, Role.MEMBER)
+        form = SshKeyForm(request.POST)
+        if form.is_valid():
+            try:
+                key = tenant_services.sshkey_create(actor=actor, **form.cleaned_data)
+            except REFUSALS as exc:
+                form.add_error("public_key", why(exc))
+            else:
+                messages.success(request, f"Key {key.name} added ({key.fingerprint}).")
+                return redirect("tenant-ssh-keys")
+        status = 400
+    keys = scoped(actor, SshKey.objects.select_related("created_by"))
+    return render(
+        request,
+        "portal/tenant/ssh_keys.html",
+        {"actor": actor, "keys": keys, "form": form, "can_manage": actor.may_write(Role.MEMBER)},
+        status=status,
+    )
+
+
+@require_POST
+@tenant_page
+def ssh_key_delete(request, actor: Actor, pk):
+    require_role(actor, Role.MEMBER)
+    key = get_scoped(actor, SshKey.objects, pk)
+    tenant_services.sshkey_delete(actor=actor, key=key)
+    messages.success(request, f"Key {key.name} deleted. Instances that have it keep it.")
+    return redirect("tenant-ssh-keys")
+
+
+# -- billing ---------------------------------------------------------------------------------------
+
+
+@require_GET
+@tenant_page
+def billing(request, actor: Actor):
+    """Month to date per instance (cost so far, traffic against allowance) and the invoices.
+    Money is the owner's business, as in the API."""
+    require_role(actor, Role.OWNER)
+    month = billing_selectors.month_to_date(tenant=actor.tenant)
+    invoices = Invoice.objects.filter(tenant=actor.tenant).exclude(state=Invoice.State.DRAFT)
+    return render(request, "portal/tenant/billing.html", {"actor": actor, "month": month, "invoices": invoices})

@@ -1,0 +1,302 @@
+"""Monthly invoices: idempotent generation, draft -> issued -> paid or void, CSV and PDF exports,
+and what operators see in the admin."""
+
+import csv
+import io
+import re
+import shutil
+import subprocess
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+
+from billing import exports, invoicing
+from billing.models import Invoice, InvoiceLine, SlaTier
+from compute import operations, services
+from compute.models import Host
+from portal.api import ConflictError
+from tests.billing.conftest import GIB, act, at, create, priced_flavor, sample
+
+MARCH = at(2026, 3, 1).date()
+AFTER_MARCH = at(2026, 4, 1, 0, 30)
+
+
+def generate(tenant, when=AFTER_MARCH) -> Invoice:
+    with time_machine.travel(when, tick=False):
+        return invoicing.invoice_generate(tenant=tenant, period=MARCH)
+
+
+def content(invoice: Invoice) -> list[tuple]:
+    return list(invoice.lines.values_list("kind", "description", "quantity", "unit", "unit_price", "amount", "detail"))
+
+
+def totals(invoice: Invoice) -> tuple[Decimal, Decimal, Decimal]:
+    invoice.refresh_from_db()
+    return invoice.subtotal, invoice.tax, invoice.total
+
+
+@pytest.fixture
+def march(tasks_inline, host, image, alice, tenant_a):
+    """Tenant A's March: one instance running all month (capped 5.00), one stopped for half of it."""
+    web = create(alice, tenant_a, image, "web", priced_flavor("small", traffic_gb=1), at(2026, 3, 1))
+    db = create(alice, tenant_a, image, "db", priced_flavor("large", hourly="0.020", cap="10.00"), at(2026, 3, 1))
+    act(services.instance_stop, alice, tenant_a, db, at(2026, 3, 16, 12))
+    return {"host": host, "web": web, "db": db}
+
+
+def test_it_generates_the_same_invoice_and_lines_twice(march, tenant_a):
+    # when
+    first = generate(tenant_a)
+    lines = content(first)
+    second = generate(tenant_a, AFTER_MARCH + timedelta(hours=5))
+
+    # then: 744 h capped at 5.00; 372 h x 0.020 = 7.44 and 372 h of a 10 GiB disk
+    assert second.pk == first.pk and second.state == Invoice.State.DRAFT
+    assert content(second) == lines
+    assert sorted(amount for *_rest, amount, _detail in lines) == [Decimal("0.25"), Decimal("5.00"), Decimal("7.44")]
+    assert totals(second) == (Decimal("12.69"), Decimal("0.00"), Decimal("12.69"))
+    assert Invoice.objects.count() == 1
+
+
+def test_it_rebuilds_a_draft_from_its_month_usage(march, tenant_a):
+    draft = generate(tenant_a)
+
+    # when: traffic of March arrives late (3 GiB, 1 GiB included, 0.02 per GiB)
+    sample(march["host"], at(2026, 3, 31, 23), (march["web"], 3 * GIB))
+    rebuilt = generate(tenant_a)
+
+    # then: the same draft, now with the overage
+    assert rebuilt.pk == draft.pk
+    assert rebuilt.lines.get(kind=InvoiceLine.Kind.OVERAGE).amount == Decimal("0.04")
+    assert totals(rebuilt) == (Decimal("12.73"), Decimal("0.00"), Decimal("12.73"))
+
+
+def test_it_issues_a_draft_with_a_number_and_a_due_date(march, tenant_a):
+    draft = generate(tenant_a)
+
+    # when
+    with time_machine.travel(at(2026, 4, 2, 9), tick=False):
+        issued = invoicing.invoice_issue(invoice=draft)
+        again = invoicing.invoice_issue(invoice=draft)
+
+    # then
+    assert issued.state == Invoice.State.ISSUED
+    assert issued.number == "INV-202603-00001"  # numbered without gaps within the month
+    assert (issued.issued_at, issued.due_at) == (at(2026, 4, 2, 9), at(2026, 4, 16, 9))
+    assert (again.pk, again.number, again.due_at) == (issued.pk, issued.number, issued.due_at)
+
+
+def test_it_never_changes_an_issued_invoice_even_when_usage_changes(march, tenant_a):
+    issued = invoicing.invoice_issue(invoice=generate(tenant_a))
+    lines, figures = content(issued), totals(issued)
+
+    # when: late March traffic, then the month generated and run again
+    sample(march["host"], at(2026, 3, 31, 23), (march["web"], 50 * GIB))
+    regenerated = generate(tenant_a, at(2026, 4, 3))
+    with time_machine.travel(at(2026, 4, 3), tick=False):
+        invoicing.run_month(period=MARCH)
+
+    # then
+    assert regenerated.pk == issued.pk and regenerated.state == Invoice.State.ISSUED
+    assert content(regenerated) == lines
+    assert totals(regenerated) == figures
+    assert Invoice.objects.count() == 1
+
+
+def test_it_marks_an_issued_invoice_paid_once(march, tenant_a):
+    issued = invoicing.invoice_issue(invoice=generate(tenant_a))
+
+    # when
+    with time_machine.travel(at(2026, 4, 10), tick=False):
+        paid = invoicing.invoice_mark_paid(invoice=issued)
+    with time_machine.travel(at(2026, 4, 11), tick=False):
+        again = invoicing.invoice_mark_paid(invoice=issued)
+
+    # then
+    assert (paid.state, paid.paid_at) == (Invoice.State.PAID, at(2026, 4, 10))
+    assert (again.state, again.paid_at) == (Invoice.State.PAID, at(2026, 4, 10))
+    assert generate(tenant_a, at(2026, 4, 12)).state == Invoice.State.PAID
+
+
+def test_it_voids_drafts_and_issued_invoices_and_generates_anew_after(march, tenant_a):
+    draft = generate(tenant_a)
+    assert invoicing.invoice_void(invoice=draft).state == Invoice.State.VOID
+    issued = invoicing.invoice_issue(invoice=generate(tenant_a))
+    assert issued.pk != draft.pk
+
+    # when
+    voided = invoicing.invoice_void(invoice=issued)
+    again = invoicing.invoice_void(invoice=issued)
+    fresh = generate(tenant_a)
+
+    # then: the voided ones stay as they were, and the month gets a new draft
+    assert (voided.state, again.state) == (Invoice.State.VOID, Invoice.State.VOID)
+    assert fresh.pk not in (draft.pk, issued.pk) and fresh.state == Invoice.State.DRAFT
+    assert content(fresh) == content(issued)
+    assert Invoice.objects.filter(state=Invoice.State.VOID).count() == 2
+
+
+def test_it_refuses_illegal_transitions_with_a_conflict(march, tenant_a):
+    draft = generate(tenant_a)
+    paid = invoicing.invoice_mark_paid(invoice=invoicing.invoice_issue(invoice=draft))
+    april = Invoice.objects.create(tenant=tenant_a, period=at(2026, 4, 1).date(), currency="EUR")
+    void = invoicing.invoice_void(invoice=april)
+    may = Invoice.objects.create(tenant=tenant_a, period=at(2026, 5, 1).date(), currency="EUR")
+
+    # when / then
+    refusals = [
+        (invoicing.invoice_issue, paid),
+        (invoicing.invoice_void, paid),
+        (invoicing.invoice_issue, void),
+        (invoicing.invoice_mark_paid, void),
+        (invoicing.invoice_mark_paid, may),
+    ]
+    for transition, invoice in refusals:
+        before = Invoice.objects.get(pk=invoice.pk).state
+        with pytest.raises(ConflictError) as refused:
+            transition(invoice=invoice)
+        assert refused.value.status_code == 409
+        assert Invoice.objects.get(pk=invoice.pk).state == before
+
+
+def test_it_exports_csv_with_lines_totals_and_neutralised_formulas(tasks_inline, host, image, alice, tenant_a):
+    # given: instance names are the tenant's own text
+    small = priced_flavor("small")
+    for name in ("=cmd()", "+1", "@SUM(A1)", "\t=calc()", "plain"):
+        create(alice, tenant_a, image, name, small, at(2026, 3, 1))
+    invoice = invoicing.invoice_issue(invoice=generate(tenant_a))
+
+    # when
+    rows = list(csv.reader(io.StringIO(exports.invoice_csv(invoice))))
+
+    # then
+    assert rows[0] == exports.CSV_FIELDS
+    assert rows[0][2:4] == ["kind", "description"] and rows[0][-2:] == ["amount", "currency"]
+    body, tail = rows[1:-3], rows[-3:]
+    assert len(body) == 5
+    assert sorted(row[3] for row in body) == [
+        "'\t=calc(): small, 744.000000 h",
+        "'+1: small, 744.000000 h",
+        "'=cmd(): small, 744.000000 h",
+        "'@SUM(A1): small, 744.000000 h",
+        "plain: small, 744.000000 h",
+    ]
+    assert all(row[:3] == [invoice.number, "2026-03", "running"] and row[7] == "5.00" for row in body)
+    assert all(row[8] == "EUR" for row in rows[1:])
+    assert [(row[2], row[7]) for row in tail] == [("subtotal", "25.00"), ("tax", "0.00"), ("total", "25.00")]
+
+
+def pdf_objects(pdf: bytes) -> dict[int, int]:
+    """Object number -> offset, from the PDF's cross-reference table (checked on the way)."""
+    startxref = int(re.search(rb"startxref\n(\d+)\n%%EOF\s*$", pdf).group(1))
+    assert pdf[startxref:].startswith(b"xref\n0 ")
+    header, rest = pdf[startxref:].split(b"\n", 2)[1], pdf[startxref:].split(b"\n", 2)[2]
+    count = int(header.split()[1])
+    entries = [rest[i * 20 : (i + 1) * 20] for i in range(count)]
+    assert entries[0] == b"0000000000 65535 f \n"
+    assert all(re.fullmatch(rb"\d{10} 00000 n \n", entry) for entry in entries[1:])
+    assert re.search(rb"trailer\n<< /Size %d /Root 1 0 R >>" % count, pdf)
+    return {number: int(entry[:10]) for number, entry in enumerate(entries[1:], start=1)}
+
+
+def check_pdf(pdf: bytes) -> dict[int, int]:
+    assert pdf.startswith(b"%PDF-")
+    assert pdf.rstrip().endswith(b"%%EOF")
+    objects = pdf_objects(pdf)
+    for number, offset in objects.items():
+        assert pdf[offset:].startswith(b"%d 0 obj\n" % number), number
+    for match in re.finditer(rb"<< /Length (\d+) >>\nstream\n", pdf):
+        length = int(match.group(1))
+        assert pdf[match.end() + length :].startswith(b"\nendstream")
+    return objects
+
+
+def test_it_exports_a_well_formed_pdf_with_escaped_text(tasks_inline, host, image, alice, tenant_a):
+    # given: a name with PDF string delimiters and a backslash
+    create(alice, tenant_a, image, r"web (eu) \ main", priced_flavor("small"), at(2026, 3, 1))
+    invoice = invoicing.invoice_issue(invoice=generate(tenant_a))
+
+    # when
+    pdf = exports.invoice_pdf(invoice)
+
+    # then
+    check_pdf(pdf)
+    assert rb"(web \(eu\) \\ main: small, 744.000000 h) Tj" in pdf
+    assert b"(Total: 5.00 EUR) Tj" in pdf
+    if shutil.which("pdftotext"):
+        text = subprocess.run(["pdftotext", "-", "-"], input=pdf, capture_output=True, check=True).stdout.decode()  # noqa: S603, S607
+        assert r"web (eu) \ main: small, 744.000000 h" in text
+        assert f"Invoice {invoice.number}" in text and "Total: 5.00 EUR" in text
+
+
+def test_it_spreads_a_long_invoice_over_pages_with_valid_offsets(db, tenant_a):
+    invoice = Invoice.objects.create(tenant=tenant_a, period=MARCH, currency="EUR", total=Decimal("70.00"))
+    InvoiceLine.objects.bulk_create(
+        InvoiceLine(
+            invoice=invoice,
+            kind=InvoiceLine.Kind.RUNNING,
+            description=f"instance-{n}: small, 100.000000 h",
+            quantity=Decimal(100),
+            unit="hour",
+            unit_price=Decimal("0.01"),
+            amount=Decimal("1.00"),
+        )
+        for n in range(70)
+    )
+
+    # when
+    pdf = exports.invoice_pdf(invoice)
+
+    # then: 3 + 140 + 4 rows at 60 a page
+    objects = check_pdf(pdf)
+    assert b"/Count 3" in pdf and len(objects) == 3 + 2 * 3
+    assert b"(instance-69: small, 100.000000 h) Tj" in pdf
+
+
+def test_it_shows_operators_revenue_and_unpaid_invoices(march, tenant_a, tenant_b, client, operator):
+    # given: A's March issued (12.69) and a paid invoice of B's (3.00)
+    invoicing.invoice_issue(invoice=generate(tenant_a))
+    paid = Invoice.objects.create(tenant=tenant_b, period=MARCH, currency="EUR", total=Decimal("3.00"))
+    invoicing.invoice_mark_paid(invoice=invoicing.invoice_issue(invoice=paid))
+    operator.user_permissions.add(Permission.objects.get(codename="view_invoice"))
+    client.force_login(operator)
+
+    # when
+    page = client.get(reverse("admin:billing_invoice_changelist"))
+
+    # then
+    assert invoicing.revenue(period=MARCH) == {"invoiced": Decimal("15.69"), "unpaid": Decimal("12.69")}
+    assert page.status_code == 200
+    assert "Invoices: revenue 15.69, unpaid 12.69" in page.content.decode()
+
+
+def test_it_applies_an_sla_credit_to_the_next_invoice_even_without_usage_then(
+    tasks_inline, host, image, alice, tenant_a
+):
+    # given: March's only instance had its host down for two days (93.5%: the 100% tier)
+    SlaTier.objects.create(sla_percent=Decimal("99.900"), below=Decimal("95"), credit_percent=Decimal("100"))
+    web = create(alice, tenant_a, image, "web", priced_flavor("small"), at(2026, 3, 1))
+    Host.objects.filter(pk=host.pk).update(last_heartbeat=at(2026, 3, 9, 23, 50))
+    with time_machine.travel(at(2026, 3, 10), tick=False):
+        operations.mark_silent_hosts_down()
+    with time_machine.travel(at(2026, 3, 12), tick=False):
+        operations.heartbeat(host.pk)
+    act(services.instance_delete, alice, tenant_a, web, at(2026, 3, 31, 23))
+    with time_machine.travel(AFTER_MARCH, tick=False):
+        invoicing.run_month(period=MARCH)
+
+    # when: April, with no usage at all
+    with time_machine.travel(at(2026, 5, 1, 0, 30), tick=False):
+        report = invoicing.run_month(period=at(2026, 4, 1).date())
+
+    # then: March's 5.00 credited in full on an April invoice
+    april = Invoice.objects.get(tenant=tenant_a, period=at(2026, 4, 1).date())
+    assert [(line.kind, line.amount) for line in april.lines.all()] == [("sla_credit", Decimal("-5.00"))]
+    # nothing to pay: settled as it is issued, so it never counts as unpaid
+    assert (april.state, april.total) == (Invoice.State.PAID, Decimal("-5.00"))
+    assert april.number and april.paid_at is not None
+    assert report == {"invoices": 1, "total": Decimal("-5.00")}
