@@ -1,0 +1,194 @@
+"""Item 3: GET /api/v1/instances, pages of 50, with 10,000 instances, under gunicorn.
+
+The instances are rows only (bulk_create: none of them needs to run), each with the action
+log a finished build leaves (the request plus six steps), since the list annotates build
+progress from it. gunicorn serves on 127.0.0.1 as `make run` starts it (2 workers x 4
+threads); client threads on keep-alive connections ask for random pages, bounded in count
+and time. The baseline is GET /healthz (one `SELECT 1`) on the same server, same clients.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import time
+import uuid
+from datetime import timedelta
+
+from django.db import connection
+from django.utils import timezone
+
+from bench import processes, seed
+from bench.environment import BenchEnvironment
+from bench.load import LoadResult, drive
+from bench.memory import RssSampler
+from bench.report import Figure
+from compute.models import Host, Instance, InstanceAction, InstanceState
+from compute.operations import PROVISION_STEPS
+from compute.services import mac_for
+
+AREA = "api"
+PAGE_SIZE = 50
+TARGET_RPS = 300.0
+FULL = {"instances": 10_000, "requests": 4_000, "seconds": 20.0}
+QUICK = {"instances": 1_000, "requests": 600, "seconds": 5.0}
+CLIENTS = (1, 8)
+
+
+def seed_instances(account: seed.Account, count: int) -> None:
+    image, flavor = seed.image(), seed.flavor(name="bench.small", memory_mb=1024, disk_gb=10)
+    host = Host.objects.create(
+        name="api-bench",
+        uri="test:///default",
+        queue="host.api-bench",
+        vcpus_total=100_000,
+        memory_mb_total=100_000_000,
+        disk_gb_total=10_000_000,
+        domain_type=Host.DomainType.TEST,
+    )
+    now = timezone.now()
+    rng = random.Random(3)
+    first_ip = int(ipaddress.ip_address("10.0.0.1"))
+    instances = []
+    for n in range(count):
+        pk = uuid.uuid4()
+        created = now - timedelta(minutes=count - n)
+        state = rng.choices([InstanceState.RUNNING, InstanceState.STOPPED, InstanceState.ERROR], [85, 10, 5])[0]
+        instances.append(
+            Instance(
+                id=pk,
+                tenant=account.tenant,
+                name=f"vm-{n:05d}",
+                image=image,
+                flavor=flavor,
+                vcpus=flavor.vcpus,
+                memory_mb=flavor.memory_mb,
+                disk_gb=flavor.disk_gb,
+                bandwidth_mbit=flavor.bandwidth_mbit,
+                traffic_gb=flavor.traffic_gb,
+                sla_percent=flavor.sla_percent,
+                host=host,
+                state=state,
+                power_state="running" if state == InstanceState.RUNNING else "shutoff",
+                ip_address=str(ipaddress.ip_address(first_ip + n)),
+                mac_address=mac_for(pk),
+                created_by=account.user,
+                created_at=created,
+                launched_at=created + timedelta(seconds=1),
+            )
+        )
+    Instance.objects.bulk_create(instances, batch_size=2000)
+    actions = []
+    for instance in instances:
+        actions.append(
+            InstanceAction(
+                instance=instance,
+                action="create",
+                status=InstanceAction.Status.REQUESTED,
+                user=account.user,
+                started_at=instance.created_at,
+            )
+        )
+        for step in PROVISION_STEPS:
+            actions.append(
+                InstanceAction(
+                    instance=instance,
+                    action="create",
+                    step=step,
+                    status=InstanceAction.Status.DONE,
+                    started_at=instance.created_at,
+                    duration_ms=5,
+                )
+            )
+    InstanceAction.objects.bulk_create(actions, batch_size=5000)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
+def measured(web: processes.Service, next_path, *, headers: dict, clients: int, requests: int, seconds: float):
+    """Drive a load and say what CPU it cost per request, in the web workers and in this client."""
+    web_before, client_before = processes.cpu_seconds(web.pids()), time.process_time()
+    result = drive(web.port, next_path, headers=headers, clients=clients, max_requests=requests, max_seconds=seconds)
+    done = max(1, len(result.latencies))
+    return result, {
+        "web_cpu_ms_per_request": (processes.cpu_seconds(web.pids()) - web_before) * 1000 / done,
+        "client_cpu_ms_per_request": (time.process_time() - client_before) * 1000 / done,
+    }
+
+
+def _figures(clients: int, listed: LoadResult, health: LoadResult, count: int, cpu: dict) -> list[Figure]:
+    held = clients == max(CLIENTS)
+    what = f"GET /api/v1/instances ({PAGE_SIZE}/page of {count:,}), {clients} client{'s' if clients > 1 else ''}"
+    detail = {
+        "requests": len(listed.latencies),
+        "errors": listed.errors,
+        "statuses": dict(listed.statuses),
+        "healthz_requests": len(health.latencies),
+        "healthz_errors": health.errors,
+        "p50_ms": listed.p(50) * 1000,
+        "healthz_p50_ms": health.p(50) * 1000,
+        **cpu,
+    }
+    note = f"{listed.errors} failed list requests" if listed.errors else ""
+    return [
+        Figure(
+            AREA,
+            f"{what}: requests/s",
+            listed.rate,
+            "req/s",
+            baseline=health.rate,
+            baseline_name="GET /healthz",
+            target=f">= {TARGET_RPS:.0f} req/s" if held else "",
+            passed=(listed.rate >= TARGET_RPS and not listed.errors) if held else None,
+            note=note,
+            detail=detail,
+        ),
+        Figure(
+            AREA,
+            f"{what}: p95 latency",
+            listed.p(95) * 1000,
+            "ms",
+            baseline=health.p(95) * 1000,
+            baseline_name="GET /healthz",
+        ),
+    ]
+
+
+def run(env: BenchEnvironment, *, quick: bool = False) -> list[Figure]:
+    sizes = QUICK if quick else FULL
+    env.reset_data()
+    account = seed.account()
+    seed_instances(account, sizes["instances"])
+    pages = max(1, sizes["instances"] // PAGE_SIZE)
+    figures: list[Figure] = []
+    with RssSampler() as sampler:
+        web = processes.start_web(env)
+        try:
+            headers = account.headers
+            # Warm-up: both gunicorn workers import, connect and fill their caches.
+            measured(web, lambda: "/api/v1/instances?page=1", headers=headers, clients=4, requests=40, seconds=30)
+            measured(web, lambda: "/healthz", headers=headers, clients=4, requests=40, seconds=30)
+            sampler.mark_baseline()
+            for clients in CLIENTS:
+                health, health_cpu = measured(
+                    web,
+                    lambda: "/healthz",
+                    headers=headers,
+                    clients=clients,
+                    requests=sizes["requests"],
+                    seconds=sizes["seconds"] / 2,
+                )
+                listed, cpu = measured(
+                    web,
+                    lambda: f"/api/v1/instances?page={random.randint(1, pages)}",
+                    headers=headers,
+                    clients=clients,
+                    requests=sizes["requests"],
+                    seconds=sizes["seconds"],
+                )
+                cpu.update({f"healthz_{key}": value for key, value in health_cpu.items()})
+                figures += _figures(clients, listed, health, sizes["instances"], cpu)
+            sampler.sample()
+        finally:
+            processes.stop([web])
+    return figures + sampler.figures(during="api")

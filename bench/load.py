@@ -1,0 +1,111 @@
+"""A small HTTP load generator for 127.0.0.1: client threads on keep-alive connections.
+
+Always bounded twice, by a number of requests and by a time limit, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bench.report import percentile
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class LoadResult:
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests only
+    statuses: Counter = field(default_factory=Counter)
+    errors: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+    def p(self, pct: float) -> float:
+        return percentile(self.latencies, pct)
+
+
+def drive(
+    port: int,
+    next_path: Callable[[], str],
+    *,
+    headers: dict[str, str],
+    clients: int,
+    max_requests: int,
+    max_seconds: float,
+    expect: int = 200,
+) -> LoadResult:
+    """GET next_path() from `clients` threads until max_requests are sent or max_seconds pass."""
+    result = LoadResult()
+    lock = threading.Lock()
+    sent = 0
+    start_line = threading.Barrier(clients + 1)
+    deadline = 0.0
+
+    def client() -> None:
+        nonlocal sent
+        conn = http.client.HTTPConnection(HOST, port, timeout=30)
+        latencies, statuses, errors = [], Counter(), 0
+        start_line.wait()
+        while time.monotonic() < deadline:
+            with lock:
+                if sent >= max_requests:
+                    break
+                sent += 1
+            path = next_path()
+            began = time.perf_counter()
+            try:
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                errors += 1
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, port, timeout=30)
+                continue
+            statuses[response.status] += 1
+            if response.status == expect:
+                latencies.append(time.perf_counter() - began)
+            else:
+                errors += 1
+        conn.close()
+        with lock:
+            result.latencies.extend(latencies)
+            result.statuses.update(statuses)
+            result.errors += errors
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + max_seconds
+    began = time.perf_counter()
+    start_line.wait()
+    for thread in threads:
+        thread.join(timeout=max_seconds + 60)
+    result.elapsed = time.perf_counter() - began
+    return result
+
+
+def request_json(port: int, method: str, path: str, *, headers: dict[str, str], body: dict | None = None):
+    """One request on its own connection: (status, decoded JSON body or None)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=60)
+    try:
+        payload = json.dumps(body).encode() if body is not None else None
+        all_headers = {**headers, "Content-Type": "application/json"} if payload else headers
+        conn.request(method, path, body=payload, headers=all_headers)
+        response = conn.getresponse()
+        raw = response.read()
+        try:
+            return response.status, json.loads(raw) if raw else None
+        except ValueError:
+            return response.status, None
+    finally:
+        conn.close()
