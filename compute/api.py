@@ -2,8 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Q
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
@@ -135,7 +134,8 @@ class InstanceSerializer(serializers.ModelSerializer):
         ]
 
     def get_size(self, instance) -> dict:
-        return SizeSerializer(Size.of_instance(instance)).data
+        size = Size.of_instance(instance)
+        return {**size.as_fields(), "sla_percent": f"{size.sla_percent:.3f}"}
 
     def get_progress(self, instance) -> int:
         if instance.state != InstanceState.BUILDING:
@@ -220,6 +220,28 @@ class ConsoleSerializer(serializers.Serializer):
     expires_in = serializers.IntegerField()
 
 
+def with_progress(instances: list) -> list:
+    """Attach `steps_done` to the building ones, in one query for the whole page: a per-row
+    subquery made every list request count steps for all rows up to the page's end."""
+    building = [i.pk for i in instances if i.state == InstanceState.BUILDING]
+    done = {}
+    if building:
+        done = dict(
+            InstanceAction.objects.filter(
+                instance_id__in=building,
+                action__in=["create", "retry"],
+                status=InstanceAction.Status.DONE,
+                step__in=PROVISION_STEPS,
+            )
+            .values("instance_id")
+            .annotate(n=Count("step", distinct=True))
+            .values_list("instance_id", "n")
+        )
+    for instance in instances:
+        instance.steps_done = done.get(instance.pk, 0)
+    return instances
+
+
 def _invalid(exc: services.InvalidRequest):
     return serializers.ValidationError({exc.field: [exc.message]})
 
@@ -235,23 +257,12 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
 
     def get_queryset(self):
         queryset = super().get_queryset()
-        steps = (
-            InstanceAction.objects.filter(
-                instance=OuterRef("pk"),
-                action__in=["create", "retry"],
-                status=InstanceAction.Status.DONE,
-                step__in=PROVISION_STEPS,
-            )
-            .order_by()
-            .values("instance")
-            .annotate(n=Count("step", distinct=True))
-            .values("n")
-        )
-        queryset = queryset.annotate(steps_done=Coalesce(Subquery(steps, output_field=IntegerField()), Value(0)))
         if self.action == "retrieve":
             return queryset.prefetch_related("actions__user")
         if self.action != "list":
             return queryset
+        # The list never shows these; they can be large.
+        queryset = queryset.defer("user_data", "ssh_keys", "pending")
         params = self.request.query_params
         state = params.get("state")
         if state in InstanceState.values:
@@ -268,6 +279,13 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
                     raise serializers.ValidationError({field: ["Must be a valid UUID."]})
                 queryset = queryset.filter(**{f"{field}_id": value})
         return queryset
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(InstanceSerializer(with_progress(page), many=True).data)
+
+    def retrieve(self, request, *args, **kwargs):
+        return Response(InstanceDetailSerializer(with_progress([self.get_object()])[0]).data)
 
     @extend_schema(
         request=InstanceCreateSerializer,
@@ -293,11 +311,12 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
             instance = services.instance_create(actor=self.actor, request=create, idempotency_key=key)
         except services.InvalidRequest as exc:
             raise _invalid(exc) from None
-        instance = self.get_queryset().get(pk=instance.pk)
+        instance = with_progress([self.get_queryset().get(pk=instance.pk)])[0]
         return Response(InstanceSerializer(instance).data, status=status.HTTP_202_ACCEPTED)
 
     def _accepted(self, instance):
         fresh = self.get_queryset().get(pk=instance.pk) if instance.state != InstanceState.DELETED else instance
+        fresh = with_progress([fresh])[0]
         return Response(InstanceSerializer(fresh).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={202: InstanceSerializer})

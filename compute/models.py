@@ -227,7 +227,12 @@ class Instance(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["tenant", "state"]), models.Index(fields=["host", "state"])]
+        indexes = [
+            models.Index(fields=["tenant", "state"]),
+            models.Index(fields=["host", "state"]),
+            # The instance list: a tenant's live instances, newest first.
+            models.Index(fields=["tenant", "-created_at"], condition=~Q(state="deleted"), name="instance_live_newest"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["tenant", "name"], condition=~Q(state="deleted"), name="instance_name_unique_live"
