@@ -17,9 +17,9 @@ from django.utils import timezone
 
 from billing import prices as price_lookup
 from billing import rating, sla, usage
-from billing.models import BillingAccount, Invoice, InvoiceLine, PriceList, UsageRecord
+from billing.models import BillingAccount, Invoice, InvoiceCounter, InvoiceLine, UsageRecord
 from billing.money import ZERO, cents
-from compute.models import Flavor, HostStatusLog, Instance, InstanceStateLog
+from compute.models import HostStatusLog, Instance, InstanceStateLog
 from portal.api import ConflictError
 from tenants.models import Tenant
 from tenants.services import audit
@@ -49,7 +49,7 @@ def month_lines(*, tenant: Tenant, period: date) -> list[rating.Line]:
         segments[record["instance_id"]].append(record["segments"])
         traffic[record["instance_id"]] += record["tx_bytes"]
     instances = Instance.objects.in_bulk(list(segments))
-    flavors = {str(pk): flavor for pk, flavor in Flavor.objects.in_bulk().items()}
+    flavors = price_lookup.flavors_by_id()
     lines = []
     for instance_id in sorted(segments, key=str):
         lines += rating.rate_instance(
@@ -178,11 +178,13 @@ def invoice_issue(*, invoice: Invoice) -> Invoice:
             return locked
         if locked.state != Invoice.State.DRAFT:
             raise ConflictError(f"Only a draft invoice can be issued; this one is {locked.state}.")
-        # Numbers run without gaps per month; the price list row is the lock that orders them.
-        PriceList.objects.select_for_update().get(pk=prices.pk)
-        issued = Invoice.objects.filter(period=locked.period).exclude(number="").count()
+        # Numbers run without gaps per month; the month's counter row orders them.
+        InvoiceCounter.objects.get_or_create(period=locked.period)
+        counter = InvoiceCounter.objects.select_for_update().get(period=locked.period)
+        counter.last += 1
+        counter.save(update_fields=["last"])
         now = timezone.now()
-        locked.number = f"INV-{locked.period:%Y%m}-{issued + 1:05d}"
+        locked.number = f"INV-{locked.period:%Y%m}-{counter.last:05d}"
         locked.issued_at = now
         locked.due_at = now + timedelta(days=prices.payment_days)
         # Nothing to pay (credits outweigh charges): it is settled as it is issued.
@@ -230,14 +232,15 @@ def run_month(*, period: date, issue: bool = True) -> dict:
         UsageRecord.objects.filter(hour__gte=before_start, hour__lt=end).values_list("tenant_id", flat=True).distinct()
     )
     report = {"invoices": 0, "total": ZERO}
-    for tenant in Tenant.objects.filter(pk__in=tenants).order_by("pk"):
-        invoice = invoice_generate(tenant=tenant, period=period, aggregate=False)
-        if invoice is None:
-            continue
-        if issue and invoice.state == Invoice.State.DRAFT:
-            invoice = invoice_issue(invoice=invoice)
-        report["invoices"] += 1
-        report["total"] += invoice.total
+    with price_lookup.cached():
+        for tenant in Tenant.objects.filter(pk__in=tenants).order_by("pk"):
+            invoice = invoice_generate(tenant=tenant, period=period, aggregate=False)
+            if invoice is None:
+                continue
+            if issue and invoice.state == Invoice.State.DRAFT:
+                invoice = invoice_issue(invoice=invoice)
+            report["invoices"] += 1
+            report["total"] += invoice.total
     return report
 
 

@@ -181,6 +181,16 @@ class Invoice(models.Model):
         return f"{self.number or self.id} ({self.period:%Y-%m})"
 
 
+class InvoiceCounter(models.Model):
+    """The last invoice number used in a month; its row lock orders the numbers."""
+
+    period = models.DateField(primary_key=True)
+    last = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.period:%Y-%m}: {self.last}"
+
+
 class InvoiceLine(models.Model):
     class Kind(models.TextChoices):
         RUNNING = "running", "Running time"

@@ -2,25 +2,56 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from decimal import Decimal
 
 from billing.models import FlavorPrice, PriceList, StoppedPolicy
-from compute.models import Instance
+from compute.models import Flavor, Instance
 from compute.sizing import Size
 
 HOURS_PER_MONTH = Decimal(730)  # the usual cloud convention for showing a monthly price
 
 
+# Within `cached()` (a whole invoice run), prices are read once instead of once per line.
+_run_cache: ContextVar[dict | None] = ContextVar("billing_price_cache", default=None)
+
+
+@contextmanager
+def cached():
+    token = _run_cache.set({})
+    try:
+        yield
+    finally:
+        _run_cache.reset(token)
+
+
+def _remember(key, load):
+    cache = _run_cache.get()
+    if cache is None:
+        return load()
+    if key not in cache:
+        cache[key] = load()
+    return cache[key]
+
+
 def price_list() -> PriceList:
     """The price list in force; made with the defaults on first use."""
-    current = PriceList.objects.order_by("id").first()
-    return current or PriceList.objects.create()
+
+    def load() -> PriceList:
+        return PriceList.objects.order_by("id").first() or PriceList.objects.create()
+
+    return _remember("price_list", load)
 
 
 def flavor_price(flavor_id) -> FlavorPrice | None:
     if flavor_id is None:
         return None
-    return FlavorPrice.objects.filter(flavor_id=flavor_id).first()
+    return _remember(("flavor_price", str(flavor_id)), lambda: FlavorPrice.objects.filter(flavor_id=flavor_id).first())
+
+
+def flavors_by_id() -> dict:
+    return _remember("flavors", lambda: {str(pk): f for pk, f in Flavor.objects.in_bulk().items()})
 
 
 def unit_hourly(vcpus: int, memory_mb: int, prices: PriceList) -> Decimal:
