@@ -66,9 +66,8 @@ def month_lines(*, tenant: Tenant, period: date) -> list[rating.Line]:
 def sla_credit_lines(*, tenant: Tenant, period: date) -> list[rating.Line]:
     """Credits earned in `period`, as negative lines (they go on the following invoice)."""
     start, end = month_bounds(period)
-    # Only instances with recorded trouble can have lost availability.
-    troubled_hosts = HostStatusLog.objects.filter(at__lt=end, status="down").values("host_id")
-    failed = InstanceStateLog.objects.filter(at__lt=end, state="error", cause="system").values("instance_id")
+    # Only instances with recorded trouble can have lost availability (read once per run).
+    troubled_hosts, failed = price_lookup.remember(("sla-trouble", end), lambda: _trouble_before(end))
     candidates = (
         Instance.objects.filter(tenant=tenant, created_at__lt=end)
         .filter(Q(deleted_at__isnull=True) | Q(deleted_at__gte=start))
@@ -111,6 +110,14 @@ def sla_credit_lines(*, tenant: Tenant, period: date) -> list[rating.Line]:
             )
         )
     return lines
+
+
+def _trouble_before(end: datetime) -> tuple[set, set]:
+    hosts = set(HostStatusLog.objects.filter(at__lt=end, status="down").values_list("host_id", flat=True))
+    failed = set(
+        InstanceStateLog.objects.filter(at__lt=end, state="error", cause="system").values_list("instance_id", flat=True)
+    )
+    return hosts, failed
 
 
 def tax_rate_of(tenant: Tenant):

@@ -26,7 +26,8 @@ def cached():
         _run_cache.reset(token)
 
 
-def _remember(key, load):
+def remember(key, load):
+    """`load()`, computed once per `cached()` run (every time outside one)."""
     cache = _run_cache.get()
     if cache is None:
         return load()
@@ -41,17 +42,17 @@ def price_list() -> PriceList:
     def load() -> PriceList:
         return PriceList.objects.order_by("id").first() or PriceList.objects.create()
 
-    return _remember("price_list", load)
+    return remember("price_list", load)
 
 
 def flavor_price(flavor_id) -> FlavorPrice | None:
     if flavor_id is None:
         return None
-    return _remember(("flavor_price", str(flavor_id)), lambda: FlavorPrice.objects.filter(flavor_id=flavor_id).first())
+    return remember(("flavor_price", str(flavor_id)), lambda: FlavorPrice.objects.filter(flavor_id=flavor_id).first())
 
 
 def flavors_by_id() -> dict:
-    return _remember("flavors", lambda: {str(pk): f for pk, f in Flavor.objects.in_bulk().items()})
+    return remember("flavors", lambda: {str(pk): f for pk, f in Flavor.objects.in_bulk().items()})
 
 
 def unit_hourly(vcpus: int, memory_mb: int, prices: PriceList) -> Decimal:
