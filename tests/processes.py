@@ -6,7 +6,9 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -18,6 +20,51 @@ from tests.conftest import RUN_PREFIX
 
 CELERY = Path(django_settings.BASE_DIR) / ".venv" / "bin" / "celery"
 READY_WITHIN = 30.0
+
+
+# Headless Chromium from Debian: no sandbox (root in a container), no background traffic.
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@contextmanager
+def console_proxy(*, database: dict, redis_prefix: str, origin: str, capture: bool = False):
+    """Run `manage.py consoleproxy` on a free port for the test database; yields (port, output)
+    where output() is what it printed (with capture=True), once it has stopped."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(database),
+        "REDIS_PREFIX": redis_prefix,
+        "CONSOLE_PROXY_BIND": f"127.0.0.1:{port}",
+        "CONSOLE_ALLOWED_ORIGINS": origin,
+    }
+    sink = subprocess.PIPE if capture else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "consoleproxy"],
+        cwd=django_settings.BASE_DIR,
+        env=env,
+        stdout=sink,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    printed: list[str] = []
+    try:
+        wait_for_port(port)
+        yield port, lambda: "".join(printed)
+    finally:
+        # The whole group: websockify forks a child per connection, each with a DB connection.
+        os.killpg(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=10)
+        printed.append((output or b"").decode(errors="replace"))
 
 
 def redis_client() -> redis.Redis:

@@ -4,11 +4,7 @@ The VNC end is a loopback TCP peer that speaks the first line of RFB; the end-to
 points the same proxy at QEMU's real VNC server.
 """
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +18,7 @@ from compute.models import Instance
 from compute.sizing import Size
 from tenants.models import Membership, Tenant
 from tests.conftest import actor
-from tests.processes import database_url, free_port, wait_for_port
+from tests.processes import console_proxy
 
 ROOT = Path(__file__).resolve().parents[2]
 ORIGIN = "http://portal.test"
@@ -61,30 +57,11 @@ def vnc_peer():
 
 @pytest.fixture
 def proxy(transactional_db, settings):
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(connection.settings_dict),
-        "REDIS_PREFIX": settings.REDIS_PREFIX,
-        "CONSOLE_PROXY_BIND": f"127.0.0.1:{port}",
-        "CONSOLE_ALLOWED_ORIGINS": ORIGIN,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "consoleproxy"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        wait_for_port(port)
+    with console_proxy(
+        database=connection.settings_dict, redis_prefix=settings.REDIS_PREFIX, origin=ORIGIN, capture=True
+    ) as (port, output):
         yield port
-    finally:
-        # The whole group: websockify forks a child per connection, each with a DB connection.
-        os.killpg(proc.pid, signal.SIGTERM)
-        output, _ = proc.communicate(timeout=10)
-        print(output.decode(errors="replace"))  # shown by pytest when the test fails
+    print(output())  # shown by pytest when the test fails
 
 
 @pytest.fixture

@@ -4,11 +4,7 @@ noVNC in headless Chromium -> stop/start keeps the disk -> delete leaves nothing
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from decimal import Decimal
@@ -23,20 +19,10 @@ from django.test import Client
 from compute.drivers.libvirt import disk_volume, seed_volume
 from compute.models import Flavor, Instance, IpAllocation
 from tests.conftest import client_for, token_for
-from tests.processes import database_url, free_port, wait_for_port
+from tests.processes import CHROMIUM_FLAGS, console_proxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = Path(django_settings.BASE_DIR) / "tests" / "artifacts"
-CHROMIUM_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def wait_for(what: str, check, within: float, every: float = 0.2):
@@ -97,31 +83,12 @@ def boot_count(hypervisor: libvirt.virConnect, uuid: str) -> int:
 
 
 @pytest.fixture
-def console_proxy(live_server, settings):
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(connection.settings_dict),
-        "REDIS_PREFIX": settings.REDIS_PREFIX,
-        "CONSOLE_PROXY_BIND": f"127.0.0.1:{port}",
-        "CONSOLE_ALLOWED_ORIGINS": live_server.url,
-    }
-    settings.CONSOLE_PROXY_URL = f"ws://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "consoleproxy"],
-        cwd=django_settings.BASE_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for_port(port)
+def proxy_port(live_server, settings):
+    with console_proxy(
+        database=connection.settings_dict, redis_prefix=settings.REDIS_PREFIX, origin=live_server.url
+    ) as (port, _output):
+        settings.CONSOLE_PROXY_URL = f"ws://127.0.0.1:{port}"
         yield port
-    finally:
-        # The whole group: websockify forks a child per connection, each with a DB connection.
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -151,7 +118,7 @@ def test_it_boots_a_real_guest_serves_its_console_and_cleans_up(
     real_host,
     tiny_image,
     start_worker,
-    console_proxy,
+    proxy_port,
     browser_page,
     live_server,
     alice,

@@ -13,19 +13,9 @@ from django.test import Client
 from compute import operations, services
 from compute.sizing import Size
 from tests.conftest import actor
+from tests.processes import CHROMIUM_FLAGS
 
 ARTIFACTS = Path(django_settings.BASE_DIR) / "tests" / "artifacts"
-# The flags of tests/e2e: headless Chromium from Debian, no sandbox (root in a container), quiet.
-CHROMIUM_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
