@@ -8,6 +8,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from billing import selectors as billing_selectors
 from compute import console, services
 from compute.models import Instance, InstanceAction, InstanceState
 from compute.operations import PROVISION_STEPS
@@ -186,7 +187,8 @@ def _live_context(actor: Actor, instance: Instance) -> dict:
 @tenant_page
 def detail(request, actor: Actor, pk):
     instance = get_scoped(actor, _instances(actor), pk)
-    return render(request, "portal/instances/detail.html", _live_context(actor, instance))
+    context = {**_live_context(actor, instance), "throttle_reason": billing_selectors.throttle_reason(instance)}
+    return render(request, "portal/instances/detail.html", context)
 
 
 @require_GET

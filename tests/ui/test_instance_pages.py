@@ -300,3 +300,15 @@ def test_it_uses_the_switched_tenant_everywhere(alice, tenant_a, make_instance):
     page = client.get("/instances/").content.decode()
     assert "of Second" in page and "web-1" not in page
     assert actor(alice, other).tenant == other
+
+
+def test_it_says_on_the_instance_page_when_and_why_it_is_throttled(alice, make_instance):
+    # given: an instance throttled for using up its traffic allowance
+    instance = make_instance()
+    Instance.objects.filter(pk=instance.pk).update(throttled=True, throttle_kbytes=125)
+
+    page = browser_client(alice).get(f"/instances/{instance.pk}")
+
+    html = page.content.decode()
+    assert 'id="throttle-reason"' in html
+    assert "traffic allowance is used up" in html and "next month" in html
