@@ -190,7 +190,8 @@ def _sweep_run_keys():
     from tests.processes import redis_client
 
     client = redis_client()
-    keys = list(client.scan_iter(match=f"{RUN_PREFIX}:*", count=1000))
+    # Also the per-test cache prefixes some suites derive from it ("<prefix>-<hex>").
+    keys = list(client.scan_iter(match=f"{RUN_PREFIX}*", count=1000))
     if keys:
         client.delete(*keys)
     client.close()
