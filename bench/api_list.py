@@ -26,6 +26,7 @@ from bench.report import Figure
 from compute.models import Host, Instance, InstanceAction, InstanceState
 from compute.operations import PROVISION_STEPS
 from compute.services import mac_for
+from compute.sizing import Size
 
 AREA = "api"
 PAGE_SIZE = 50
@@ -61,12 +62,7 @@ def seed_instances(account: seed.Account, count: int) -> None:
                 name=f"vm-{n:05d}",
                 image=image,
                 flavor=flavor,
-                vcpus=flavor.vcpus,
-                memory_mb=flavor.memory_mb,
-                disk_gb=flavor.disk_gb,
-                bandwidth_mbit=flavor.bandwidth_mbit,
-                traffic_gb=flavor.traffic_gb,
-                sla_percent=flavor.sla_percent,
+                **Size.of_flavor(flavor).as_fields(),
                 host=host,
                 state=state,
                 power_state="running" if state == InstanceState.RUNNING else "shutoff",

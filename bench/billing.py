@@ -74,6 +74,7 @@ def seed_month(count: int, host_count: int, began: datetime) -> list:
     from billing.models import FlavorPrice
     from compute.models import Host, Instance, InstanceState, InstanceStateLog
     from compute.services import mac_for
+    from compute.sizing import Size
     from tenants.models import Tenant
 
     flavor = seed.flavor(name="bench.small", memory_mb=1024, disk_gb=10)
@@ -104,12 +105,7 @@ def seed_month(count: int, host_count: int, began: datetime) -> list:
                 name=f"vm-{n}",
                 image=image,
                 flavor=flavor,
-                vcpus=flavor.vcpus,
-                memory_mb=flavor.memory_mb,
-                disk_gb=flavor.disk_gb,
-                bandwidth_mbit=flavor.bandwidth_mbit,
-                traffic_gb=flavor.traffic_gb,
-                sla_percent=flavor.sla_percent,
+                **Size.of_flavor(flavor).as_fields(),
                 host=hosts[n % host_count],
                 state=InstanceState.RUNNING,
                 power_state="running",
