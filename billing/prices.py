@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
 
-from billing.models import FlavorPrice, PriceList, StoppedPolicy
+from billing.models import FlavorPrice, PriceList
 from compute.models import Flavor, Instance
 from compute.sizing import Size
 
@@ -82,8 +82,3 @@ def estimate_monthly(size: Size, flavor_id=None) -> Decimal:
         return min(fp.hourly * HOURS_PER_MONTH, fp.monthly_cap)
     running = unit_hourly(size.vcpus, size.memory_mb, prices) * min(HOURS_PER_MONTH, prices.custom_cap_hours)
     return running + size.disk_gb * prices.disk_gb_month
-
-
-def stopped_is_full(flavor_id) -> bool:
-    fp = flavor_price(flavor_id)
-    return bool(fp and fp.stopped_policy == StoppedPolicy.FULL)

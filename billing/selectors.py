@@ -66,11 +66,6 @@ def month_to_date(*, tenant: Tenant, now: datetime | None = None, instance_ids=N
     return {"period": start.date(), "currency": prices.currency, "instances": rows, "total": total}
 
 
-def instance_cost_so_far(instance: Instance) -> Decimal:
-    rows = month_to_date(tenant=instance.tenant, instance_ids=[instance.pk])["instances"]
-    return rows[0]["cost"] if rows else ZERO
-
-
 def throttle_reason(instance: Instance) -> str:
     if not instance.throttled:
         return ""

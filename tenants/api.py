@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.permissions import IsAuthenticated
@@ -246,7 +245,3 @@ class SshKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Des
 
     def perform_destroy(self, key):
         services.sshkey_delete(actor=self.actor, key=key)
-
-
-def quota_defaults() -> dict[str, int]:
-    return dict(settings.DEFAULT_QUOTA)

@@ -263,17 +263,15 @@ def resize(request, actor: Actor, pk):
         return _action_page(request, actor, instance, "resize", ResizeForm(initial=initial))
     require_role(actor, Role.MEMBER)
     form = ResizeForm(request.POST)
-    if form.is_valid():
-        try:
-            services.instance_resize(actor=actor, instance=instance, size=form.size(), flavor_id=form.flavor_id())
-        except services.InvalidRequest as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-        except REFUSALS as exc:
-            form.add_error(None, why(exc))
-        else:
-            messages.success(request, f"Resize of {instance.name} requested.")
-            return redirect("instance", pk=instance.pk)
-    return _action_page(request, actor, instance, "resize", form, status=400)
+    return _submit(
+        request,
+        actor,
+        instance,
+        "resize",
+        form,
+        lambda: services.instance_resize(actor=actor, instance=instance, size=form.size(), flavor_id=form.flavor_id()),
+        lambda _: f"Resize of {instance.name} requested.",
+    )
 
 
 @tenant_page
@@ -284,17 +282,15 @@ def rebuild(request, actor: Actor, pk):
         return _action_page(request, actor, instance, "rebuild", form)
     require_role(actor, Role.MEMBER)
     form = RebuildForm(request.POST, actor=actor)
-    if form.is_valid():
-        try:
-            services.instance_rebuild(actor=actor, instance=instance, image_id=form.cleaned_data["image"].pk)
-        except services.InvalidRequest as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-        except REFUSALS as exc:
-            form.add_error(None, why(exc))
-        else:
-            messages.success(request, f"Rebuild of {instance.name} requested: its disk starts afresh.")
-            return redirect("instance", pk=instance.pk)
-    return _action_page(request, actor, instance, "rebuild", form, status=400)
+    return _submit(
+        request,
+        actor,
+        instance,
+        "rebuild",
+        form,
+        lambda: services.instance_rebuild(actor=actor, instance=instance, image_id=form.cleaned_data["image"].pk),
+        lambda _: f"Rebuild of {instance.name} requested: its disk starts afresh.",
+    )
 
 
 @tenant_page
@@ -306,17 +302,31 @@ def snapshot(request, actor: Actor, pk):
         )
     require_role(actor, Role.MEMBER)
     form = SnapshotForm(request.POST)
+    return _submit(
+        request,
+        actor,
+        instance,
+        "snapshot",
+        form,
+        lambda: services.instance_snapshot(actor=actor, instance=instance, name=form.cleaned_data["name"])[1],
+        lambda image: f"Snapshot {image.name} is being taken; it becomes an image of this tenant.",
+    )
+
+
+def _submit(request, actor: Actor, instance, action: str, form, call, done):
+    """The POST of an action page: validate, call the service, and show a refusal next to the
+    field it names (or above the form); on success, back to the instance with `done(result)`."""
     if form.is_valid():
         try:
-            _instance, image = services.instance_snapshot(
-                actor=actor, instance=instance, name=form.cleaned_data["name"]
-            )
+            result = call()
+        except services.InvalidRequest as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         except REFUSALS as exc:
             form.add_error(None, why(exc))
         else:
-            messages.success(request, f"Snapshot {image.name} is being taken; it becomes an image of this tenant.")
+            messages.success(request, done(result))
             return redirect("instance", pk=instance.pk)
-    return _action_page(request, actor, instance, "snapshot", form, status=400)
+    return _action_page(request, actor, instance, action, form, status=400)
 
 
 @tenant_page
