@@ -87,6 +87,12 @@ class IpAllocation(models.Model):
         return self.address
 
 
+def validate_store_name(value: str) -> None:
+    """A file name inside the image store: no folders, no way to climb out of it."""
+    if value and ("/" in value or "\\" in value or value.startswith(".") or "\x00" in value):
+        raise ValidationError("A file name inside the image store, without folders.")
+
+
 class Image(models.Model):
     class Visibility(models.TextChoices):
         PUBLIC = "public", "Public"
@@ -115,7 +121,7 @@ class Image(models.Model):
     tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="images")
     state = models.CharField(max_length=8, choices=State.choices, default=State.ACTIVE)
     # Operator images: a file on the portal's image store, uploaded once to each host's pool.
-    source_path = models.CharField(max_length=500, blank=True)
+    source_path = models.CharField(max_length=500, blank=True, validators=[validate_store_name])
     # Snapshots live as a volume on the host they were taken on, and only that host uses them.
     host = models.ForeignKey(Host, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     source_instance = models.ForeignKey(

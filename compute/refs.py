@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from compute.drivers.base import ComputeDriver, HostRef, ImageRef
+from compute.drivers.base import ComputeDriver, HostError, HostRef, ImageRef
 from compute.drivers.libvirt import driver_for
 from compute.models import Host, Image
 
@@ -24,7 +24,12 @@ def host_ref(host: Host) -> HostRef:
 def image_ref(image: Image) -> ImageRef:
     path = ""
     if image.source_path:
-        path = str(settings.IMAGE_STORE / image.source_path)
+        candidate = settings.IMAGE_STORE / image.source_path
+        # Rows can be written without the model's validator (shell, fixtures): check again here.
+        # The name must stay one component of the store (a link inside it may point anywhere).
+        if candidate.parent != settings.IMAGE_STORE or image.source_path in (".", ".."):
+            raise HostError(f"image {image.pk}: its file is not inside the image store")
+        path = str(candidate)
     return ImageRef(volume=image.volume_name, format=image.format, size_bytes=image.size_bytes, source_path=path)
 
 

@@ -13,10 +13,13 @@ from xml.sax.saxutils import escape, quoteattr
 import pytest
 
 from compute.cloudinit import read_seed
+from compute.drivers.base import HostError
 from compute.drivers.libvirt import connect
 from compute.models import Image, Instance
+from compute.refs import image_ref
 from tenants.models import Quota
 from tests.compute.hypervisor import expected_volumes, holdings, recording_driver
+from tests.conftest import client_for
 
 CUSTOM = {"vcpus": 2, "memory_mb": 1024, "disk_gb": 20, "bandwidth_mbit": 100, "traffic_gb": 500}
 
@@ -252,3 +255,18 @@ def test_it_builds_same_named_instances_of_two_tenants_on_one_host(
     # then: both run
     assert Instance.objects.get(pk=first["id"]).state == "running"
     assert Instance.objects.get(pk=second["id"]).state == "running"
+
+
+@pytest.mark.parametrize("name", ["../secret_key", "/etc/passwd", "..", "a/b.qcow2", ".hidden"])
+def test_it_keeps_image_files_inside_the_image_store(operator, name, settings, image):
+    # the admin API refuses the name, naming the field
+    response = client_for(operator).post(
+        "/api/v1/admin/images", {"name": "x", "source_path": name, "size_bytes": 1}, format="json"
+    )
+    assert response.status_code == 400 and "source_path" in response.json()["fields"]
+    # and a row written past the validators never reaches a path outside the store
+    Image.objects.filter(pk=image.pk).update(source_path=name)
+    image.refresh_from_db()
+    if name != ".hidden":  # a dot-file is refused by the validator, yet still inside the store
+        with pytest.raises(HostError):
+            image_ref(image)
