@@ -254,5 +254,5 @@ def billing(request, actor: Actor):
     Money is the owner's business, as in the API."""
     require_role(actor, Role.OWNER)
     month = billing_selectors.month_to_date(tenant=actor.tenant)
-    invoices = Invoice.objects.filter(tenant=actor.tenant).exclude(state=Invoice.State.DRAFT)
+    invoices = scoped(actor, Invoice.objects.exclude(state=Invoice.State.DRAFT))
     return render(request, "portal/tenant/billing.html", {"actor": actor, "month": month, "invoices": invoices})
