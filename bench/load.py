@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from bench.report import percentile
 
@@ -42,8 +43,13 @@ def drive(
     max_requests: int,
     max_seconds: float,
     expect: int = 200,
+    follow_next: bool = False,
 ) -> LoadResult:
-    """GET next_path() from `clients` threads until max_requests are sent or max_seconds pass."""
+    """GET next_path() from `clients` threads until max_requests are sent or max_seconds pass.
+
+    With `follow_next`, each client walks a list as an API client does: it follows the JSON
+    body's `next` link, and starts again at next_path() when there is none.
+    """
     result = LoadResult()
     lock = threading.Lock()
     sent = 0
@@ -54,18 +60,19 @@ def drive(
         nonlocal sent
         conn = http.client.HTTPConnection(HOST, port, timeout=30)
         latencies, statuses, errors = [], Counter(), 0
+        following = None
         start_line.wait()
         while time.monotonic() < deadline:
             with lock:
                 if sent >= max_requests:
                     break
                 sent += 1
-            path = next_path()
+            path = following or next_path()
             began = time.perf_counter()
             try:
                 conn.request("GET", path, headers=headers)
                 response = conn.getresponse()
-                response.read()
+                body = response.read()
             except (OSError, http.client.HTTPException):
                 errors += 1
                 conn.close()
@@ -76,6 +83,8 @@ def drive(
                 latencies.append(time.perf_counter() - began)
             else:
                 errors += 1
+            if follow_next:
+                following = _next_path(body) if response.status == expect else None
         conn.close()
         with lock:
             result.latencies.extend(latencies)
@@ -92,6 +101,15 @@ def drive(
         thread.join(timeout=max_seconds + 60)
     result.elapsed = time.perf_counter() - began
     return result
+
+
+def _next_path(body: bytes) -> str | None:
+    """The path and query of a page's `next` link (absolute in the body), or None."""
+    link = json.loads(body).get("next")
+    if not link:
+        return None
+    parts = urlsplit(link)
+    return f"{parts.path}?{parts.query}" if parts.query else parts.path
 
 
 def request_json(port: int, method: str, path: str, *, headers: dict[str, str], body: dict | None = None):

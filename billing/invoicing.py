@@ -11,17 +11,17 @@ import calendar
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing import prices as price_lookup
 from billing import rating, sla, usage
-from billing.models import BillingAccount, Invoice, InvoiceCounter, InvoiceLine, UsageRecord
+from billing.models import BillingAccount, Invoice, InvoiceCounter, InvoiceLine
 from billing.money import ZERO, cents
 from compute.models import HostStatusLog, Instance, InstanceStateLog
 from portal.api import ConflictError
-from tenants.models import Tenant
+from tenants.models import AuditEvent, Tenant
 from tenants.services import audit
 
 K = InvoiceLine.Kind
@@ -37,59 +37,65 @@ def previous_month(period: date) -> date:
     return (period.replace(day=1) - timedelta(days=1)).replace(day=1)
 
 
-def month_lines(*, tenant: Tenant, period: date) -> list[rating.Line]:
-    """The usage lines of a tenant's month, from its stored hourly usage."""
-    start, end = month_bounds(period)
+def _rate(stored: dict, *, start: datetime, end: datetime) -> dict:
+    """tenant id -> priced lines, from usage.stored_usage (instances in id order)."""
     prices = price_lookup.price_list()
-    records = UsageRecord.objects.filter(tenant=tenant, hour__gte=start, hour__lt=end).values(
-        "instance_id", "segments", "tx_bytes"
-    )
-    segments, traffic = defaultdict(list), defaultdict(int)
-    for record in records:
-        segments[record["instance_id"]].append(record["segments"])
-        traffic[record["instance_id"]] += record["tx_bytes"]
-    instances = Instance.objects.in_bulk(list(segments))
     flavors = price_lookup.flavors_by_id()
-    lines = []
-    for instance_id in sorted(segments, key=str):
-        lines += rating.rate_instance(
+    instances = Instance.objects.only("id", "tenant_id", "name", "flavor_id", "traffic_gb").in_bulk(list(stored))
+    period_seconds = int((end - start).total_seconds())
+    lines = defaultdict(list)
+    for instance_id in sorted(stored, key=str):
+        month = stored[instance_id]
+        lines[month.tenant_id] += rating.rate_instance(
             instance=instances[instance_id],
-            segment_lists=segments[instance_id],
-            tx_bytes=traffic[instance_id],
-            period_seconds=int((end - start).total_seconds()),
+            sizes=month.sizes,
+            tx_bytes=month.tx_bytes,
+            period_seconds=period_seconds,
             prices=prices,
             flavors=flavors,
         )
     return lines
 
 
-def sla_credit_lines(*, tenant: Tenant, period: date) -> list[rating.Line]:
-    """Credits earned in `period`, as negative lines (they go on the following invoice)."""
+def month_lines(*, period: date, tenant_ids=None) -> dict:
+    """tenant id -> the usage lines of its month, from the stored hourly usage."""
+    start, end = month_bounds(period)
+    return _rate(usage.stored_usage(start=start, end=end, tenant_ids=tenant_ids), start=start, end=end)
+
+
+def sla_credit_lines(*, period: date, tenant_ids=None) -> dict:
+    """tenant id -> credits earned in `period`, as negative lines (they go on the following
+    invoice)."""
     start, end = month_bounds(period)
     # Only instances with recorded trouble can have lost availability (read once per run).
     troubled_hosts, failed = price_lookup.remember(("sla-trouble", end), lambda: _trouble_before(end))
     candidates = (
-        Instance.objects.filter(tenant=tenant, created_at__lt=end)
+        Instance.objects.filter(created_at__lt=end)
         .filter(Q(deleted_at__isnull=True) | Q(deleted_at__gte=start))
         .filter(Q(host_id__in=troubled_hosts) | Q(pk__in=failed))
     )
-    lines = []
-    charged = None
+    if tenant_ids is not None:
+        candidates = candidates.filter(tenant_id__in=tenant_ids)
+    earned = []
     for instance in candidates.order_by("created_at", "id"):
         measured = sla.availability(instance, start, end)
-        percent = sla.credit_percent(instance.sla_percent, measured.percent)
-        if not percent:
-            continue
-        if charged is None:
-            charged = defaultdict(lambda: ZERO)
-            for line in month_lines(tenant=tenant, period=period):
-                if line.kind != K.OVERAGE:
-                    charged[line.instance_id] += line.amount
+        if percent := sla.credit_percent(instance.sla_percent, measured.percent):
+            earned.append((instance, measured, percent))
+    if not earned:
+        return {}
+    stored = usage.stored_usage(start=start, end=end, instance_ids=[instance.pk for instance, _m, _p in earned])
+    charged = defaultdict(lambda: ZERO)
+    for tenant_lines in _rate(stored, start=start, end=end).values():
+        for line in tenant_lines:
+            if line.kind != K.OVERAGE:
+                charged[line.instance_id] += line.amount
+    lines = defaultdict(list)
+    for instance, measured, percent in earned:
         base = charged[instance.pk]
         if not base:
             continue
         credit = cents(base * percent / 100)
-        lines.append(
+        lines[instance.tenant_id].append(
             rating.Line(
                 K.SLA_CREDIT,
                 f"{instance.name}: SLA credit {percent}% for {period:%B %Y} "
@@ -120,9 +126,107 @@ def _trouble_before(end: datetime) -> tuple[set, set]:
     return hosts, failed
 
 
-def tax_rate_of(tenant: Tenant):
-    account = BillingAccount.objects.filter(tenant=tenant).first()
-    return account.tax_rate if account else ZERO
+def bills(*, period: date, tenant_ids=None) -> dict:
+    """tenant id -> every line of its invoice for `period`: usage, then last month's credits."""
+    lines = month_lines(period=period, tenant_ids=tenant_ids)
+    for tenant_id, credits in sla_credit_lines(period=previous_month(period), tenant_ids=tenant_ids).items():
+        lines[tenant_id] += credits
+    return lines
+
+
+# Tenants written per transaction by the monthly run: few enough to keep locks short, many
+# enough that the per-transaction queries do not dominate.
+BATCH = 500
+
+
+def _lock_counter(period: date) -> InvoiceCounter:
+    """The month's counter row, locked: every write of a month's invoices holds it, so runs,
+    single generations and issues of one month never interleave."""
+    InvoiceCounter.objects.get_or_create(period=period)
+    return InvoiceCounter.objects.select_for_update().get(period=period)
+
+
+def _number(invoices: list[Invoice], counter: InvoiceCounter) -> None:
+    """Issue drafts under the locked counter: numbers without gaps, in the order given."""
+    if not invoices:
+        return
+    prices = price_lookup.price_list()
+    now = timezone.now()
+    for invoice in invoices:
+        counter.last += 1
+        invoice.number = f"INV-{invoice.period:%Y%m}-{counter.last:05d}"
+        invoice.issued_at = now
+        invoice.due_at = now + timedelta(days=prices.payment_days)
+        # Nothing to pay (credits outweigh charges): it is settled as it is issued.
+        invoice.state = Invoice.State.ISSUED if invoice.total > 0 else Invoice.State.PAID
+        invoice.paid_at = None if invoice.total > 0 else now
+    counter.save(update_fields=["last"])
+    Invoice.objects.bulk_update(invoices, ["state", "issued_at", "due_at", "number", "paid_at"])
+    AuditEvent.objects.bulk_create(
+        AuditEvent(tenant_id=i.tenant_id, action="invoice.issue", target=i.number, detail={"total": str(i.total)})
+        for i in invoices
+    )
+
+
+def _line_row(invoice: Invoice, line: rating.Line) -> InvoiceLine:
+    return InvoiceLine(
+        invoice=invoice,
+        instance_id=line.instance_id,
+        kind=line.kind,
+        description=line.description[:300],
+        quantity=line.quantity,
+        unit=line.unit,
+        unit_price=line.unit_price.quantize(rating.SIX),
+        amount=line.amount,
+        detail=line.detail,
+    )
+
+
+def write_invoices(*, period: date, lines: dict, tenant_ids, issue: bool) -> dict:
+    """tenant id -> its invoice for `period`: drafts made or rebuilt from `lines` (a tenant
+    with no lines and no invoice gets none), issued ones returned as they are; with `issue`,
+    the drafts are issued too. Tenants in id order, BATCH per transaction."""
+    currency = price_lookup.price_list().currency
+    ordered = sorted(tenant_ids, key=str)
+    taxes = dict(BillingAccount.objects.filter(tenant_id__in=ordered).values_list("tenant_id", "tax_rate"))
+    result = {}
+    for first in range(0, len(ordered), BATCH):
+        chunk = ordered[first : first + BATCH]
+        with transaction.atomic():
+            counter = _lock_counter(period)
+            existing = {
+                invoice.tenant_id: invoice
+                for invoice in Invoice.objects.filter(period=period, tenant_id__in=chunk).exclude(
+                    state=Invoice.State.VOID
+                )
+            }
+            new, rebuilt, rows = [], [], []
+            for tenant_id in chunk:
+                invoice, tenant_lines = existing.get(tenant_id), lines.get(tenant_id, [])
+                if invoice is not None and invoice.state != Invoice.State.DRAFT:
+                    result[tenant_id] = invoice
+                    continue
+                if invoice is None and not tenant_lines:
+                    continue
+                if invoice is None:
+                    invoice = Invoice(tenant_id=tenant_id, period=period, currency=currency)
+                    new.append(invoice)
+                else:
+                    rebuilt.append(invoice)
+                subtotal = sum((line.amount for line in tenant_lines), ZERO)
+                tax_rate = taxes.get(tenant_id, ZERO)
+                tax = cents(subtotal * tax_rate)
+                invoice.subtotal, invoice.tax_rate, invoice.tax, invoice.total = subtotal, tax_rate, tax, subtotal + tax
+                rows += [_line_row(invoice, line) for line in tenant_lines]
+                result[tenant_id] = invoice
+            Invoice.objects.bulk_create(new)
+            if rebuilt:
+                Invoice.objects.bulk_update(rebuilt, ["subtotal", "tax_rate", "tax", "total"])
+                InvoiceLine.objects.filter(invoice__in=rebuilt).delete()
+            InvoiceLine.objects.bulk_create(rows, batch_size=2000)
+            if issue:
+                _number([*new, *rebuilt], counter)
+    return result
 
 
 def invoice_generate(*, tenant: Tenant, period: date, aggregate: bool = True) -> Invoice | None:
@@ -137,68 +241,21 @@ def invoice_generate(*, tenant: Tenant, period: date, aggregate: bool = True) ->
         usage.aggregate(start=start, end=min(end, timezone.now()), minimum_seconds=minimum, tenant=tenant)
         before_start, before_end = month_bounds(previous_month(period))
         usage.aggregate(start=before_start, end=before_end, minimum_seconds=minimum, tenant=tenant)
-    lines = month_lines(tenant=tenant, period=period) + sla_credit_lines(tenant=tenant, period=previous_month(period))
-    if not lines and existing is None:
-        return None
-    subtotal = sum((line.amount for line in lines), ZERO)
-    tax_rate = tax_rate_of(tenant)
-    tax = cents(subtotal * tax_rate)
-    with transaction.atomic():
-        if existing is not None:
-            # Issued meanwhile (a second delivery of the monthly run)? Then it is final.
-            existing = Invoice.objects.select_for_update().get(pk=existing.pk)
-            if existing.state != Invoice.State.DRAFT:
-                return existing
-        invoice = existing or Invoice(tenant=tenant, period=period, currency=price_lookup.price_list().currency)
-        invoice.subtotal, invoice.tax_rate, invoice.tax, invoice.total = subtotal, tax_rate, tax, subtotal + tax
-        try:
-            with transaction.atomic():
-                invoice.save()
-        except IntegrityError:  # a concurrent first generate of the same month won
-            return Invoice.objects.exclude(state=Invoice.State.VOID).get(tenant=tenant, period=period)
-        invoice.lines.all().delete()
-        InvoiceLine.objects.bulk_create(
-            [
-                InvoiceLine(
-                    invoice=invoice,
-                    instance_id=line.instance_id,
-                    kind=line.kind,
-                    description=line.description[:300],
-                    quantity=line.quantity,
-                    unit=line.unit,
-                    unit_price=line.unit_price.quantize(rating.SIX),
-                    amount=line.amount,
-                    detail=line.detail,
-                )
-                for line in lines
-            ]
-        )
-    return invoice
+    with price_lookup.cached():
+        lines = bills(period=period, tenant_ids=[tenant.pk])
+        return write_invoices(period=period, lines=lines, tenant_ids=[tenant.pk], issue=False).get(tenant.pk)
 
 
 def invoice_issue(*, invoice: Invoice) -> Invoice:
     """Freeze a draft: it gets its number and due date and never changes again."""
-    prices = price_lookup.price_list()
     with transaction.atomic():
+        counter = _lock_counter(invoice.period)
         locked = Invoice.objects.select_for_update().get(pk=invoice.pk)
         if locked.state == Invoice.State.ISSUED:
             return locked
         if locked.state != Invoice.State.DRAFT:
             raise ConflictError(f"Only a draft invoice can be issued; this one is {locked.state}.")
-        # Numbers run without gaps per month; the month's counter row orders them.
-        InvoiceCounter.objects.get_or_create(period=locked.period)
-        counter = InvoiceCounter.objects.select_for_update().get(period=locked.period)
-        counter.last += 1
-        counter.save(update_fields=["last"])
-        now = timezone.now()
-        locked.number = f"INV-{locked.period:%Y%m}-{counter.last:05d}"
-        locked.issued_at = now
-        locked.due_at = now + timedelta(days=prices.payment_days)
-        # Nothing to pay (credits outweigh charges): it is settled as it is issued.
-        locked.state = Invoice.State.ISSUED if locked.total > 0 else Invoice.State.PAID
-        locked.paid_at = None if locked.total > 0 else now
-        locked.save(update_fields=["state", "issued_at", "due_at", "number", "paid_at"])
-        audit(None, "invoice.issue", tenant=locked.tenant, target=locked.number, total=str(locked.total))
+        _number([locked], counter)
     return locked
 
 
@@ -227,28 +284,23 @@ def invoice_void(*, invoice: Invoice) -> Invoice:
 
 
 def run_month(*, period: date, issue: bool = True) -> dict:
-    """Invoice every tenant that had usage in the month (or SLA credit from the one before)."""
+    """Invoice every tenant that had usage in the month (or SLA credit from the one before).
+
+    Hours the hourly task has already made final are read, not computed again; the month's
+    usage is summed in the database, and invoices are written BATCH tenants at a time.
+    """
     period = period.replace(day=1)
-    start, end = month_bounds(period)
+    _start, end = month_bounds(period)
+    before_start, _before_end = month_bounds(previous_month(period))
     minimum = price_lookup.price_list().minimum_seconds
-    usage.aggregate(start=start, end=end, minimum_seconds=minimum)
-    before_start, before_end = month_bounds(previous_month(period))
-    usage.aggregate(start=before_start, end=before_end, minimum_seconds=minimum)  # for SLA credits
-    # Last month's tenants too: one may have only a credit to receive (no invoice if it has none).
-    tenants = set(
-        UsageRecord.objects.filter(hour__gte=before_start, hour__lt=end).values_list("tenant_id", flat=True).distinct()
-    )
-    report = {"invoices": 0, "total": ZERO}
+    # Last month too: its SLA credits are rated from its usage.
+    usage.aggregate_unsettled(start=before_start, end=end, minimum_seconds=minimum)
     with price_lookup.cached():
-        for tenant in Tenant.objects.filter(pk__in=tenants).order_by("pk"):
-            invoice = invoice_generate(tenant=tenant, period=period, aggregate=False)
-            if invoice is None:
-                continue
-            if issue and invoice.state == Invoice.State.DRAFT:
-                invoice = invoice_issue(invoice=invoice)
-            report["invoices"] += 1
-            report["total"] += invoice.total
-    return report
+        lines = bills(period=period)
+        billed = Invoice.objects.filter(period=period).exclude(state=Invoice.State.VOID)
+        tenant_ids = set(lines) | set(billed.values_list("tenant_id", flat=True))
+        invoices = write_invoices(period=period, lines=lines, tenant_ids=tenant_ids, issue=issue)
+    return {"invoices": len(invoices), "total": sum((invoice.total for invoice in invoices.values()), ZERO)}
 
 
 def revenue(*, period: date) -> dict:

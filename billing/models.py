@@ -131,6 +131,18 @@ class UsageRecord(models.Model):
         return f"{self.instance_id} {self.hour:%Y-%m-%d %H}:00"
 
 
+class AggregatedHour(models.Model):
+    """When an hour's UsageRecords (of every instance) were last computed. Once that happened
+    after the hour had settled (billing.usage.settled), the records are final and the monthly
+    run reads them instead of computing the hour again."""
+
+    hour = models.DateTimeField(primary_key=True)
+    aggregated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}:00 at {self.aggregated_at:%Y-%m-%d %H:%M:%S}"
+
+
 class TrafficNotice(models.Model):
     """An allowance e-mail sent (80 or 100 percent), once per instance and month."""
 

@@ -27,8 +27,8 @@ class Line:
     detail: dict = field(default_factory=dict)
 
 
-def _sum_segments(segment_lists) -> dict[tuple, list[int]]:
-    """Seconds per size over many hours: size -> [running, billable, stopped]."""
+def sum_segments(segment_lists) -> dict[tuple, list[int]]:
+    """Seconds per size over many hours' segments: size -> [running, billable, stopped]."""
     totals: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
     for segments in segment_lists:
         for seg in segments:
@@ -45,14 +45,15 @@ def _hours(seconds: int) -> Decimal:
 
 
 def rate_instance(
-    *, instance: Instance, segment_lists, tx_bytes: int, period_seconds: int, prices: PriceList, flavors: dict
+    *, instance: Instance, sizes: dict, tx_bytes: int, period_seconds: int, prices: PriceList, flavors: dict
 ) -> list[Line]:
     """The lines of one instance for one month: running time per size (capped per month),
-    stopped disk, custom-size units, and traffic over its allowance."""
+    stopped disk, custom-size units, and traffic over its allowance. `sizes` is
+    size -> [running, billable, stopped] seconds (sum_segments, or usage.stored_usage)."""
     lines: list[Line] = []
     label = instance.name
     for (flavor_id, vcpus, memory_mb, disk_gb), (running, billable, stopped) in sorted(
-        _sum_segments(segment_lists).items(), key=lambda item: str(item[0])
+        sizes.items(), key=lambda item: str(item[0])
     ):
         fp = price_lookup.flavor_price(flavor_id)
         if fp is not None:

@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
+from django.db import connection
 from django.db.models import OuterRef, Q, Subquery, Sum
 from django.db.models.functions import TruncHour
+from django.utils import timezone
 
-from billing.models import MeterSample, UsageRecord
+from billing.models import AggregatedHour, MeterSample, UsageRecord
 from compute.models import Instance, InstanceState, InstanceStateLog
 
 HOUR = timedelta(hours=1)
@@ -165,7 +168,11 @@ def compute_usage(
 
 
 def aggregate(*, start: datetime, end: datetime, minimum_seconds: int, tenant=None) -> int:
-    """Store the hourly usage of [start, end) as UsageRecords; rerunning changes nothing."""
+    """Store the hourly usage of [start, end) as UsageRecords; rerunning changes nothing.
+
+    A run over every instance notes the whole hours it covered in AggregatedHour.
+    """
+    now = timezone.now()
     computed = compute_usage(start=start, end=end, minimum_seconds=minimum_seconds, tenant=tenant)
     records = [
         UsageRecord(
@@ -197,4 +204,95 @@ def aggregate(*, start: datetime, end: datetime, minimum_seconds: int, tenant=No
             "segments",
         ],
     )
+    if tenant is None:
+        AggregatedHour.objects.bulk_create(
+            [AggregatedHour(hour=hour, aggregated_at=now) for hour in whole_hours(start, end)],
+            update_conflicts=True,
+            unique_fields=["hour"],
+            update_fields=["aggregated_at"],
+        )
     return len(records)
+
+
+def whole_hours(start: datetime, end: datetime) -> list[datetime]:
+    first = floor_hour(start)
+    if first < start:
+        first += HOUR
+    hours = []
+    while first + HOUR <= end:
+        hours.append(first)
+        first += HOUR
+    return hours
+
+
+def settle_time(minimum_seconds: int) -> timedelta:
+    """How long after an hour ends its records can still change: a running stretch that began
+    in it gets its minimum top-up once the stretch is `minimum_seconds` old, and its last
+    samples are stored up to a metering interval later; five minutes of slack on top."""
+    return timedelta(seconds=max(minimum_seconds, settings.METERING_SECONDS)) + timedelta(minutes=5)
+
+
+def aggregate_unsettled(*, start: datetime, end: datetime, minimum_seconds: int) -> int:
+    """Aggregate the hours of [start, end) whose stored records are not final yet, as runs of
+    consecutive hours; the hourly task has usually made most of them final already."""
+    settle = settle_time(minimum_seconds)
+    noted = AggregatedHour.objects.filter(hour__gte=start, hour__lt=end).values_list("hour", "aggregated_at")
+    final = {hour for hour, at in noted if at >= hour + HOUR + settle}
+    stored, run = 0, []
+    for hour in [*whole_hours(start, end), None]:
+        if hour is not None and hour not in final and (not run or run[-1] + HOUR == hour):
+            run.append(hour)
+            continue
+        if run:
+            stored += aggregate(start=run[0], end=run[-1] + HOUR, minimum_seconds=minimum_seconds)
+        run = [hour] if hour is not None and hour not in final else []
+    return stored
+
+
+@dataclass
+class InstanceMonth:
+    """What an instance's stored hours of a period add up to."""
+
+    tenant_id: object
+    sizes: dict = field(default_factory=dict)  # (flavor id str or None, vcpus, memory_mb, disk_gb) -> [r, b, s]
+    tx_bytes: int = 0
+
+
+# The sums are made in PostgreSQL: a month of a large fleet is millions of hourly rows, and
+# only one row per instance and size comes back.
+_SIZES_SQL = """
+SELECT r.instance_id, r.tenant_id, s.flavor, s.vcpus, s.memory_mb, s.disk_gb,
+       SUM(s.running), SUM(s.billable), SUM(s.stopped)
+FROM billing_usagerecord r
+CROSS JOIN LATERAL jsonb_to_recordset(r.segments) AS s(
+    flavor text, vcpus integer, memory_mb integer, disk_gb integer,
+    running bigint, billable bigint, stopped bigint)
+WHERE r.hour >= %s AND r.hour < %s {where}
+GROUP BY r.instance_id, r.tenant_id, s.flavor, s.vcpus, s.memory_mb, s.disk_gb
+"""
+_TRAFFIC_SQL = """
+SELECT r.instance_id, r.tenant_id, SUM(r.tx_bytes)
+FROM billing_usagerecord r
+WHERE r.hour >= %s AND r.hour < %s {where}
+GROUP BY r.instance_id, r.tenant_id
+"""
+
+
+def stored_usage(*, start: datetime, end: datetime, tenant_ids=None, instance_ids=None) -> dict:
+    """instance id -> InstanceMonth, from the UsageRecords of [start, end)."""
+    where, params = "", [start, end]
+    if tenant_ids is not None:
+        where += " AND r.tenant_id = ANY(%s)"
+        params.append(list(tenant_ids))
+    if instance_ids is not None:
+        where += " AND r.instance_id = ANY(%s)"
+        params.append(list(instance_ids))
+    result: dict = {}
+    with connection.cursor() as cursor:
+        cursor.execute(_TRAFFIC_SQL.format(where=where), params)
+        for instance_id, tenant_id, tx in cursor.fetchall():
+            result[instance_id] = InstanceMonth(tenant_id, {}, int(tx or 0))
+        cursor.execute(_SIZES_SQL.format(where=where), params)
+        for instance_id, _tenant, flavor, vcpus, memory_mb, disk_gb, running, billable, stopped in cursor.fetchall():
+            result[instance_id].sizes[(flavor, vcpus, memory_mb, disk_gb)] = [int(running), int(billable), int(stopped)]
+    return result

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC
+
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count, Q
@@ -17,7 +19,7 @@ from compute.operations import PROVISION_STEPS
 from compute.selectors import images_visible_filter
 from compute.sizing import Size, custom_size, custom_size_errors
 from compute.transitions import allowed_actions
-from portal.api import RejectUnknownFields, StrictSerializer, reject_nul
+from portal.api import NewestFirstCursor, RejectUnknownFields, StrictSerializer, reject_nul
 from portal.viewsets import TenantScopedViewSet
 from tenants.permissions import IsStaff
 
@@ -85,6 +87,100 @@ class FlavorViewSet(viewsets.ReadOnlyModelViewSet):
 # -- instances ---------------------------------------------------------------------------------
 
 
+# The columns an instance's summary is made of: the list reads exactly these with values(),
+# since building model objects and running a serializer per row was most of a page's cost.
+SIZE_FIELDS = ("vcpus", "memory_mb", "disk_gb", "bandwidth_mbit", "traffic_gb", "sla_percent")
+SUMMARY_COLUMNS = (
+    "id",
+    "name",
+    "state",
+    "power_state",
+    "ip_address",
+    "mac_address",
+    "image_id",
+    "image__name",
+    "flavor_id",
+    "flavor__name",
+    *SIZE_FIELDS,
+    "throttled",
+    "error_step",
+    "error_message",
+    "created_at",
+    "launched_at",
+    "deleted_at",
+)
+# The API speaks UTC (TIME_ZONE); naming it saves a current-timezone lookup per value.
+_DATETIME = serializers.DateTimeField(default_timezone=UTC)
+
+
+def _when(value) -> str | None:
+    return _DATETIME.to_representation(value) if value else None
+
+
+def _progress(state: str, launched_at, steps_done: int) -> int:
+    if state != InstanceState.BUILDING:
+        return 0 if state == InstanceState.ERROR and not launched_at else 100
+    return int(100 * steps_done / (len(PROVISION_STEPS) + 1))
+
+
+def instance_summary(row, steps_done: int = 0) -> dict:
+    """An instance as the API shows it, from a mapping of SUMMARY_COLUMNS."""
+    state = row["state"]
+    flavor_id = row["flavor_id"]
+    return {
+        "id": str(row["id"]),
+        "name": row["name"],
+        "state": state,
+        "power_state": row["power_state"],
+        "progress": _progress(state, row["launched_at"], steps_done),
+        "ip_address": row["ip_address"],
+        "mac_address": row["mac_address"],
+        "image": str(row["image_id"]),
+        "image_name": row["image__name"],
+        "flavor": str(flavor_id) if flavor_id else None,
+        "flavor_name": row["flavor__name"],
+        "size": {
+            "vcpus": row["vcpus"],
+            "memory_mb": row["memory_mb"],
+            "disk_gb": row["disk_gb"],
+            "bandwidth_mbit": row["bandwidth_mbit"],
+            "traffic_gb": row["traffic_gb"],
+            "sla_percent": f"{row['sla_percent']:.3f}",
+        },
+        "throttled": row["throttled"],
+        "allowed_actions": allowed_actions(state),
+        "error": {"step": row["error_step"], "message": row["error_message"]} if row["error_message"] else None,
+        "created_at": _when(row["created_at"]),
+        "launched_at": _when(row["launched_at"]),
+        "deleted_at": _when(row["deleted_at"]),
+    }
+
+
+def summary_row(instance: Instance) -> dict:
+    """SUMMARY_COLUMNS read off a model object (image and flavor joined or fetched)."""
+    row = {column: getattr(instance, column) for column in SUMMARY_COLUMNS if "__" not in column}
+    row["image__name"] = instance.image.name
+    row["flavor__name"] = instance.flavor.name if instance.flavor_id else None
+    return row
+
+
+def steps_done(building_ids) -> dict:
+    """Finished provisioning steps per building instance, in one query for a whole page."""
+    if not building_ids:
+        return {}
+    return dict(
+        InstanceAction.objects.filter(
+            instance_id__in=building_ids,
+            action__in=["create", "retry"],
+            status=InstanceAction.Status.DONE,
+            step__in=PROVISION_STEPS,
+        )
+        .values("instance_id")
+        .annotate(n=Count("step", distinct=True))
+        .values_list("instance_id", "n")
+    )
+
+
 class SizeSerializer(serializers.Serializer):
     vcpus = serializers.IntegerField()
     memory_mb = serializers.IntegerField()
@@ -92,6 +188,11 @@ class SizeSerializer(serializers.Serializer):
     bandwidth_mbit = serializers.IntegerField()
     traffic_gb = serializers.IntegerField()
     sla_percent = serializers.DecimalField(max_digits=6, decimal_places=3)
+
+
+class ErrorSerializer(serializers.Serializer):
+    step = serializers.CharField()
+    message = serializers.CharField()
 
 
 class ActionSerializer(serializers.ModelSerializer):
@@ -103,12 +204,14 @@ class ActionSerializer(serializers.ModelSerializer):
 
 
 class InstanceSerializer(serializers.ModelSerializer):
+    """Declares the shape for the OpenAPI schema; the output itself is `instance_summary`."""
+
     image_name = serializers.CharField(source="image.name", read_only=True)
     flavor_name = serializers.CharField(source="flavor.name", default=None, read_only=True)
-    size = serializers.SerializerMethodField()
-    progress = serializers.SerializerMethodField()
-    error = serializers.SerializerMethodField()
-    allowed_actions = serializers.SerializerMethodField()
+    size = SizeSerializer(read_only=True)
+    progress = serializers.IntegerField(read_only=True)
+    error = ErrorSerializer(read_only=True, allow_null=True)
+    allowed_actions = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
         model = Instance
@@ -133,23 +236,10 @@ class InstanceSerializer(serializers.ModelSerializer):
             "deleted_at",
         ]
 
-    def get_size(self, instance) -> dict:
-        size = Size.of_instance(instance)
-        return {**size.as_fields(), "sla_percent": f"{size.sla_percent:.3f}"}
-
-    def get_progress(self, instance) -> int:
-        if instance.state != InstanceState.BUILDING:
-            return 0 if instance.state == InstanceState.ERROR and not instance.launched_at else 100
-        done = getattr(instance, "steps_done", 0) or 0
-        return int(100 * done / (len(PROVISION_STEPS) + 1))
-
-    def get_error(self, instance) -> dict | None:
-        if not instance.error_message:
-            return None
-        return {"step": instance.error_step, "message": instance.error_message}
-
-    def get_allowed_actions(self, instance) -> list[str]:
-        return allowed_actions(instance.state)
+    def to_representation(self, instance) -> dict:
+        building = instance.state == InstanceState.BUILDING
+        done = steps_done([instance.pk]).get(instance.pk, 0) if building else 0
+        return instance_summary(summary_row(instance), done)
 
 
 class InstanceDetailSerializer(InstanceSerializer):
@@ -157,6 +247,13 @@ class InstanceDetailSerializer(InstanceSerializer):
 
     class Meta(InstanceSerializer.Meta):
         fields = [*InstanceSerializer.Meta.fields, "user_data", "actions"]
+
+    def to_representation(self, instance) -> dict:
+        return {
+            **super().to_representation(instance),
+            "user_data": instance.user_data,
+            "actions": ActionSerializer(instance.actions.all(), many=True).data,
+        }
 
 
 class SizeInputMixin(serializers.Serializer):
@@ -220,28 +317,6 @@ class ConsoleSerializer(serializers.Serializer):
     expires_in = serializers.IntegerField()
 
 
-def with_progress(instances: list) -> list:
-    """Attach `steps_done` to the building ones, in one query for the whole page: a per-row
-    subquery made every list request count steps for all rows up to the page's end."""
-    building = [i.pk for i in instances if i.state == InstanceState.BUILDING]
-    done = {}
-    if building:
-        done = dict(
-            InstanceAction.objects.filter(
-                instance_id__in=building,
-                action__in=["create", "retry"],
-                status=InstanceAction.Status.DONE,
-                step__in=PROVISION_STEPS,
-            )
-            .values("instance_id")
-            .annotate(n=Count("step", distinct=True))
-            .values_list("instance_id", "n")
-        )
-    for instance in instances:
-        instance.steps_done = done.get(instance.pk, 0)
-    return instances
-
-
 def _invalid(exc: services.InvalidRequest):
     return serializers.ValidationError({exc.field: [exc.message]})
 
@@ -261,8 +336,8 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
             return queryset.prefetch_related("actions__user")
         if self.action != "list":
             return queryset
-        # The list never shows these; they can be large.
-        queryset = queryset.defer("user_data", "ssh_keys", "pending")
+        # The order the instance_live_newest index keeps; the id makes it total for paging.
+        queryset = queryset.order_by("-created_at", "-id")
         params = self.request.query_params
         state = params.get("state")
         if state in InstanceState.values:
@@ -280,12 +355,36 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
                 queryset = queryset.filter(**{f"{field}_id": value})
         return queryset
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "cursor",
+                str,
+                description="Keyset paging: give it empty for the first page, then follow `next`. "
+                "Such pages have no `count` and cost the same at any depth.",
+            )
+        ]
+    )
     def list(self, request, *args, **kwargs):
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        return self.get_paginated_response(InstanceSerializer(with_progress(page), many=True).data)
+        queryset = self.filter_queryset(self.get_queryset())
+        if NewestFirstCursor.cursor_query_param in request.query_params:
+            paginator = NewestFirstCursor()
+            rows = paginator.paginate_queryset(queryset.values(*SUMMARY_COLUMNS), request, view=self)
+            return paginator.get_paginated_response(self._summaries({row["id"]: row for row in rows}))
+        # Page through ids only (an index-only scan), then read the page's rows: joining image
+        # and flavor before OFFSET made deep pages read every row above them.
+        ids = self.paginate_queryset(queryset.values_list("pk", flat=True))
+        rows = {row["id"]: row for row in self.scope(Instance.objects.filter(pk__in=ids)).values(*SUMMARY_COLUMNS)}
+        return self.get_paginated_response(self._summaries({pk: rows[pk] for pk in ids if pk in rows}))
+
+    @staticmethod
+    def _summaries(rows: dict) -> list[dict]:
+        """The page's rows (id -> SUMMARY_COLUMNS, in page order) as the API shows them."""
+        done = steps_done([pk for pk, row in rows.items() if row["state"] == InstanceState.BUILDING])
+        return [instance_summary(row, done.get(pk, 0)) for pk, row in rows.items()]
 
     def retrieve(self, request, *args, **kwargs):
-        return Response(InstanceDetailSerializer(with_progress([self.get_object()])[0]).data)
+        return Response(InstanceDetailSerializer(self.get_object()).data)
 
     @extend_schema(
         request=InstanceCreateSerializer,
@@ -311,12 +410,11 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
             instance = services.instance_create(actor=self.actor, request=create, idempotency_key=key)
         except services.InvalidRequest as exc:
             raise _invalid(exc) from None
-        instance = with_progress([self.get_queryset().get(pk=instance.pk)])[0]
+        instance = self.get_queryset().get(pk=instance.pk)
         return Response(InstanceSerializer(instance).data, status=status.HTTP_202_ACCEPTED)
 
     def _accepted(self, instance):
         fresh = self.get_queryset().get(pk=instance.pk) if instance.state != InstanceState.DELETED else instance
-        fresh = with_progress([fresh])[0]
         return Response(InstanceSerializer(fresh).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={202: InstanceSerializer})

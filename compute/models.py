@@ -236,8 +236,11 @@ class Instance(models.Model):
         indexes = [
             models.Index(fields=["tenant", "state"]),
             models.Index(fields=["host", "state"]),
-            # The instance list: a tenant's live instances, newest first.
-            models.Index(fields=["tenant", "-created_at"], condition=~Q(state="deleted"), name="instance_live_newest"),
+            # The instance list: a tenant's live instances, newest first; with the id in it, a
+            # page's ids come from the index alone.
+            models.Index(
+                fields=["tenant", "-created_at", "-id"], condition=~Q(state="deleted"), name="instance_live_page"
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, pagination, parsers, serializers, status
 
@@ -107,6 +108,33 @@ class Pagination(pagination.PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+
+class NewestFirstCursor(pagination.CursorPagination):
+    """Keyset pages, newest first, for lists that offer `?cursor=` (empty for the first page):
+    no count and no OFFSET, so page 200 costs what page 1 does. `next` and `previous` carry
+    the cursor; a cursor stays valid while rows come and go."""
+
+    page_size = Pagination.page_size
+    page_size_query_param = Pagination.page_size_query_param
+    max_page_size = Pagination.max_page_size
+    ordering = ("-created_at", "-id")
+
+    invalid = "Invalid cursor: use the next or previous link of a page."
+
+    def decode_cursor(self, request):
+        try:
+            return super().decode_cursor(request)
+        except exceptions.NotFound:
+            raise serializers.ValidationError({self.cursor_query_param: [self.invalid]}) from None
+
+    def paginate_queryset(self, queryset, request, view=None):
+        # A made-up cursor decodes fine but carries a position that is no timestamp; it
+        # surfaces when the page is read.
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except DjangoValidationError:
+            raise serializers.ValidationError({self.cursor_query_param: [self.invalid]}) from None
 
 
 def api_not_found(request, *args, **kwargs):

@@ -8,11 +8,12 @@ import re
 import secrets
 from datetime import timedelta
 
+from django.db import connection
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from tenants.models import ApiToken
+from tenants.models import ApiToken, Membership, Tenant, User
 
 TOKEN_PREFIX = "cpt"  # noqa: S105 - a public marker, not a secret
 # Writing last_used_at on every request would turn each API read into a write.
@@ -34,12 +35,57 @@ def new_token_material() -> tuple[str, str, str]:
     return prefix, secret, f"{TOKEN_PREFIX}_{prefix}_{secret}"
 
 
+def _load(model, values: list):
+    """A model object from its columns' values, converted as the ORM would."""
+    fields = model._meta.concrete_fields
+    converted = [
+        field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
+        for field, value in zip(fields, values, strict=True)
+    ]
+    return model.from_db(connection.alias, [field.attname for field in fields], converted)
+
+
+def _token_query() -> str:
+    """One round trip for everything a request needs from its token: the token, its user, its
+    tenant, and the holder's role there. Written out because this runs on every API request
+    and building it with the ORM cost more (about 1.4 ms) than the rest of a small request."""
+
+    def select(alias: str, model) -> str:
+        return ", ".join(f'{alias}."{field.column}"' for field in model._meta.concrete_fields)
+
+    # Made of model metadata only; the prefix is a query parameter.
+    return (
+        f'SELECT {select("t", ApiToken)}, {select("u", User)}, {select("n", Tenant)}, m."role" '  # noqa: S608
+        f'FROM "{ApiToken._meta.db_table}" t '
+        f'JOIN "{User._meta.db_table}" u ON u."id" = t."user_id" '
+        f'JOIN "{Tenant._meta.db_table}" n ON n."id" = t."tenant_id" '
+        f'LEFT JOIN "{Membership._meta.db_table}" m ON m."user_id" = t."user_id" AND m."tenant_id" = t."tenant_id" '
+        'WHERE t."prefix" = %s'
+    )
+
+
+TOKEN_SQL = _token_query()
+
+
 def token_from_string(raw: str) -> ApiToken | None:
+    """The usable-or-not token the string names, with `user`, `tenant` and `member_role` (the
+    holder's role in the tenant, None when no longer a member) loaded; None if none matches."""
     parts = raw.split("_", 2)
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX or len(raw) > 200 or not PREFIX_RE.fullmatch(parts[1]):
         return None
-    token = ApiToken.objects.select_related("user", "tenant").filter(prefix=parts[1]).first()
-    if token is None or not hmac.compare_digest(token.secret_hash, hash_secret(parts[2])):
+    with connection.cursor() as cursor:
+        cursor.execute(TOKEN_SQL, [parts[1]])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values, loaded = list(row), []
+    for model in (ApiToken, User, Tenant):
+        width = len(model._meta.concrete_fields)
+        loaded.append(_load(model, values[:width]))
+        values = values[width:]
+    token, token.user, token.tenant = loaded
+    token.member_role = values[0]
+    if not hmac.compare_digest(token.secret_hash, hash_secret(parts[2])):
         return None
     return token
 
