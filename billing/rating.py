@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -27,19 +26,6 @@ class Line:
     detail: dict = field(default_factory=dict)
 
 
-def sum_segments(segment_lists) -> dict[tuple, list[int]]:
-    """Seconds per size over many hours' segments: size -> [running, billable, stopped]."""
-    totals: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for segments in segment_lists:
-        for seg in segments:
-            key = (seg["flavor"], seg["vcpus"], seg["memory_mb"], seg["disk_gb"])
-            slot = totals[key]
-            slot[0] += seg["running"]
-            slot[1] += seg["billable"]
-            slot[2] += seg["stopped"]
-    return totals
-
-
 def _hours(seconds: int) -> Decimal:
     return (Decimal(seconds) / 3600).quantize(SIX)
 
@@ -49,7 +35,7 @@ def rate_instance(
 ) -> list[Line]:
     """The lines of one instance for one month: running time per size (capped per month),
     stopped disk, custom-size units, and traffic over its allowance. `sizes` is
-    size -> [running, billable, stopped] seconds (sum_segments, or usage.stored_usage)."""
+    size -> [running, billable, stopped] seconds (usage.sum_segments or usage.stored_usage)."""
     lines: list[Line] = []
     label = instance.name
     for (flavor_id, vcpus, memory_mb, disk_gb), (running, billable, stopped) in sorted(

@@ -37,7 +37,7 @@ def month_to_date(*, tenant: Tenant, now: datetime | None = None, instance_ids=N
         instance = instances[instance_id]
         lines = rating.rate_instance(
             instance=instance,
-            sizes=rating.sum_segments(segments[instance_id]),
+            sizes=usage.sum_segments(segments[instance_id]),
             tx_bytes=traffic[instance_id],
             period_seconds=period_seconds,
             prices=prices,

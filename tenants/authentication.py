@@ -9,6 +9,7 @@ import secrets
 from datetime import timedelta
 
 from django.db import connection
+from django.db.models.expressions import Col
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
@@ -36,12 +37,14 @@ def new_token_material() -> tuple[str, str, str]:
 
 
 def _load(model, values: list):
-    """A model object from its columns' values, converted as the ORM would."""
-    fields = model._meta.concrete_fields
-    converted = [
-        field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
-        for field, value in zip(fields, values, strict=True)
-    ]
+    """A model object from its columns' values, converted as the ORM converts them (the
+    database backend's converters, then the field's own)."""
+    fields, converted = model._meta.concrete_fields, []
+    for field, value in zip(fields, values, strict=True):
+        column = Col(model._meta.db_table, field)
+        for convert in connection.ops.get_db_converters(column) + column.get_db_converters(connection):
+            value = convert(value, column, connection)
+        converted.append(value)
     return model.from_db(connection.alias, [field.attname for field in fields], converted)
 
 

@@ -11,7 +11,8 @@ import time_machine
 from billing import invoicing, usage
 from billing.models import AggregatedHour, Invoice, UsageRecord
 from compute import services
-from tests.billing.conftest import act, at, create, priced_flavor
+from compute.sizing import Size
+from tests.billing.conftest import GIB, act, at, create, priced_flavor, sample
 
 MARCH = at(2026, 3, 1).date()
 
@@ -75,3 +76,32 @@ def test_an_hour_is_final_only_once_the_settling_time_has_passed(settings):
     settle = usage.settle_time(minimum_seconds=300)
 
     assert settle == timedelta(minutes=10)
+
+
+def test_the_database_and_python_sums_of_stored_hours_agree(tasks_inline, host, image, alice, tenant_a):
+    # given: two sizes in a month (a resize) and some traffic, aggregated
+    small, large = priced_flavor("small"), priced_flavor("large", disk_gb=20)
+    vm = create(alice, tenant_a, image, "web", small, when=at(2026, 3, 30, 10))
+    act(services.instance_stop, alice, tenant_a, vm, when=at(2026, 3, 30, 12, 30))
+    act(
+        services.instance_resize,
+        alice,
+        tenant_a,
+        vm,
+        when=at(2026, 3, 30, 13),
+        size=Size.of_flavor(large),
+        flavor_id=large.pk,
+    )
+    act(services.instance_start, alice, tenant_a, vm, when=at(2026, 3, 31, 1))
+    sample(host, at(2026, 3, 30, 11), (vm, 5 * GIB))
+    sample(host, at(2026, 3, 31, 2), (vm, 7 * GIB))
+    hourly_task(at(2026, 3, 1), at(2026, 4, 1), when=at(2026, 4, 1, 1))
+
+    # when
+    in_sql = usage.stored_usage(start=at(2026, 3, 1), end=at(2026, 4, 1))
+    in_python = usage.stored_usage_in_python(start=at(2026, 3, 1), end=at(2026, 4, 1))
+
+    # then
+    assert in_sql == in_python
+    assert len(in_sql[vm.pk].sizes) == 2
+    assert in_sql[vm.pk].tx_bytes == 7 * GIB

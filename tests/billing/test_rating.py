@@ -32,7 +32,7 @@ def segment(flavor=None, *, running=0, billable=None, stopped=0, vcpus=1, memory
 def rate(instance: Instance, *segments: dict, tx_bytes: int = 0) -> list[rating.Line]:
     return rating.rate_instance(
         instance=instance,
-        sizes=rating.sum_segments([list(segments)]),
+        sizes=usage.sum_segments([list(segments)]),
         tx_bytes=tx_bytes,
         period_seconds=MARCH_SECONDS,
         prices=price_list(),
