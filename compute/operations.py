@@ -17,8 +17,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from compute import cloudinit, history, scheduler
-from compute.drivers.base import DomainSpec, HostError, TransientHostError
+from compute import cloudinit, history, host_locks, scheduler
+from compute.drivers.base import COMPLETE_SUFFIX, DomainSpec, HostError, TransientHostError
 from compute.lock_objects import lock_host, lock_instance
 from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpAllocation
 from compute.refs import driver, image_ref
@@ -110,7 +110,8 @@ def _build(instance: Instance, action: str, image: Image) -> None:
     """The shared steps of create and rebuild, from base image to a running domain."""
     drv = driver(instance.host)
     uuid = str(instance.pk)
-    with step(instance, action, "image"):
+    # Two builds of one image on one host would write the same volume.
+    with step(instance, action, "image"), host_locks.held(instance.host_id, f"image:{image.pk}"):
         drv.ensure_base_image(image_ref(image))
     with step(instance, action, "disk"):
         drv.ensure_disk(uuid, image_ref(image), instance.disk_gb)
@@ -360,7 +361,7 @@ def report_orphans(host_id) -> dict:
     orphan_volumes = [
         name
         for name in found["volumes"]
-        if not (name.startswith("img-") and name in image_volumes)
+        if not (name.startswith("img-") and name.removesuffix(COMPLETE_SUFFIX) in image_volumes)
         and not (name.startswith("inst-") and name[5:41] in owned_ids)
     ]
     report = {"domains": orphan_domains, "volumes": orphan_volumes, "checked_at": timezone.now().isoformat()}

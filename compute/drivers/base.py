@@ -67,6 +67,10 @@ class DomainStats:
     extra: dict = field(default_factory=dict)
 
 
+# An image volume is whole once an empty volume of its name plus this suffix sits beside it.
+COMPLETE_SUFFIX = ".complete"
+
+
 class TransientHostError(Exception):
     """The host could not be reached or answered 'try later'; retrying may succeed."""
 

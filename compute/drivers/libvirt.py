@@ -15,6 +15,7 @@ import libvirt
 
 from compute.drivers import libvirt_xml as lx
 from compute.drivers.base import (
+    COMPLETE_SUFFIX,
     ComputeDriver,
     DomainSpec,
     DomainStats,
@@ -114,6 +115,12 @@ def seed_volume(uuid: str) -> str:
     return f"inst-{uuid}-seed.iso"
 
 
+def complete_marker(volume: str) -> str:
+    """An empty volume made once an image volume is fully written (upload or snapshot copy):
+    a volume without it was cut short and is made again."""
+    return volume + COMPLETE_SUFFIX
+
+
 def domain_name(uuid: str) -> str:
     return f"inst-{uuid}"
 
@@ -152,6 +159,9 @@ class LibvirtDriver(ComputeDriver):
                 return None
             raise
 
+    def _is_complete(self, volume: str) -> bool:
+        return self._volume(complete_marker(volume)) is not None
+
     def _upload(self, vol: libvirt.virStorageVol, read_chunk, length: int) -> None:
         if self._content_free:
             return
@@ -188,10 +198,17 @@ class LibvirtDriver(ComputeDriver):
 
     def ensure_base_image(self, image: ImageRef) -> None:
         with _translated(f"base image {image.volume}"):
-            if self._volume(image.volume) is not None:
+            base = self._volume(image.volume)
+            if base is not None and self._is_complete(image.volume):
                 return
+            if base is not None and not image.source_path:
+                return  # made here by a snapshot before markers existed: nothing to redo it from
             if not image.source_path:
                 raise HostError(f"image volume {image.volume} is missing and has no source to upload")
+            if base is not None:
+                # No marker: an upload that never finished (its worker was killed). The caller
+                # holds the host's image lock, so nobody else is writing it.
+                base.delete(0)
             pool = self._pool()
             # Declared raw so libvirt writes no header of its own; the bytes uploaded are the
             # image file as it is, and disks name its real format as their backing format.
@@ -202,6 +219,7 @@ class LibvirtDriver(ComputeDriver):
             except BaseException:
                 vol.delete(0)  # a half-written base image must never be reused
                 raise
+            pool.createXML(lx.volume_xml(complete_marker(image.volume), 0, "raw"), 0)
 
     def ensure_disk(self, uuid: str, image: ImageRef, disk_gb: int) -> None:
         with _translated(f"disk of {uuid}"):
@@ -324,13 +342,17 @@ class LibvirtDriver(ComputeDriver):
         with _translated(f"snapshot {uuid}"):
             existing = self._volume(image.volume)
             if existing is not None:
-                return existing.info()[1]
+                if self._is_complete(image.volume):
+                    return existing.info()[1]
+                existing.delete(0)  # a copy cut short
             source = self._volume(disk_volume(uuid))
             if source is None:
                 raise HostError(f"disk of {uuid} is missing")
             capacity = source.info()[1]
+            pool = self._pool()
             # createXMLFrom copies through qemu-img convert, which flattens the overlay.
-            vol = self._pool().createXMLFrom(lx.volume_xml(image.volume, capacity, "qcow2"), source, 0)
+            vol = pool.createXMLFrom(lx.volume_xml(image.volume, capacity, "qcow2"), source, 0)
+            pool.createXML(lx.volume_xml(complete_marker(image.volume), 0, "raw"), 0)
             return vol.info()[1]
 
     def delete(self, uuid: str, mac: str, ip: str) -> None:
@@ -351,9 +373,11 @@ class LibvirtDriver(ComputeDriver):
 
     def delete_image(self, image: ImageRef) -> None:
         with _translated(f"delete image {image.volume}"):
-            vol = self._volume(image.volume)
-            if vol is not None:
-                vol.delete(0)
+            # The marker first: a volume left without it is never trusted again.
+            for name in (complete_marker(image.volume), image.volume):
+                vol = self._volume(name)
+                if vol is not None:
+                    vol.delete(0)
 
     def status(self, uuid: str) -> DomainStatus:
         with _translated(f"status of {uuid}"):

@@ -12,10 +12,12 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from compute import refs
+from compute import refs, services
 from compute.models import Flavor, Host
+from compute.sizing import Size
 from tenants import services as tenant_services
 from tenants.models import Quota, User
+from tests.conftest import actor
 from tests.processes import RUN_PREFIX, redis_client
 
 
@@ -132,3 +134,12 @@ def use_driver(monkeypatch):
         monkeypatch.setattr(refs, "driver_for", cls)
 
     return use
+
+
+@pytest.fixture
+def building(alice, tenant_a, host, image, flavor):
+    """An instance whose build is queued but has not run (nothing is on the host yet)."""
+    request = services.CreateRequest(
+        name="web-1", image_id=str(image.pk), size=Size.of_flavor(flavor), flavor_id=str(flavor.pk)
+    )
+    return services.instance_create(actor=actor(alice, tenant_a), request=request)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import libvirt
 
-from compute.drivers.libvirt import LibvirtDriver, connect, disk_volume, seed_volume
+from compute.drivers.libvirt import LibvirtDriver, complete_marker, connect, disk_volume, seed_volume
 from compute.drivers.libvirt_xml import dhcp_hosts_of
 from compute.models import Host, Instance
 
@@ -116,7 +116,7 @@ class Holdings:
     domains: list[str]
     volumes: list[str]
     dhcp: list[dict[str, str]]
-    base_images: list[str]
+    base_images: list[str]  # whole ones: each with its completion marker
     active: bool
 
 
@@ -134,10 +134,23 @@ def holdings(host: Host, instance: Instance) -> Holdings:
         domains=domains,
         volumes=sorted(name for name in names if uuid in name),
         dhcp=dhcp,
-        base_images=sorted(name for name in names if name.startswith("img-")),
+        base_images=sorted(name for name in names if name.startswith("img-") and complete_marker(name) in names),
         active=active,
     )
 
 
 def expected_volumes(instance: Instance) -> list[str]:
     return sorted([disk_volume(str(instance.pk)), seed_volume(str(instance.pk))])
+
+
+def assert_built_once(instance: Instance) -> Instance:
+    """Exactly one of each thing the build makes is on the host, and the domain runs."""
+    instance.refresh_from_db()
+    assert instance.state == "running"
+    held = holdings(instance.host, instance)
+    assert held.domains == [f"inst-{instance.pk}"]
+    assert held.active
+    assert held.volumes == expected_volumes(instance)
+    assert held.dhcp == [{"mac": instance.mac_address, "ip": instance.ip_address, "name": f"i-{instance.pk.hex}"}]
+    assert held.base_images == [instance.image.volume_name]
+    return instance

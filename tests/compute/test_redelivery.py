@@ -11,37 +11,14 @@ import pytest
 
 from compute import operations, services, tasks
 from compute.models import Instance, InstanceAction
-from compute.sizing import Size
 from tests.compute.hypervisor import (
     FaultPlan,
     WorkerCrash,
+    assert_built_once,
     crashing_driver,
-    expected_volumes,
     faulty_driver,
     holdings,
 )
-from tests.conftest import actor
-
-
-@pytest.fixture
-def building(alice, tenant_a, host, image, flavor):
-    """An instance whose build is queued but has not run (nothing is on the host yet)."""
-    request = services.CreateRequest(
-        name="web-1", image_id=str(image.pk), size=Size.of_flavor(flavor), flavor_id=str(flavor.pk)
-    )
-    return services.instance_create(actor=actor(alice, tenant_a), request=request)
-
-
-def assert_built_once(instance: Instance) -> Instance:
-    instance.refresh_from_db()
-    assert instance.state == "running"
-    held = holdings(instance.host, instance)
-    assert held.domains == [f"inst-{instance.pk}"]
-    assert held.active
-    assert held.volumes == expected_volumes(instance)
-    assert held.dhcp == [{"mac": instance.mac_address, "ip": instance.ip_address, "name": f"i-{instance.pk.hex}"}]
-    assert held.base_images == [instance.image.volume_name]
-    return instance
 
 
 def step_rows(instance: Instance) -> list[tuple[str, str]]:
