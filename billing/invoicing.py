@@ -146,8 +146,12 @@ def _lock_counter(period: date) -> InvoiceCounter:
     return InvoiceCounter.objects.select_for_update().get(period=period)
 
 
+ISSUE_FIELDS = ["state", "issued_at", "due_at", "number", "paid_at"]
+
+
 def _number(invoices: list[Invoice], counter: InvoiceCounter) -> None:
-    """Issue drafts under the locked counter: numbers without gaps, in the order given."""
+    """Issue drafts under the locked counter: numbers without gaps, in the order given. Sets
+    ISSUE_FIELDS on the objects (the caller saves them) and records the audit rows."""
     if not invoices:
         return
     prices = price_lookup.price_list()
@@ -161,7 +165,6 @@ def _number(invoices: list[Invoice], counter: InvoiceCounter) -> None:
         invoice.state = Invoice.State.ISSUED if invoice.total > 0 else Invoice.State.PAID
         invoice.paid_at = None if invoice.total > 0 else now
     counter.save(update_fields=["last"])
-    Invoice.objects.bulk_update(invoices, ["state", "issued_at", "due_at", "number", "paid_at"])
     AuditEvent.objects.bulk_create(
         AuditEvent(tenant_id=i.tenant_id, action="invoice.issue", target=i.number, detail={"total": str(i.total)})
         for i in invoices
@@ -219,13 +222,14 @@ def write_invoices(*, period: date, lines: dict, tenant_ids, issue: bool) -> dic
                 invoice.subtotal, invoice.tax_rate, invoice.tax, invoice.total = subtotal, tax_rate, tax, subtotal + tax
                 rows += [_line_row(invoice, line) for line in tenant_lines]
                 result[tenant_id] = invoice
+            if issue:  # numbered before they are written: one INSERT each, no UPDATE after
+                _number([*new, *rebuilt], counter)
             Invoice.objects.bulk_create(new)
             if rebuilt:
-                Invoice.objects.bulk_update(rebuilt, ["subtotal", "tax_rate", "tax", "total"])
+                totals = ["subtotal", "tax_rate", "tax", "total"]
+                Invoice.objects.bulk_update(rebuilt, totals + (ISSUE_FIELDS if issue else []))
                 InvoiceLine.objects.filter(invoice__in=rebuilt).delete()
             InvoiceLine.objects.bulk_create(rows, batch_size=2000)
-            if issue:
-                _number([*new, *rebuilt], counter)
     return result
 
 
@@ -256,6 +260,7 @@ def invoice_issue(*, invoice: Invoice) -> Invoice:
         if locked.state != Invoice.State.DRAFT:
             raise ConflictError(f"Only a draft invoice can be issued; this one is {locked.state}.")
         _number([locked], counter)
+        locked.save(update_fields=ISSUE_FIELDS)
     return locked
 
 
