@@ -77,10 +77,11 @@ def release(host_id, size: Size) -> None:
     )
 
 
-def place(size: Size, image: Image) -> Host:
-    """Claim room on the best host for the size; raises NoValidHost when none has it."""
+def place(size: Size, image: Image, *, exclude=()) -> Host:
+    """Claim room on the best host for the size (not one of `exclude`); raises NoValidHost
+    when none has it."""
     for _round in range(ROUNDS):
-        candidates = list(candidate_hosts(size, image)[:CANDIDATES_PER_ROUND])
+        candidates = list(candidate_hosts(size, image).exclude(pk__in=list(exclude))[:CANDIDATES_PER_ROUND])
         if not candidates:
             break
         for host in candidates:

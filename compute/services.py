@@ -22,6 +22,7 @@ from compute import scheduler
 from compute.lock_objects import lock_instance, lock_quota
 from compute.models import (
     Flavor,
+    Host,
     IdempotencyKey,
     Image,
     Instance,
@@ -111,19 +112,43 @@ def _check_quota(actor: Actor, extra: Size, *, new_instances: int) -> None:
             raise QuotaExceeded(f"Quota exceeded for {name}: {used[name]} in use + {amount} requested > limit {limit}.")
 
 
-def _allocate_ip(host, instance: Instance) -> str:
-    """Lowest free address of the host's pool. The caller holds the host row lock (its claim
+def _free_address(pool: IpPool) -> str | None:
+    """Lowest free address of the pool. The caller holds its host's row lock (its claim
     updated the row), so two creates on one host never pick the same address."""
-    pool = IpPool.objects.get(host=host)
     taken = set(IpAllocation.objects.filter(pool=pool).values_list("address", flat=True))
     reserved = {pool.gateway}
     start, end = int(ipaddress.ip_address(pool.first)), int(ipaddress.ip_address(pool.last))
     for number in range(start, end + 1):
         address = str(ipaddress.ip_address(number))
         if address not in taken and address not in reserved:
-            IpAllocation.objects.create(pool=pool, address=address, instance=instance)
             return address
-    raise scheduler.NoValidHost(f"Host {host.name} has no free IP address.")
+    return None
+
+
+# Hosts tried whose address pool turned out full, before a create is refused.
+ADDRESS_TRIES = 5
+
+
+def _place_with_address(size: Size, image: Image) -> tuple[Host, IpPool, str]:
+    """A host claimed for the size that also has a free address: the host, its pool and the
+    address. A host with room but a full pool gives its claim back; the next best is tried."""
+    full = []
+    for _try in range(ADDRESS_TRIES):
+        try:
+            host = scheduler.place(size, image, exclude=[h.pk for h in full])
+        except scheduler.NoValidHost as exc:
+            if not full:
+                raise ConflictError(str(exc)) from None
+            break
+        pool = IpPool.objects.get(host=host)
+        if address := _free_address(pool):
+            return host, pool, address
+        scheduler.release(host.pk, size)
+        full.append(host)
+    names = ", ".join(h.name for h in full)
+    if len(full) == 1:
+        raise ConflictError(f"Host {names} has no free IP address.")
+    raise ConflictError(f"Hosts {names} have no free IP address, and no other host has room.")
 
 
 def _resolve_image(actor: Actor, image_id) -> Image:
@@ -198,10 +223,7 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
         live = Instance.objects.filter(tenant=actor.tenant).exclude(state=InstanceState.DELETED)
         if live.filter(name=request.name).exists():
             raise InvalidRequest("name", "An instance with this name already exists in this tenant.")
-        try:
-            host = scheduler.place(request.size, image)
-        except scheduler.NoValidHost as exc:
-            raise ConflictError(str(exc)) from None
+        host, pool, address = _place_with_address(request.size, image)
         instance = Instance(
             tenant=actor.tenant,
             name=request.name,
@@ -214,14 +236,9 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
             **request.size.as_fields(),
         )
         instance.mac_address = mac_for(instance.id)
-        instance.ip_address = "0.0.0.0"  # noqa: S104 - replaced below, before the row is visible
+        instance.ip_address = address
         instance.save()
-        try:
-            instance.ip_address = _allocate_ip(host, instance)
-        except scheduler.NoValidHost as exc:
-            # A 409 like a full host, not a 500; the rollback gives back the claim just made.
-            raise ConflictError(str(exc)) from None
-        instance.save(update_fields=["ip_address"])
+        IpAllocation.objects.create(pool=pool, address=address, instance=instance)
         if idempotency_key:
             key_row.instance = instance
             key_row.save(update_fields=["instance"])

@@ -178,6 +178,26 @@ def test_it_hands_out_the_last_addresses_of_a_pool_once(concurrently, make_tenan
     assert assert_host_matches_its_instances(host).vcpus_used == 5
 
 
+def test_it_places_on_the_next_host_when_the_best_has_no_free_address(
+    concurrently, make_tenant, simulated_host, image, tiny_flavor
+):
+    # given: the roomiest host (spread picks it first) has a pool of two addresses; another
+    # host has room and addresses
+    roomy, other = simulated_host(memory_mb=65536), simulated_host(memory_mb=16384)
+    pool = IpPool.objects.get(host=roomy)
+    network = ipaddress.ip_network(pool.cidr)
+    IpPool.objects.filter(pk=pool.pk).update(first=str(network[10]), last=str(network[11]))
+    owners = [make_tenant()[0] for _ in range(5)]
+    # when
+    responses = concurrently([create_call(owner, image, tiny_flavor, "vm") for owner in owners])
+    # then: two on the roomy host, three on the other, and no claim left on the roomy one
+    assert statuses(responses) == [202] * 5
+    placed = sorted(Instance.objects.values_list("host__name", flat=True))
+    assert placed == sorted([roomy.name] * 2 + [other.name] * 3)
+    assert assert_host_matches_its_instances(roomy).vcpus_used == 2
+    assert assert_host_matches_its_instances(other).vcpus_used == 3
+
+
 def test_it_counts_resizes_in_flight_against_the_quota(concurrently, alice, tenant_a, host, image, tiny_flavor):
     # given: two 1-vCPU instances and a quota of 4 vCPUs; growing both to 3 would need 6
     Quota.objects.filter(tenant=tenant_a).update(vcpus=4)
