@@ -5,8 +5,10 @@ noVNC in headless Chromium -> stop/start keeps the disk -> delete leaves nothing
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,7 +17,10 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection, connections
 from django.test import Client
+from django.utils import timezone
 
+from billing import metering
+from billing.models import MeterSample
 from compute.drivers.libvirt import disk_volume, seed_volume
 from compute.models import Flavor, Instance, IpAllocation
 from tests.conftest import client_for, token_for
@@ -23,6 +28,7 @@ from tests.processes import CHROMIUM_FLAGS, console_proxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = Path(django_settings.BASE_DIR) / "tests" / "artifacts"
+SENT_PACKETS, PAYLOAD = 200, 1000  # UDP datagrams sent to the guest when metering is checked
 
 
 def wait_for(what: str, check, within: float, every: float = 0.2):
@@ -175,6 +181,19 @@ def test_it_boots_a_real_guest_serves_its_console_and_cleans_up(
     assert api.post(f"/api/v1/instances/{instance_id}/start").status_code == 202
     wait_for("RUNNING again", lambda: state_of(api, instance_id) == "running", within=60)
     assert boot_count(hypervisor, instance_id) == 2
+
+    # metering reads QEMU's own interface counters: bytes sent to the guest are its rx
+    metered_at = timezone.now().replace(microsecond=0)
+    metering.meter(real_host, now=metered_at)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        for _ in range(SENT_PACKETS):
+            udp.sendto(b"m" * PAYLOAD, (ip, 9))  # discard port: nothing listens, the bytes still arrive
+    metering.meter(real_host, now=metered_at + timedelta(seconds=1))
+    last = MeterSample.objects.filter(instance_id=instance_id).latest("taken_at")
+    print(f"E2E metering: rx +{last.rx_delta} B, tx +{last.tx_delta} B, cpu +{last.cpu_ns_delta} ns")
+    assert last.taken_at == metered_at + timedelta(seconds=1)
+    assert last.rx_delta >= SENT_PACKETS * PAYLOAD
+    assert last.cpu_ns_delta > 0
 
     # delete leaves no domain, volume, DHCP entry or IP allocation
     mac = created["mac_address"]
