@@ -10,6 +10,7 @@ from __future__ import annotations
 import calendar
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 from django.db import transaction
 from django.db.models import Q, Sum
@@ -126,12 +127,53 @@ def _trouble_before(end: datetime) -> tuple[set, set]:
     return hosts, failed
 
 
-def bills(*, period: date, tenant_ids=None) -> dict:
-    """tenant id -> every line of its invoice for `period`: usage, then last month's credits."""
-    lines = month_lines(period=period, tenant_ids=tenant_ids)
-    for tenant_id, credits in sla_credit_lines(period=previous_month(period), tenant_ids=tenant_ids).items():
-        lines[tenant_id] += credits
+def carried_in_lines(*, period: date, tenant_ids=None) -> dict:
+    """tenant id -> the credit its invoice for the month before `period` carried forward."""
+    carried = InvoiceLine.objects.filter(invoice__period=previous_month(period), kind=K.CARRIED_OUT).exclude(
+        invoice__state=Invoice.State.VOID
+    )
+    if tenant_ids is not None:
+        carried = carried.filter(invoice__tenant_id__in=tenant_ids)
+    lines = defaultdict(list)
+    for tenant_id, number, amount in carried.values_list("invoice__tenant_id", "invoice__number", "amount"):
+        source = f"invoice {number}" if number else f"{previous_month(period):%B %Y}"
+        lines[tenant_id].append(
+            rating.Line(
+                K.CARRIED_IN,
+                f"Credit carried from {source}",
+                Decimal(1),
+                "credit",
+                -amount,
+                -amount,
+                None,
+                {"from_invoice": number},
+            )
+        )
     return lines
+
+
+def bills(*, period: date, tenant_ids=None) -> dict:
+    """tenant id -> every line of its invoice for `period`: usage, then last month's SLA
+    credits, then the credit the last invoice carried forward."""
+    lines = month_lines(period=period, tenant_ids=tenant_ids)
+    for source in (
+        sla_credit_lines(period=previous_month(period), tenant_ids=tenant_ids),
+        carried_in_lines(period=period, tenant_ids=tenant_ids),
+    ):
+        for tenant_id, extra in source.items():
+            lines[tenant_id] += extra
+    return lines
+
+
+def _carry_out(lines: list, period: date) -> list:
+    """`lines`, plus a line carrying the rest forward when the credits exceed the charges."""
+    subtotal = sum((line.amount for line in lines), ZERO)
+    if subtotal >= 0:
+        return lines
+    following = (period.replace(day=28) + timedelta(days=4)).replace(day=1)
+    rest = -subtotal
+    carried = rating.Line(K.CARRIED_OUT, f"Credit carried to {following:%B %Y}", Decimal(1), "credit", rest, rest)
+    return [*lines, carried]
 
 
 # Tenants written per transaction by the monthly run: few enough to keep locks short, many
@@ -205,7 +247,7 @@ def write_invoices(*, period: date, lines: dict, tenant_ids, issue: bool) -> dic
             }
             new, rebuilt, rows = [], [], []
             for tenant_id in chunk:
-                invoice, tenant_lines = existing.get(tenant_id), lines.get(tenant_id, [])
+                invoice, tenant_lines = existing.get(tenant_id), _carry_out(lines.get(tenant_id, []), period)
                 if invoice is not None and invoice.state != Invoice.State.DRAFT:
                     result[tenant_id] = invoice
                     continue

@@ -210,6 +210,10 @@ class InvoiceLine(models.Model):
         CUSTOM = "custom", "Custom size units"
         OVERAGE = "overage", "Traffic over allowance"
         SLA_CREDIT = "sla_credit", "SLA credit"
+        # Credits larger than a month's charges: the rest goes to the next invoice, so an
+        # invoice never has a negative total and tax is only ever charged on net charges.
+        CARRIED_OUT = "carried_out", "Credit carried to the next invoice"
+        CARRIED_IN = "carried_in", "Credit from the last invoice"
 
     id = models.BigAutoField(primary_key=True)
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")

@@ -14,8 +14,8 @@ import time_machine
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from billing import exports, invoicing
-from billing.models import Invoice, InvoiceLine, SlaTier
+from billing import exports, invoicing, rating
+from billing.models import BillingAccount, Invoice, InvoiceLine, SlaTier
 from compute import operations, services
 from compute.models import Host
 from portal.api import ConflictError
@@ -293,10 +293,41 @@ def test_it_applies_an_sla_credit_to_the_next_invoice_even_without_usage_then(
     with time_machine.travel(at(2026, 5, 1, 0, 30), tick=False):
         report = invoicing.run_month(period=at(2026, 4, 1).date())
 
-    # then: March's 5.00 credited in full on an April invoice
+    # then: March's 5.00 credited in full on an April invoice, and carried on, not lost
     april = Invoice.objects.get(tenant=tenant_a, period=at(2026, 4, 1).date())
-    assert [(line.kind, line.amount) for line in april.lines.all()] == [("sla_credit", Decimal("-5.00"))]
+    assert [(line.kind, line.amount) for line in april.lines.order_by("id")] == [
+        ("sla_credit", Decimal("-5.00")),
+        ("carried_out", Decimal("5.00")),
+    ]
     # nothing to pay: settled as it is issued, so it never counts as unpaid
-    assert (april.state, april.total) == (Invoice.State.PAID, Decimal("-5.00"))
+    assert (april.state, april.total) == (Invoice.State.PAID, Decimal("0.00"))
     assert april.number and april.paid_at is not None
-    assert report == {"invoices": 1, "total": Decimal("-5.00")}
+    assert report == {"invoices": 1, "total": Decimal("0.00")}
+
+
+def test_it_takes_a_carried_credit_off_the_next_charges_before_tax(tasks_inline, host, image, alice, tenant_a):
+    # given: March's credits exceed its charges by 3.00; the tenant pays 19% tax
+    BillingAccount.objects.create(tenant=tenant_a, tax_rate=Decimal("0.19"))
+
+    def line(kind, amount):
+        return rating.Line(kind, kind, Decimal(1), "x", Decimal(amount), Decimal(amount))
+
+    march = invoicing.write_invoices(
+        period=MARCH,
+        lines={tenant_a.pk: [line("running", "5.00"), line("sla_credit", "-8.00")]},
+        tenant_ids=[tenant_a.pk],
+        issue=True,
+    )[tenant_a.pk]
+    # when: April has 10.00 of charges
+    carried = invoicing.carried_in_lines(period=at(2026, 4, 1).date())[tenant_a.pk]
+    april = invoicing.write_invoices(
+        period=at(2026, 4, 1).date(),
+        lines={tenant_a.pk: [line("running", "10.00"), *carried]},
+        tenant_ids=[tenant_a.pk],
+        issue=True,
+    )[tenant_a.pk]
+    # then: March owes nothing and no tax; April is taxed on 10.00 - 3.00
+    assert (march.subtotal, march.tax, march.total, march.state) == (Decimal("0"), Decimal("0"), 0, "paid")
+    assert [(c.kind, c.amount) for c in carried] == [("carried_in", Decimal("-3.00"))]
+    assert carried[0].description == f"Credit carried from invoice {march.number}"
+    assert (april.subtotal, april.tax, april.total) == (Decimal("7.00"), Decimal("1.33"), Decimal("8.33"))
