@@ -167,6 +167,9 @@ class MemberRoleForm(forms.Form):
 
 
 class TokenForm(forms.Form):
+    # A fresh random value in each rendered form: the same form sent twice (a reload of the
+    # answer page resends it) must not make a second token.
+    once = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
     name = forms.CharField(max_length=100)
     scope = forms.ChoiceField(choices=ApiToken.Scope.choices, initial=ApiToken.Scope.WRITE)
     expires_on = forms.DateField(

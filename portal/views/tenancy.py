@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -159,16 +162,22 @@ def quota(request, actor: Actor):
 
 # -- API tokens ------------------------------------------------------------------------------------
 
+# How long a token form's marker is remembered (a reload days later resends it too, but then
+# the page has long shown its warning).
+TOKEN_FORM_SECONDS = 24 * 3600
+
 
 def _tokens_page(request, actor: Actor, form: TokenForm | None = None, *, secret: str = "", status: int = 200):
     tokens = scoped(actor, ApiToken.objects.select_related("user"))
+    if form is None:  # a new form, with a new marker; a form shown again keeps its own
+        form = TokenForm(initial={"once": secrets.token_urlsafe(16)})
     return render(
         request,
         "portal/tenant/tokens.html",
         {
             "actor": actor,
             "tokens": tokens,
-            "form": form or TokenForm(),
+            "form": form,
             "secret": secret,
             "can_manage": actor.may_write(Role.ADMIN),
         },
@@ -184,11 +193,20 @@ def tokens(request, actor: Actor):
     form = TokenForm(request.POST)
     if not form.is_valid():
         return _tokens_page(request, actor, form, status=400)
+    marker = f"token-form:{actor.tenant.pk}:{form.cleaned_data['once']}"
+    if form.cleaned_data["once"] and not cache.add(marker, True, timeout=TOKEN_FORM_SECONDS):
+        messages.warning(
+            request,
+            "This form was already sent and its token made; its secret was shown that once. "
+            "If you did not copy it, revoke that token and make a new one.",
+        )
+        return _tokens_page(request, actor, status=409)
     try:
         token, secret = tenant_services.token_create(
             actor=actor, name=form.cleaned_data["name"], scope=form.cleaned_data["scope"], expires_at=form.expires_at()
         )
     except REFUSALS as exc:
+        cache.delete(marker)  # nothing was made: the corrected form may be sent again
         form.add_error("expires_on", why(exc))
         return _tokens_page(request, actor, form, status=400)
     # The secret is rendered into this one response and kept nowhere: a reload cannot show it again.

@@ -104,6 +104,34 @@ def test_it_shows_a_new_tokens_secret_once(alice, tenant_a, api):
     assert api(token=secret).get("/api/v1/tenant").status_code == 401
 
 
+def test_it_makes_one_token_when_the_same_form_is_sent_twice(alice, tenant_a):
+    # given: the form as the page renders it, with its marker
+    client = browser_client(alice)
+    page = client.get("/tenant/tokens").content.decode()
+    once = page.split('name="once" value="')[1].split('"')[0]
+    form = {"once": once, "name": "ci", "scope": "read", "expires_on": ""}
+    # when: sent, then sent again (a reload of the answer page)
+    first = post(client, "/tenant/tokens", form)
+    again = post(client, "/tenant/tokens", form)
+    # then: one token; the second answer says why and shows no secret
+    assert (first.status_code, again.status_code) == (201, 409)
+    assert ApiToken.objects.filter(tenant=tenant_a).count() == 1
+    assert "already sent" in again.content.decode()
+    assert 'id="token-secret"' not in again.content.decode()
+    # and the page after it offers a fresh form
+    assert f'value="{once}"' not in again.content.decode()
+
+
+def test_a_refused_token_form_can_be_sent_again_corrected(alice, tenant_a):
+    client = browser_client(alice)
+    form = {"once": "marker-1", "name": "ci", "scope": "read", "expires_on": "2001-01-01"}
+    assert post(client, "/tenant/tokens", form).status_code == 400
+
+    response = post(client, "/tenant/tokens", {**form, "expires_on": ""})
+
+    assert response.status_code == 201
+
+
 def test_it_refuses_a_token_that_expired_before_it_was_made(alice, tenant_a):
     response = post(
         browser_client(alice), "/tenant/tokens", {"name": "old", "scope": "read", "expires_on": "2001-01-01"}
