@@ -71,15 +71,19 @@ def suspend_overdue(*, now=None) -> list[str]:
     """
     now = now or timezone.now()
     cutoff = now - timedelta(days=prices.price_list().grace_days)
-    overdue = (
-        Invoice.objects.filter(
-            state=Invoice.State.ISSUED, due_at__lt=cutoff, total__gt=0, tenant__status=Tenant.Status.ACTIVE
-        )
-        .values_list("tenant_id", flat=True)
-        .distinct()
-    )
+    overdue = Invoice.objects.filter(
+        state=Invoice.State.ISSUED, due_at__lt=cutoff, total__gt=0, tenant__status=Tenant.Status.ACTIVE
+    ).order_by("due_at")
+    oldest = {}  # tenant -> its oldest overdue invoice: the one the reason names
+    for invoice in overdue.only("tenant_id", "number", "due_at", "total", "currency"):
+        oldest.setdefault(invoice.tenant_id, invoice)
     suspended = []
-    for tenant in Tenant.objects.filter(pk__in=list(overdue)):
-        tenant_suspend(actor=None, tenant=tenant, reason="Invoice unpaid past the grace period")
+    for tenant in Tenant.objects.filter(pk__in=list(oldest)):
+        invoice = oldest[tenant.pk]
+        reason = (
+            f"Invoice {invoice.number} ({invoice.total} {invoice.currency}) was due on {invoice.due_at:%Y-%m-%d} "
+            "and is still unpaid after the grace period."
+        )
+        tenant_suspend(actor=None, tenant=tenant, reason=reason)
         suspended.append(str(tenant.pk))
     return suspended

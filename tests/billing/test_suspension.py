@@ -100,7 +100,7 @@ def issued_invoice(tenant, period, issued_at) -> Invoice:
 
 def test_it_suspends_a_tenant_only_once_its_invoice_is_past_due_and_grace(fleet, tenant_a, tenant_b):
     # given: both issued April 2 (due April 16, grace until April 30); B paid
-    issued_invoice(tenant_a, MARCH.date(), at(2026, 4, 2, 9))
+    unpaid = issued_invoice(tenant_a, MARCH.date(), at(2026, 4, 2, 9))
     invoicing.invoice_mark_paid(invoice=issued_invoice(tenant_b, MARCH.date(), at(2026, 4, 2, 9)))
 
     # when: within the grace period, then past it
@@ -112,7 +112,11 @@ def test_it_suspends_a_tenant_only_once_its_invoice_is_past_due_and_grace(fleet,
 
     # then: only A, once, and its running instances stopped
     assert (within, past, again) == ([], [str(tenant_a.pk)], [])
-    assert Tenant.objects.get(pk=tenant_a.pk).status == Tenant.Status.SUSPENDED
+    suspended = Tenant.objects.get(pk=tenant_a.pk)
+    assert suspended.status == Tenant.Status.SUSPENDED
+    assert suspended.suspended_reason == (
+        f"Invoice {unpaid.number} (5.00 EUR) was due on 2026-04-16 and is still unpaid after the grace period."
+    )
     assert Tenant.objects.get(pk=tenant_b.pk).status == Tenant.Status.ACTIVE
     assert [state(fleet[name]) for name in ("web", "db", "theirs")] == [S.STOPPED, S.STOPPED, S.RUNNING]
 
