@@ -109,12 +109,14 @@ SUMMARY_COLUMNS = (
     "launched_at",
     "deleted_at",
 )
-# The API speaks UTC (TIME_ZONE); naming it saves a current-timezone lookup per value.
-_DATETIME = serializers.DateTimeField(default_timezone=UTC)
 
 
 def _when(value) -> str | None:
-    return _DATETIME.to_representation(value) if value else None
+    """A timestamp as DRF's DateTimeField shows it in UTC (TIME_ZONE): ISO 8601 with a Z."""
+    if not value:
+        return None
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def _progress(state: str, launched_at, steps_done: int) -> int:

@@ -185,7 +185,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "portal.api.exception_handler",
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["portal.api.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["portal.api.JSONParser"],
 }
 SPECTACULAR_SETTINGS = {
