@@ -3,14 +3,17 @@
 The instances are rows only (bulk_create: none of them needs to run), each with the action
 log a finished build leaves (the request plus six steps), since the list annotates build
 progress from it. gunicorn serves on 127.0.0.1 as `make run` starts it (2 workers x 4
-threads); client threads on keep-alive connections ask for random pages, bounded in count
-and time. The baseline is GET /healthz (one `SELECT 1`) on the same server, same clients.
+threads); client threads on keep-alive connections ask for random numbered pages, or walk
+the cursor pages by their `next` links, bounded in count and time. The baseline is GET
+/healthz (one `SELECT 1`) on the same server, same clients. Three rounds of each, interleaved;
+each figure is the median round.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import random
+import statistics
 import time
 import uuid
 from datetime import timedelta
@@ -20,7 +23,7 @@ from django.utils import timezone
 
 from bench import processes, seed
 from bench.environment import BenchEnvironment
-from bench.load import LoadResult, drive
+from bench.load import LoadResult, Rounds, drive
 from bench.memory import RssSampler
 from bench.report import Figure
 from compute.models import Host, Instance, InstanceAction, InstanceState
@@ -31,8 +34,8 @@ from compute.sizing import Size
 AREA = "api"
 PAGE_SIZE = 50
 TARGET_RPS = 300.0
-FULL = {"instances": 10_000, "requests": 4_000, "seconds": 20.0}
-QUICK = {"instances": 1_000, "requests": 600, "seconds": 5.0}
+FULL = {"instances": 10_000, "requests": 4_000, "seconds": 20.0, "rounds": 3}
+QUICK = {"instances": 1_000, "requests": 600, "seconds": 5.0, "rounds": 1}
 CLIENTS = (1, 8)
 
 
@@ -197,30 +200,45 @@ def run(env: BenchEnvironment, *, quick: bool = False) -> list[Figure]:
             measured(web, lambda: "/healthz", headers=headers, clients=4, requests=40, seconds=30)
             sampler.mark_baseline()
             for clients in CLIENTS:
-                health, health_cpu = measured(
-                    web,
-                    lambda: "/healthz",
-                    headers=headers,
-                    clients=clients,
-                    requests=sizes["requests"],
-                    seconds=sizes["seconds"] / 2,
-                )
-                for mode, how, held in MODES:
-                    first = (
-                        (lambda: "/api/v1/instances?cursor=")
-                        if mode == "cursor"
-                        else (lambda: f"/api/v1/instances?page={random.randint(1, pages)}")
-                    )
-                    listed, cpu = measured(
+                # Rounds interleave the baseline and both ways, so a burst of other work on the
+                # machine falls on all of them; each figure is the median round.
+                health_rounds, listed_rounds = [], {mode: [] for mode, _how, _held in MODES}
+                health_cpu, cpus = [], {mode: [] for mode, _how, _held in MODES}
+                for _round in range(sizes["rounds"]):
+                    health, cpu = measured(
                         web,
-                        first,
+                        lambda: "/healthz",
                         headers=headers,
                         clients=clients,
                         requests=sizes["requests"],
-                        seconds=sizes["seconds"],
-                        follow_next=mode == "cursor",
+                        seconds=sizes["seconds"] / 2,
                     )
-                    cpu.update({f"healthz_{key}": value for key, value in health_cpu.items()})
+                    health_rounds.append(health)
+                    health_cpu.append(cpu)
+                    for mode, _how, _held in MODES:
+                        first = (
+                            (lambda: "/api/v1/instances?cursor=")
+                            if mode == "cursor"
+                            else (lambda: f"/api/v1/instances?page={random.randint(1, pages)}")
+                        )
+                        listed, cpu = measured(
+                            web,
+                            first,
+                            headers=headers,
+                            clients=clients,
+                            requests=sizes["requests"],
+                            seconds=sizes["seconds"],
+                            follow_next=mode == "cursor",
+                        )
+                        listed_rounds[mode].append(listed)
+                        cpus[mode].append(cpu)
+                health = Rounds.of(health_rounds)
+                for mode, how, held in MODES:
+                    listed = Rounds.of(listed_rounds[mode])
+                    cpu = {key: statistics.mean(c[key] for c in cpus[mode]) for key in cpus[mode][0]}
+                    cpu.update({f"healthz_{key}": statistics.mean(c[key] for c in health_cpu) for key in health_cpu[0]})
+                    cpu["round_rates"] = listed.round_rates
+                    cpu["healthz_round_rates"] = health.round_rates
                     figures += _figures(clients, listed, health, sizes["instances"], cpu, how=how, held=held)
             sampler.sample()
         finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import statistics
 import threading
 import time
 from collections import Counter
@@ -32,6 +33,28 @@ class LoadResult:
 
     def p(self, pct: float) -> float:
         return percentile(self.latencies, pct)
+
+
+@dataclass
+class Rounds(LoadResult):
+    """The same load run several times: latencies of all rounds, and as its rate the median
+    of the rounds' rates, so one round spoilt by other work on the machine does not decide."""
+
+    round_rates: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, results: list[LoadResult]) -> Rounds:
+        merged = cls(round_rates=[r.rate for r in results])
+        for result in results:
+            merged.latencies += result.latencies
+            merged.statuses.update(result.statuses)
+            merged.errors += result.errors
+            merged.elapsed += result.elapsed
+        return merged
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.round_rates) if self.round_rates else 0.0
 
 
 def drive(
