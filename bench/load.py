@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import statistics
 import threading
 import time
@@ -126,9 +127,15 @@ def drive(
     return result
 
 
+# DRF's pages begin with their `next` link: reading it off the head of the body spares the
+# load generator decoding every page (about 0.3 ms of the CPU it shares with the server).
+_NEXT = re.compile(rb'^\{"next":(null|"([^"\\]*)")')
+
+
 def _next_path(body: bytes) -> str | None:
     """The path and query of a page's `next` link (absolute in the body), or None."""
-    link = json.loads(body).get("next")
+    head = _NEXT.match(body)
+    link = (head.group(2) or b"").decode() if head else json.loads(body).get("next")
     if not link:
         return None
     parts = urlsplit(link)
