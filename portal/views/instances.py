@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -43,13 +44,20 @@ def _in_flight(instances) -> bool:
 # -- the dashboard ---------------------------------------------------------------------------------
 
 
+# Instances per dashboard page: each row's cost is computed live, and the rows are polled.
+DASHBOARD_PAGE = 50
+
+
 @require_GET
 @tenant_page
 def dashboard(request, actor: Actor):
-    instances = list(_instances(actor).exclude(state=InstanceState.DELETED))
+    live = _instances(actor).exclude(state=InstanceState.DELETED).order_by("-created_at", "-id")
+    # get_page turns a page number that is not one into the first or last page.
+    page = Paginator(live, DASHBOARD_PAGE).get_page(request.GET.get("page"))
+    instances = list(page.object_list)
     costs = billing_hooks.costs_so_far(actor.tenant, instances)
     rows = [{"instance": i, "cost": costs[i.pk]} for i in instances]
-    context = {"actor": actor, "rows": rows, "polling": _in_flight(instances)}
+    context = {"actor": actor, "rows": rows, "polling": _in_flight(instances), "page": page}
     if request.htmx:
         return render(request, "portal/instances/_rows.html", context)
     quota = Quota.objects.filter(tenant=actor.tenant).first()

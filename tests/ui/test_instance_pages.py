@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from compute import operations
 from compute.models import Instance, InstanceAction, InstanceState
@@ -66,6 +69,43 @@ def test_it_lists_instances_in_a_constant_number_of_queries(alice, make_instance
         client.get("/instances/")
 
     assert len(ours(three)) == len(ours(one))
+
+
+def test_it_pages_a_long_list_of_instances(alice, tenant_a, host, image, flavor):
+    # given: 60 live instances (rows only: the page reads, it builds nothing)
+    rows = [
+        Instance(
+            tenant=tenant_a,
+            name=f"vm-{n:02d}",
+            image=image,
+            flavor=flavor,
+            vcpus=1,
+            memory_mb=512,
+            disk_gb=10,
+            bandwidth_mbit=100,
+            traffic_gb=100,
+            sla_percent=flavor.sla_percent,
+            host=host,
+            state=InstanceState.STOPPED,
+            ip_address=f"10.20.0.{n + 1}",
+            mac_address=f"02:00:00:00:01:{n:02x}",
+            created_at=timezone.now() - timedelta(minutes=60 - n),
+        )
+        for n in range(60)
+    ]
+    Instance.objects.bulk_create(rows)
+    client = browser_client(alice)
+    # when
+    first, second = client.get("/instances/"), client.get("/instances/", {"page": 2})
+    polled = client.get("/instances/", {"page": 2}, HTTP_HX_REQUEST="true").content.decode()
+    # then: the newest 50, then the other 10; the poll keeps its page
+    assert first.content.decode().count("data-instance=") == 50
+    assert ">vm-59<" in first.content.decode() and ">vm-09<" not in first.content.decode()
+    assert second.content.decode().count("data-instance=") == 10
+    assert "51 to 60 of 60" in second.content.decode()
+    assert 'hx-get="/instances/?page=2"' in polled and polled.count("data-instance=") == 10
+    for junk in ("x", "-1", "999", "%00"):
+        assert client.get("/instances/", {"page": junk}).status_code == 200
 
 
 # -- create ------------------------------------------------------------------------------------
