@@ -140,8 +140,9 @@ def _place_with_address(size: Size, image: Image) -> tuple[Host, IpPool, str]:
             if not full:
                 raise ConflictError(str(exc)) from None
             break
-        pool = IpPool.objects.get(host=host)
-        if address := _free_address(pool):
+        # A host without an address pool (made by hand in the admin) has no address to give.
+        pool = IpPool.objects.filter(host=host).first()
+        if pool is not None and (address := _free_address(pool)):
             return host, pool, address
         scheduler.release(host.pk, size)
         full.append(host)

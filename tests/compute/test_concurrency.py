@@ -198,6 +198,18 @@ def test_it_places_on_the_next_host_when_the_best_has_no_free_address(
     assert assert_host_matches_its_instances(other).vcpus_used == 3
 
 
+def test_it_passes_over_a_host_without_an_address_pool(alice, tenant_a, simulated_host, image, tiny_flavor):
+    # given: the roomiest host has no pool at all (made by hand), another has one
+    bare, other = simulated_host(memory_mb=65536), simulated_host(memory_mb=16384)
+    IpPool.objects.filter(host=bare).delete()
+    # when
+    response = create_call(alice, image, tiny_flavor, "vm")()
+    # then
+    assert response.status_code == 202, response.json()
+    assert Instance.objects.get().host == other
+    assert assert_host_matches_its_instances(bare).vcpus_used == 0
+
+
 def test_it_counts_resizes_in_flight_against_the_quota(concurrently, alice, tenant_a, host, image, tiny_flavor):
     # given: two 1-vCPU instances and a quota of 4 vCPUs; growing both to 3 would need 6
     Quota.objects.filter(tenant=tenant_a).update(vcpus=4)
