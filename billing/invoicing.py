@@ -170,7 +170,7 @@ def _carry_out(lines: list, period: date) -> list:
     subtotal = sum((line.amount for line in lines), ZERO)
     if subtotal >= 0:
         return lines
-    following = (period.replace(day=28) + timedelta(days=4)).replace(day=1)
+    _start, following = month_bounds(period)
     rest = -subtotal
     carried = rating.Line(K.CARRIED_OUT, f"Credit carried to {following:%B %Y}", Decimal(1), "credit", rest, rest)
     return [*lines, carried]

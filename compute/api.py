@@ -14,7 +14,7 @@ from rest_framework.response import Response
 
 from compute import console, services
 from compute import hosts as host_services
-from compute.models import Flavor, Host, Image, Instance, InstanceAction, InstanceState
+from compute.models import SIZE_FIELDS, Flavor, Host, Image, Instance, InstanceAction, InstanceState
 from compute.operations import PROVISION_STEPS
 from compute.selectors import images_visible_filter
 from compute.sizing import Size, custom_size, custom_size_errors
@@ -89,7 +89,6 @@ class FlavorViewSet(viewsets.ReadOnlyModelViewSet):
 
 # The columns an instance's summary is made of: the list reads exactly these with values(),
 # since building model objects and running a serializer per row was most of a page's cost.
-SIZE_FIELDS = ("vcpus", "memory_mb", "disk_gb", "bandwidth_mbit", "traffic_gb", "sla_percent")
 SUMMARY_COLUMNS = (
     "id",
     "name",
@@ -338,7 +337,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
             return queryset.prefetch_related("actions__user")
         if self.action != "list":
             return queryset
-        # The order the instance_live_newest index keeps; the id makes it total for paging.
+        # The order the instance_live_page index keeps; the id makes it total for paging.
         queryset = queryset.order_by("-created_at", "-id")
         params = self.request.query_params
         state = params.get("state")
