@@ -12,6 +12,7 @@ from portal.viewsets import TenantScopedViewSet
 from tenants import services
 from tenants.access import actor_for_request
 from tenants.models import ApiToken, Invitation, Membership, Quota, Role, SshKey, Tenant
+from tenants.permissions import WritesNeedAWritableToken
 from tenants.sshkeys import InvalidKey
 
 
@@ -152,7 +153,7 @@ class InvitationViewSet(
 class InvitationAcceptView(APIView):
     """Accept an invitation sent to the logged-in user's e-mail address."""
 
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, WritesNeedAWritableToken]
 
     @extend_schema(request=InvitationAcceptSerializer, responses={201: MemberSerializer})
     def post(self, request):

@@ -1,7 +1,7 @@
 from rest_framework import exceptions, permissions
 
 from tenants.access import actor_for_request
-from tenants.models import Role
+from tenants.models import ApiToken, Role
 
 
 class TenantRolePermission(permissions.BasePermission):
@@ -28,6 +28,20 @@ class TenantRolePermission(permissions.BasePermission):
         needed = needed or getattr(view, "write_role", Role.MEMBER)
         if not actor.has_role(needed):
             raise exceptions.PermissionDenied(f"This needs the {needed} role in the tenant.")
+        return True
+
+
+class WritesNeedAWritableToken(permissions.BasePermission):
+    """For views outside any tenant role (accepting an invitation): a read-only token reads only.
+
+    TenantRolePermission and IsStaff check the token's scope themselves.
+    """
+
+    def has_permission(self, request, view) -> bool:
+        token = getattr(request, "auth", None)
+        read_only = isinstance(token, ApiToken) and token.scope == ApiToken.Scope.READ
+        if read_only and request.method not in permissions.SAFE_METHODS:
+            raise exceptions.PermissionDenied("This API token is read-only: it cannot change anything.")
         return True
 
 

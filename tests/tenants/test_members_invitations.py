@@ -7,8 +7,9 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from tenants.models import Invitation, Membership, Role
-from tests.conftest import client_for, make_user
+from tenants import services as tenant_services
+from tenants.models import ApiToken, Invitation, Membership, Role
+from tests.conftest import client_for, make_user, token_for
 
 
 @pytest.fixture
@@ -117,6 +118,27 @@ def test_it_refuses_an_unknown_token(dave):
 
     assert response.status_code == 400
     assert list(response.json()["fields"]) == ["token"]
+
+
+def test_it_refuses_a_read_only_token_accepting_an_invitation(tenant_a, dave, invite):
+    # given: dave's read-only token for his own tenant, and an invitation to become admin of A
+    token = invite(role=Role.ADMIN)
+    own = tenant_services.tenant_create(name="Dave's", owner=dave)
+    read_only = token_for(dave, own, scope=ApiToken.Scope.READ)
+
+    # when
+    response = client_for(token=read_only).post("/api/v1/invitations/accept", {"token": token}, format="json")
+
+    # then: refused, and the invitation still works for a write
+    assert response.status_code == 403, response.json()
+    assert response.json()["code"] == "permission_denied"
+    assert "read-only" in response.json()["detail"]
+    assert not Membership.objects.filter(user=dave, tenant=tenant_a).exists()
+    assert Invitation.objects.get(email="dave@example.com").accepted_at is None
+    read_write = token_for(dave, own)
+    response = client_for(token=read_write).post("/api/v1/invitations/accept", {"token": token}, format="json")
+    assert response.status_code == 201, response.json()
+    assert membership(dave, tenant_a).role == Role.ADMIN
 
 
 def test_it_lets_only_admins_invite(tenant_a, bob, vera):
