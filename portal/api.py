@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import sys
+
 import orjson
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, pagination, parsers, renderers, serializers, status
 from rest_framework.utils import encoders
+
+# How long a client should wait before trying again after a 503.
+RETRY_AFTER_SECONDS = 5
+# The database went away (restart, failover, network): the request may well work a moment later.
+DATABASE_FAULTS = (OperationalError, InterfaceError)
 
 
 class ConflictError(exceptions.APIException):
@@ -17,6 +26,14 @@ class ConflictError(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "This action is not allowed in the current state."
     default_code = "conflict"
+
+
+class Unavailable(exceptions.APIException):
+    """Something the request needs (the database, the mail server) cannot be reached now (503)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The service is unavailable for a moment; try again shortly."
+    default_code = "unavailable"
 
 
 class QuotaExceeded(exceptions.APIException):
@@ -38,9 +55,17 @@ def exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):
         exc = exceptions.APIException("The request body is too large.")
         exc.status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    elif isinstance(exc, DATABASE_FAULTS):
+        exc = Unavailable("The database cannot be reached right now; try again shortly.")
+    elif isinstance(exc, DjangoValidationError):  # raised by a service, below the serializers
+        exc = serializers.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
+    if response.status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     data = response.data
     if isinstance(exc, exceptions.ValidationError):
         fields = data if isinstance(data, dict) else {"non_field_errors": data}
@@ -154,6 +179,23 @@ class NewestFirstCursor(pagination.CursorPagination):
             return super().paginate_queryset(queryset, request, view)
         except DjangoValidationError:
             raise serializers.ValidationError({self.cursor_query_param: [self.invalid]}) from None
+
+
+def server_error(request):
+    """handler500: what an uncaught exception answers, wherever it was raised (a middleware
+    reading the session, say, before any DRF view runs). API paths get the JSON error body, a
+    503 with Retry-After when the database is the cause; pages get Django's 500 page."""
+    if not request.path.startswith("/api/"):
+        return defaults.server_error(request)
+    exc = sys.exc_info()[1]
+    if isinstance(exc, DATABASE_FAULTS):
+        response = JsonResponse(
+            {"detail": "The database cannot be reached right now; try again shortly.", "code": "unavailable"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    return JsonResponse({"detail": "Internal server error.", "code": "server_error"}, status=500)
 
 
 def api_not_found(request, *args, **kwargs):

@@ -9,6 +9,9 @@ from portal import views
 from portal.api import api_not_found
 from tenants import api as tenants_api
 
+# Uncaught exceptions on /api/ paths answer JSON (a 503 for database faults), not an HTML page.
+handler500 = "portal.api.server_error"
+
 router = SimpleRouter(trailing_slash=False)
 router.register("members", tenants_api.MemberViewSet, basename="member")
 router.register("invitations", tenants_api.InvitationViewSet, basename="invitation")

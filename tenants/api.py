@@ -11,7 +11,7 @@ from portal.api import ConflictError, StrictSerializer
 from portal.viewsets import TenantScopedViewSet
 from tenants import services
 from tenants.access import actor_for_request
-from tenants.models import ApiToken, Invitation, Membership, Quota, Role, SshKey, Tenant
+from tenants.models import ApiToken, Invitation, Membership, Quota, Role, SshKey, Tenant, validate_one_line
 from tenants.permissions import WritesNeedAWritableToken
 from tenants.sshkeys import InvalidKey
 
@@ -28,7 +28,7 @@ class TenantSerializer(serializers.ModelSerializer):
 
 
 class TenantUpdateSerializer(StrictSerializer):
-    name = serializers.CharField(max_length=100, required=False)
+    name = serializers.CharField(max_length=100, required=False, validators=[validate_one_line])
     billing_email = serializers.EmailField(max_length=254, required=False)
 
 

@@ -2,9 +2,12 @@ import uuid
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.deconstruct import deconstructible
 
 
 class User(AbstractUser):
@@ -28,6 +31,26 @@ def role_at_least(role: str, needed: str) -> bool:
     return ROLE_RANK[Role(role)] >= ROLE_RANK[Role(needed)]
 
 
+# Names that end up in e-mail headers (subjects) and single-line UI: no C0/C1 control characters
+# (CR and LF among them) and no Unicode line or paragraph separators. Written so that the OpenAPI
+# schema can carry it as a `pattern`.
+ONE_LINE_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]*$"
+
+
+@deconstructible
+class OneLineValidator(RegexValidator):
+    """The pattern must match the whole value: Python's `$` also matches before a final newline."""
+
+    def __call__(self, value) -> None:
+        if not self.regex.fullmatch(str(value)):
+            raise ValidationError(self.message, code=self.code, params={"value": value})
+
+
+validate_one_line = OneLineValidator(
+    ONE_LINE_PATTERN, "Control characters and line breaks are not allowed.", code="control_characters"
+)
+
+
 class Tenant(models.Model):
     """An organisation: it owns resources and pays for them."""
 
@@ -36,7 +59,7 @@ class Tenant(models.Model):
         SUSPENDED = "suspended", "Suspended"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=100, validators=[validate_one_line])
     slug = models.SlugField(max_length=60, unique=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     billing_email = models.EmailField(blank=True)

@@ -6,16 +6,19 @@ Views, the API, tasks and commands call these; none of them saves these rows dir
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
+import smtplib
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from portal.api import ConflictError
+from portal.api import ConflictError, Unavailable
 from tenants.access import Actor
 from tenants.authentication import hash_secret, new_token_material
 from tenants.models import (
@@ -28,8 +31,11 @@ from tenants.models import (
     SshKey,
     Tenant,
     User,
+    validate_one_line,
 )
 from tenants.sshkeys import parse_public_key
+
+log = logging.getLogger(__name__)
 
 
 class InvitationInvalid(Exception):
@@ -48,6 +54,21 @@ def audit(actor: Actor | None, action: str, *, tenant: Tenant | None = None, tar
     )
 
 
+def one_line(text: str) -> str:
+    """Text made safe for an e-mail header: every run of whitespace, line breaks and control
+    characters becomes one space (Django refuses a header with CR or LF in it)."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
+def _check_name(name: str, field: str = "name") -> None:
+    """Names go into e-mail subjects; the API's serializers refuse bad ones first, this guards
+    every other caller."""
+    try:
+        validate_one_line(name)
+    except ValidationError as exc:
+        raise ValidationError({field: exc.messages}) from None
+
+
 def _unique_slug(name: str) -> str:
     base = slugify(name)[:40] or "tenant"
     slug = base
@@ -59,6 +80,7 @@ def _unique_slug(name: str) -> str:
 @transaction.atomic
 def tenant_create(*, name: str, owner: User, personal: bool = False, billing_email: str = "") -> Tenant:
     """A tenant with its owner's membership and the default quota."""
+    _check_name(name)
     for _attempt in range(5):
         try:
             with transaction.atomic():
@@ -84,13 +106,14 @@ def personal_tenant_for(user: User) -> Tenant:
     membership = Membership.objects.filter(user=user, tenant__personal=True, role=Role.OWNER).first()
     if membership:
         return membership.tenant
-    label = user.get_full_name() or user.email.split("@")[0] or "personal"
+    label = one_line(user.get_full_name()) or user.email.split("@")[0] or "personal"
     return tenant_create(name=f"{label}'s projects", owner=user, personal=True)
 
 
 def tenant_update(*, actor: Actor, name: str | None = None, billing_email: str | None = None) -> Tenant:
     tenant = actor.tenant
     if name is not None:
+        _check_name(name)
         tenant.name = name
     if billing_email is not None:
         tenant.billing_email = billing_email
@@ -129,16 +152,21 @@ def invitation_create(*, actor: Actor, email: str, role: str) -> tuple[Invitatio
         raise ConflictError(f"{email} already has an open invitation; revoke it first.") from None
     audit(actor, "invitation.create", target=email, role=role)
     link = f"{settings.PORTAL_BASE_URL}/invitations/accept/{token}"
-    transaction.on_commit(
-        lambda: send_mail(
-            f"You are invited to {actor.tenant.name}",
+    # The row and its e-mail go together: the mail is the last step of the transaction, so a
+    # mail that cannot be sent rolls the row back and the invitation can simply be sent again.
+    # (A commit failing after the mail left makes its link answer "does not exist".)
+    try:
+        send_mail(
+            one_line(f"You are invited to {actor.tenant.name}"),
             f"{actor.user.email} invited you to join {actor.tenant.name} as {role}.\n\n"
             f"Accept the invitation: {link}\n\nThe link works once and expires in "
             f"{settings.INVITATION_TTL_HOURS} hours.",
             settings.DEFAULT_FROM_EMAIL,
             [email],
         )
-    )
+    except (smtplib.SMTPException, OSError) as exc:
+        log.warning("cannot send the invitation of %s to %s: %s", actor.tenant.slug, email, exc)
+        raise Unavailable("The invitation e-mail cannot be sent now; nothing was saved. Try again later.") from None
     return invitation, token
 
 
