@@ -1,9 +1,35 @@
+from allauth.account.adapter import get_adapter
 from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin
 
 from billing import suspension  # it also stops the tenant's instances, and starts them again
 from tenants import services
 from tenants.models import ApiToken, AuditEvent, Invitation, Membership, Quota, SshKey, Tenant, User
+
+
+class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
+    """The admin's login under the same failed-login limits as /accounts/login/: it
+    authenticates through allauth's adapter, which counts failures per IP and per account in
+    allauth's own counters (ACCOUNT_RATE_LIMITS["login_failed"]), so neither door gives an
+    attacker more tries than the other."""
+
+    def clean(self):
+        username = self.cleaned_data.get("username")
+        password = self.cleaned_data.get("password")
+        if username is not None and password:
+            # Raises "Too many failed login attempts" once the limit is reached, even for the
+            # right password; a success gives its try back.
+            self.user_cache = get_adapter(self.request).authenticate(
+                self.request, email=username, username=username, password=password
+            )
+            if self.user_cache is None:
+                raise self.get_invalid_login_error()
+            self.confirm_login_allowed(self.user_cache)
+        return self.cleaned_data
+
+
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 
 @admin.register(User)
