@@ -130,8 +130,11 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = VAR_DIR / "media"
 
-# Security: secure cookies and HSTS whenever debug is off.
-SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
+# Security: HSTS whenever debug is off; cookies marked Secure where the site is https (over http
+# a browser never sends them back): SECURE_COOKIES, else an https PORTAL_BASE_URL, else whenever
+# debug is off. `runportal`, which serves plain http, turns them off unless told otherwise.
+_BASE_URL = env_str("PORTAL_BASE_URL", "")
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", _BASE_URL.startswith("https://") if _BASE_URL else not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

@@ -1,23 +1,43 @@
-"""`make run`'s command really starts web, worker and beat, and one signal stops them all."""
+"""`make run`'s command really starts web, worker, beat and console proxy, serves logins over plain
+http, and signals to its process group stop them all."""
 
+import http.cookiejar
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.portal import proctree
 from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def login_over_http(base: str, email: str, password: str) -> tuple[http.cookiejar.CookieJar, str]:
+    """Log in as a browser would over plain http: a cookie marked Secure is never sent back."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener.open(f"{base}/accounts/login/", timeout=10).read()
+    csrf = next(c.value for c in jar if c.name == "csrftoken")
+    form = urllib.parse.urlencode({"login": email, "password": password, "csrfmiddlewaretoken": csrf})
+    opener.open(f"{base}/accounts/login/", data=form.encode(), timeout=10).read()
+    with opener.open(f"{base}/api/v1/tenant", timeout=10) as response:
+        return jar, response.read().decode()
+
+
 @pytest.mark.worker
-def test_it_serves_the_portal_and_stops_everything_on_ctrl_c(tmp_path):
+@pytest.mark.parametrize(
+    "how, signals",
+    [("ctrl-c", [signal.SIGINT]), ("sigterm-3x", [signal.SIGTERM, signal.SIGTERM, signal.SIGTERM])],
+)
+def test_it_serves_the_portal_and_stops_everything_on_a_signal_to_its_group(tmp_path, how, signals):
     port = free_port()
     env = {
         **os.environ,
@@ -25,8 +45,10 @@ def test_it_serves_the_portal_and_stops_everything_on_ctrl_c(tmp_path):
         "LIBVIRT_DEFAULT_URI": "",  # force the test-driver fallback, whatever runs on this machine
         "REDIS_PREFIX": f"runtest-{uuid.uuid4().hex[:8]}",
         "CELERY_DEFAULT_QUEUE": f"runtest-{uuid.uuid4().hex[:8]}.control",
+        "CONSOLE_PROXY_BIND": f"127.0.0.1:{free_port()}",
     }
-    env.pop("DATABASE_URL", None)  # the embedded SQLite default, as on a fresh machine
+    for name in ("DATABASE_URL", "SECURE_COOKIES", "PORTAL_BASE_URL", "DEBUG"):
+        env.pop(name, None)  # the embedded SQLite default and production-like settings
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "runportal", "--bind", f"127.0.0.1:{port}"],
         cwd=ROOT,
@@ -36,9 +58,10 @@ def test_it_serves_the_portal_and_stops_everything_on_ctrl_c(tmp_path):
         text=True,
         start_new_session=True,
     )
+    tree: set[proctree.Process] = set()
     try:
         body = None
-        for _ in range(60):  # up to 30 s
+        for _ in range(120):  # up to 60 s
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:  # noqa: S310
                     body = response.read()
@@ -48,11 +71,26 @@ def test_it_serves_the_portal_and_stops_everything_on_ctrl_c(tmp_path):
         assert body == b'{"status": "ok"}'
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/flavors", timeout=5) as response:  # noqa: S310
             assert b"s1.small" in response.read()
+
+        # the operator logs in over plain http: the session cookie is not Secure, so it comes back
+        password = (tmp_path / "operator-password").read_text().strip()
+        jar, tenant = login_over_http(f"http://127.0.0.1:{port}", "operator@localhost", password)
+        assert {c.name: c.secure for c in jar}["sessionid"] is False
+        assert '"name"' in tenant
+
+        tree = proctree.descendants(proc.pid)
+        names = " ".join(p.name for p in tree)
+        assert "gunicorn" in names and "celery" in names, names
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        output, _ = proc.communicate(timeout=30)
+        sessions = {p.pid for p in tree if p.ppid == proc.pid}
+        for signum in signals:  # the whole group, as a terminal or `kill -TERM -<pgid>` does
+            os.killpg(proc.pid, signum)
+            time.sleep(0.3)
+        try:
+            output, _ = proc.communicate(timeout=40)
+        finally:
+            proctree.kill(tree | {p for p in proctree.processes() if p.pid == proc.pid})
     assert "NO LIBVIRTD" in output
     assert "operator@localhost  password: " in output
     assert "All portal processes stopped." in output
-    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
-    assert leftovers == ""
+    assert proctree.alive(tree, sessions) == set(), output[-3000:]

@@ -15,6 +15,15 @@ from tenants.services import personal_tenant_for
 OPERATOR_EMAIL = "operator@localhost"
 
 
+def served_over_http(environ) -> dict[str, str]:
+    """Gunicorn here speaks plain http: cookies marked Secure would never come back, and nobody
+    could log in. So they are off, unless the environment says the site is https (a TLS proxy
+    in front, with SECURE_COOKIES or an https PORTAL_BASE_URL)."""
+    if environ.get("SECURE_COOKIES", "").strip() or environ.get("PORTAL_BASE_URL", "").startswith("https://"):
+        return {}
+    return {"SECURE_COOKIES": "0"}
+
+
 class Command(BaseCommand):
     help = "Migrate, seed a demo catalogue, create an operator, and run web, worker and beat together."
 
@@ -27,7 +36,7 @@ class Command(BaseCommand):
         call_command("seed_demo")
         password = self._operator_password()
         queues = ",".join([settings.CELERY_TASK_DEFAULT_QUEUE, *Host.objects.values_list("queue", flat=True)])
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings"}
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", **served_over_http(os.environ)}
         procs = [
             Proc(
                 "web",
@@ -42,6 +51,9 @@ class Command(BaseCommand):
                     "4",
                     "--access-logfile",
                     "-",
+                    # Done before the supervisor's SIGKILL (runner.GRACE_SECONDS).
+                    "--graceful-timeout",
+                    "5",
                 ],
             ),
             # Threads, not processes: a host on libvirt's test driver lives in the memory of the
