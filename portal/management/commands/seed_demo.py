@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
 import subprocess
 from decimal import Decimal
@@ -28,6 +30,22 @@ FLAVORS = [
 LOWER_TIERS = [("99", "30"), ("95", "100")]
 DEMO_IMAGE = "blank-10g.qcow2"
 TINY_IMAGE = "tiny-linux.qcow2"
+
+
+IFNAMSIZ = 16  # Linux: an interface name has at most 15 characters
+
+
+def bridge_name(network: str) -> str:
+    """The Linux bridge of the libvirt network `network`: a valid interface name (at most 15
+    of a-z, 0-9 and '-'), and another one for another network, so two deployments on one machine
+    (each with its own LIBVIRT_NETWORK) never share a bridge. A name that is not usable as it
+    is gets a hash of the whole name."""
+    slug = re.sub(r"[^a-z0-9]+", "-", network.lower()).strip("-")
+    name = f"vbr-{slug}"
+    if slug == network and len(name) < IFNAMSIZ:
+        return name
+    digest = hashlib.sha256(network.encode()).hexdigest()[:6]
+    return f"vbr-{slug[:4].strip('-') or 'net'}-{digest}"
 
 
 class Command(BaseCommand):
@@ -117,7 +135,7 @@ class Command(BaseCommand):
                     pool=settings.LIBVIRT_POOL,
                     pool_dir=settings.LIBVIRT_POOL_DIR,
                     network=settings.LIBVIRT_NETWORK,
-                    bridge="virbr-portal",
+                    bridge=bridge_name(settings.LIBVIRT_NETWORK),
                 )
                 shaping = settings.LIBVIRT_SHAPING
                 if shaping is None:
