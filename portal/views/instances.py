@@ -139,7 +139,8 @@ def _price(form: SizeForm) -> dict:
     if not probe.is_valid():
         return {"size": None, "price": billing_hooks.NOT_YET}
     size = probe.size()
-    return {"size": size, "price": billing_hooks.monthly_estimate(size)}
+    # A standard flavor has its own price; only a custom size is priced by its parts.
+    return {"size": size, "price": billing_hooks.monthly_estimate(size, probe.flavor_id())}
 
 
 @require_GET
