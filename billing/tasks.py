@@ -21,7 +21,8 @@ def meter_host(host_id: str) -> dict:
 
 @shared_task
 def meter_all_hosts() -> int:
-    hosts = Host.objects.filter(status=Host.Status.UP).values_list("id", "queue")
+    # Disabled (draining) hosts still run guests, and their traffic is still billed.
+    hosts = Host.objects.filter(status__in=[Host.Status.UP, Host.Status.DISABLED]).values_list("id", "queue")
     for host_id, queue in hosts:
         meter_host.apply_async(args=[str(host_id)], queue=queue, expires=settings.METERING_SECONDS)
     return len(hosts)

@@ -98,7 +98,7 @@ class InstanceAdmin(admin.ModelAdmin):
             except ConflictError as exc:
                 self.message_user(request, f"{instance.name}: {exc.detail}", messages.WARNING)
 
-    @admin.action(description="Retry the failed build of the selected instances")
+    @admin.action(description="Retry the selected instances in error (builds what is missing, keeps the disk)")
     def retry(self, request, queryset):
         self._each(request, queryset, services.instance_retry)
 

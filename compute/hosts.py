@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 from django.db import transaction
 
@@ -26,9 +27,14 @@ def host_register(
     shaping: bool = True,
     domain_type: str | None = None,
     allow_kvm: bool = True,
+    pool_first: str | None = None,
+    pool_last: str | None = None,
     **ratios,
 ) -> Host:
     """Probe the host through libvirt, then record it with its capacity and IP pool.
+
+    The pool is `pool_first`..`pool_last` when given; otherwise the network's DHCP range,
+    which is only safe on a network whose dnsmasq serves nothing but the portal's entries.
 
     The probe happens before the transaction: no hypervisor call inside an open one.
     """
@@ -57,7 +63,13 @@ def host_register(
             },
         )
         IpPool.objects.update_or_create(
-            host=host, defaults={"cidr": net.cidr, "gateway": net.gateway, "first": net.first, "last": net.last}
+            host=host,
+            defaults={
+                "cidr": net.cidr,
+                "gateway": net.gateway,
+                "first": pool_first or net.first,
+                "last": pool_last or net.last,
+            },
         )
     return host
 
@@ -69,6 +81,7 @@ def host_set_status(*, actor: Actor | None, host: Host, status: str) -> Host:
     return host
 
 
+@transaction.atomic
 def image_delete(*, actor: Actor, image: Image) -> None:
     """Retire an image. Instances still built from it keep their disks; new ones cannot use it."""
     live = Instance.objects.filter(image=image).exclude(state=InstanceState.DELETED)
@@ -78,3 +91,14 @@ def image_delete(*, actor: Actor, image: Image) -> None:
         raise ConflictError("This image is still being created.")
     Image.objects.filter(pk=image.pk).update(state=Image.State.DELETED)
     audit(actor, "image.delete", target=str(image.pk), name=image.name)
+    # Each host drops its copy once no instance there is built on it (or, if some still are,
+    # when the last of them is deleted).
+    hosts = Host.objects.filter(pk=image.host_id) if image.host_id else Host.objects.exclude(status=Host.Status.DOWN)
+    for host_id, queue in hosts.values_list("id", "queue"):
+        transaction.on_commit(partial(_queue_volume_removal, str(image.pk), str(host_id), queue))
+
+
+def _queue_volume_removal(image_id: str, host_id: str, queue: str) -> None:
+    from compute import tasks  # tasks imports the services this module's callers use
+
+    tasks.delete_image_volumes.apply_async(args=[image_id, host_id], queue=queue)

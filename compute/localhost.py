@@ -1,8 +1,10 @@
 """A real libvirt host on this machine, set up with the project's own pool and network.
 
 The network is isolated (no <forward>): guests get DHCP from libvirt's dnsmasq and can reach
-nothing but each other and the host. Used by `make run` when libvirtd answers, and by the
-end-to-end suite with names unique to the run.
+nothing but each other and the host. dnsmasq's dynamic range is kept apart from the portal's
+address pool (`address_plan`): a guest only ever gets the address of its own host entry.
+Used by `make run` when libvirtd answers, and by the end-to-end suite with names unique to
+the run.
 """
 
 from __future__ import annotations
@@ -26,14 +28,31 @@ def _pool_xml(name: str, path: Path) -> str:
     return ET.tostring(pool, encoding="unicode")
 
 
-def _network_xml(name: str, bridge: str, subnet: ipaddress.IPv4Network) -> str:
+# Addresses at the top of each subnet that dnsmasq may hand to a MAC it has no entry for
+# (a guest booted by hand, say). The portal's pool is the rest, so the two never meet.
+DYNAMIC_ADDRESSES = 16
+
+
+def address_plan(subnet: ipaddress.IPv4Network) -> dict[str, str]:
+    """Gateway, the portal's pool (first..last) and dnsmasq's own range, disjoint."""
     hosts = list(subnet.hosts())
+    return {
+        "gateway": str(hosts[0]),
+        "pool_first": str(hosts[9]),
+        "pool_last": str(hosts[-DYNAMIC_ADDRESSES - 1]),
+        "dynamic_first": str(hosts[-DYNAMIC_ADDRESSES]),
+        "dynamic_last": str(hosts[-1]),
+    }
+
+
+def _network_xml(name: str, bridge: str, subnet: ipaddress.IPv4Network) -> str:
+    plan = address_plan(subnet)
     net = ET.Element("network")
     ET.SubElement(net, "name").text = name
     ET.SubElement(net, "bridge", name=bridge, stp="on", delay="0")
-    ip = ET.SubElement(net, "ip", address=str(hosts[0]), netmask=str(subnet.netmask))
+    ip = ET.SubElement(net, "ip", address=plan["gateway"], netmask=str(subnet.netmask))
     dhcp = ET.SubElement(ip, "dhcp")
-    ET.SubElement(dhcp, "range", start=str(hosts[9]), end=str(hosts[-1]))
+    ET.SubElement(dhcp, "range", start=plan["dynamic_first"], end=plan["dynamic_last"])
     return ET.tostring(net, encoding="unicode")
 
 
@@ -105,10 +124,18 @@ def prepare(uri: str, *, pool: str, pool_dir: Path, network: str, bridge: str) -
     conn = libvirt.open(uri)
     try:
         ensure_pool(conn, pool, pool_dir)
-        ensure_network(conn, network, bridge)
+        net = ensure_network(conn, network, bridge)
+        subnet = ipaddress.ip_network(network_info_of(net.XMLDesc(0)).cidr)
     finally:
         conn.close()
-    return {"uri": uri, "storage_pool": pool, "network": network}
+    plan = address_plan(subnet)
+    return {
+        "uri": uri,
+        "storage_pool": pool,
+        "network": network,
+        "pool_first": plan["pool_first"],
+        "pool_last": plan["pool_last"],
+    }
 
 
 def kernel_can_shape() -> bool:

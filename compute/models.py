@@ -44,6 +44,11 @@ class Host(models.Model):
     shaping = models.BooleanField(default=True, help_text="Apply <bandwidth> limits to interfaces")
     domain_type = models.CharField(max_length=8, choices=DomainType.choices, default=DomainType.QEMU)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
+    # The first heartbeat request the host's worker has not answered yet (None: all answered).
+    heartbeat_asked_at = models.DateTimeField(null=True, blank=True)
+    # When the control plane last reached the host's hypervisor itself, past a silent worker.
+    hypervisor_seen_at = models.DateTimeField(null=True, blank=True)
+    status_detail = models.CharField(max_length=200, blank=True, help_text="Why the host is not fully up")
     orphans = models.JSONField(default=dict, blank=True, help_text="Last orphan report")
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -75,10 +80,16 @@ class IpPool(models.Model):
 
 
 class IpAllocation(models.Model):
+    """An address of a pool: held by a live instance, or resting after its instance was
+    deleted (`released_at`) until the host's DHCP server has surely forgotten the old guest."""
+
     pool = models.ForeignKey(IpPool, on_delete=models.PROTECT, related_name="allocations")
     address = models.GenericIPAddressField()
-    instance = models.OneToOneField("Instance", on_delete=models.CASCADE, related_name="ip_allocation")
+    instance = models.OneToOneField(
+        "Instance", null=True, blank=True, on_delete=models.SET_NULL, related_name="ip_allocation"
+    )
     created_at = models.DateTimeField(default=timezone.now)
+    released_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["pool", "address"], name="ip_unique_in_pool")]

@@ -9,6 +9,9 @@ the hypervisor works.
 
 from __future__ import annotations
 
+import contextvars
+import logging
+import threading
 import time
 from contextlib import contextmanager
 from datetime import timedelta
@@ -17,15 +20,68 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from compute import cloudinit, history, host_locks, scheduler
+from compute import cloudinit, history, host_locks, leases, scheduler
 from compute.drivers.base import COMPLETE_SUFFIX, DomainSpec, HostError, TransientHostError
 from compute.lock_objects import lock_host, lock_instance
 from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpAllocation
 from compute.refs import driver, image_ref
 from compute.sizing import Size
 
+log = logging.getLogger(__name__)
 S = InstanceState
 PROVISION_STEPS = ("image", "disk", "seed", "dhcp", "define", "start")
+IN_FLIGHT = (S.BUILDING, S.STARTING, S.STOPPING, S.REBOOTING, S.RESIZING, S.REBUILDING, S.SNAPSHOTTING, S.DELETING)
+INTERRUPTED = "Interrupted: the worker running this step stopped before it finished; the action was resumed."
+
+
+class Superseded(Exception):
+    """The instance left the state this task works for (a delete came), or the task lost its
+    lease: it must not touch the host again."""
+
+
+# The lease and in-flight state of the task running in this thread (set by compute.tasks).
+_fence: contextvars.ContextVar[tuple[leases.Lease, str] | None] = contextvars.ContextVar("fence", default=None)
+
+
+@contextmanager
+def fenced(lease: leases.Lease, in_flight: str):
+    token = _fence.set((lease, in_flight))
+    try:
+        yield
+    finally:
+        _fence.reset(token)
+
+
+def _check_fence(instance: Instance) -> None:
+    """Before a step touches the host: this task still owns the instance, which is still in
+    the state its action set."""
+    fence = _fence.get()
+    if fence is None:
+        return  # called directly (tests, shell): the caller serializes
+    lease, in_flight = fence
+    if not lease.held():
+        raise Superseded(f"lost the lease of {instance.pk}")
+    if not Instance.objects.filter(pk=instance.pk, state=in_flight).exists():
+        raise Superseded(f"{instance.pk} is no longer {in_flight}")
+
+
+def in_state(instance_id, state: str) -> bool:
+    return Instance.objects.filter(pk=instance_id, state=state).exists()
+
+
+def interrupt_stale_steps(instance_id) -> int:
+    """Steps still marked running were left by a worker that died: the lease holder (the
+    caller) is the only one that can be running steps of this instance now."""
+    return InstanceAction.objects.filter(instance_id=instance_id, status=InstanceAction.Status.RUNNING).update(
+        status=InstanceAction.Status.FAILED, error=INTERRUPTED
+    )
+
+
+def _fault_pause(action: str, name: str) -> None:
+    """For the fault tests only: hold a step so that a test can kill this worker inside it."""
+    where = settings.FAULT_PAUSE_AT
+    if where and where == f"{action}:{name}":
+        time.sleep(settings.FAULT_PAUSE_SECONDS)
 
 
 class StepFailed(Exception):
@@ -38,11 +94,13 @@ class StepFailed(Exception):
 @contextmanager
 def step(instance: Instance, action: str, name: str):
     """Run one step, recording it with its duration; failures carry the step's name."""
+    _check_fence(instance)
     row = InstanceAction.objects.create(
         instance=instance, action=action, step=name, status=InstanceAction.Status.RUNNING
     )
     started = time.monotonic()
     try:
+        _fault_pause(action, name)
         yield
     except (HostError, TransientHostError) as exc:
         _finish(row, started, InstanceAction.Status.FAILED, str(exc))
@@ -112,6 +170,7 @@ def _build(instance: Instance, action: str, image: Image) -> None:
     uuid = str(instance.pk)
     # Two builds of one image on one host would write the same volume.
     with step(instance, action, "image"), host_locks.held(instance.host_id, f"image:{image.pk}"):
+        _fault_pause(action, "upload")
         drv.ensure_base_image(image_ref(image))
     with step(instance, action, "disk"):
         drv.ensure_disk(uuid, image_ref(image), instance.disk_gb)
@@ -138,8 +197,11 @@ def provision(instance_id) -> str:
     if not Instance.objects.filter(pk=instance.pk, state=S.BUILDING).exists():
         return "superseded"  # deleted while building: the delete task cleans up
     status = _start(instance, "create")
-    now = timezone.now()
-    _settle(instance, S.BUILDING, S.RUNNING, power_state=status.power, vnc_port=status.vnc_port, launched_at=now)
+    # A retried instance that ran before keeps its launch time.
+    launched_at = instance.launched_at or timezone.now()
+    _settle(
+        instance, S.BUILDING, S.RUNNING, power_state=status.power, vnc_port=status.vnc_port, launched_at=launched_at
+    )
     return "running"
 
 
@@ -280,7 +342,35 @@ def delete(instance_id) -> str:
         if not settled:
             return "skipped"
         scheduler.release(instance.host_id, Size.of_instance(instance))
-        IpAllocation.objects.filter(instance=instance).delete()
+        # The host's DHCP server remembers the guest's lease until it expires: the address
+        # rests until then, or the next guest given it would be handed another one.
+        IpAllocation.objects.filter(instance=instance).update(instance=None, released_at=timezone.now())
+    _forget_unused_images(instance)
+    return "deleted"
+
+
+def _forget_unused_images(instance: Instance) -> None:
+    """A deleted image's volume goes from this host once its last instance here is gone."""
+    image = Image.objects.filter(pk=instance.image_id, state=Image.State.DELETED).first()
+    if image is None:
+        return
+    try:
+        delete_image_volumes(str(image.pk), str(instance.host_id))
+    except (HostError, TransientHostError) as exc:
+        # The instance is gone either way; the hourly orphan report shows what stayed.
+        log.warning("could not remove the volumes of deleted image %s: %s", image.pk, exc)
+
+
+def delete_image_volumes(image_id, host_id) -> str:
+    """Remove a deleted image's volumes from one host, unless a live instance there uses them
+    (its disk is an overlay on them): then the last one's delete removes them."""
+    image = Image.objects.filter(pk=image_id, state=Image.State.DELETED).first()
+    host = Host.objects.filter(pk=host_id).first()
+    if image is None or host is None:
+        return "skipped"
+    if Instance.objects.filter(host=host, image=image).exclude(state=S.DELETED).exists():
+        return "in use"
+    driver(host).delete_image(image_ref(image))
     return "deleted"
 
 
@@ -290,55 +380,167 @@ def delete(instance_id) -> str:
 def heartbeat(host_id) -> dict:
     host = Host.objects.get(pk=host_id)
     info = driver(host).host_info()
+    now = timezone.now()
     fields = {
         "vcpus_total": info.vcpus,
         "memory_mb_total": info.memory_mb,
         "disk_gb_total": info.disk_gb,
-        "last_heartbeat": timezone.now(),
+        "last_heartbeat": now,
+        "heartbeat_asked_at": None,
+        "hypervisor_seen_at": now,
+        "status_detail": "",
     }
     Host.objects.filter(pk=host.pk).update(**fields)
     history.set_host_status([host.pk], Host.Status.UP, only_from=[Host.Status.DOWN])
     return {"vcpus": info.vcpus, "memory_mb": info.memory_mb, "disk_gb": info.disk_gb}
 
 
-def mark_silent_hosts_down() -> list[str]:
-    cutoff = timezone.now() - timedelta(seconds=settings.HOST_DOWN_AFTER_SECONDS)
-    silent = dict(Host.objects.filter(status=Host.Status.UP, last_heartbeat__lt=cutoff).values_list("id", "name"))
-    changed = history.set_host_status(list(silent), Host.Status.DOWN, only_from=[Host.Status.UP])
-    return [silent[host_id] for host_id in changed]
+def check_silent_hosts() -> dict:
+    """Hosts whose worker has not answered a heartbeat asked of it HOST_DOWN_AFTER_SECONDS
+    ago. A silent worker is not a dead host: the hypervisor is asked directly, and only a host
+    whose hypervisor does not answer either goes down (its guests' downtime counts for SLA).
+    One whose hypervisor answers stays up, takes no new instances (the scheduler skips hosts
+    with an unanswered request that old), and says why in its status detail.
+
+    Silence is counted from the first unanswered request, not from the last heartbeat, so a
+    beat that was stopped for a while asks again before it judges anyone."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.HOST_DOWN_AFTER_SECONDS)
+    silent = Host.objects.filter(status=Host.Status.UP, heartbeat_asked_at__lt=cutoff)
+    down, worker_silent = [], []
+    for host in silent:
+        if probe_hypervisor(host):
+            Host.objects.filter(pk=host.pk).update(
+                hypervisor_seen_at=now, status_detail="The host's worker is not answering; its hypervisor is."
+            )
+            worker_silent.append(host.name)
+            continue
+        Host.objects.filter(pk=host.pk).update(status_detail="Neither the host's worker nor its hypervisor answers.")
+        if history.set_host_status([host.pk], Host.Status.DOWN, only_from=[Host.Status.UP]):
+            down.append(host.name)
+    return {"marked_down": down, "worker_silent": worker_silent}
+
+
+def ask_for_heartbeats(statuses) -> None:
+    """Note when a host was first asked for a heartbeat it has not answered yet."""
+    Host.objects.filter(status__in=statuses, heartbeat_asked_at__isnull=True).update(heartbeat_asked_at=timezone.now())
+
+
+def probe_hypervisor(host: Host, timeout: float | None = None) -> bool:
+    """Whether the host's libvirt answers, asked from here (not from its own worker), within
+    `timeout`: a connection to an unreachable host can hang for minutes."""
+    timeout = timeout or settings.HYPERVISOR_PROBE_SECONDS
+    answer: list[bool] = []
+
+    def ask() -> None:
+        try:
+            driver(host).host_info()
+            answer.append(True)
+        except (HostError, TransientHostError):
+            answer.append(False)
+
+    thread = threading.Thread(target=ask, daemon=True, name=f"probe {host.name}")
+    thread.start()
+    thread.join(timeout)
+    return bool(answer and answer[0])
+
+
+def stalled_instances() -> list[tuple[str, str, str]]:
+    """(instance id, state, host queue) of in-flight instances that no task has held for
+    REAP_AFTER_SECONDS: their worker died (or their message was lost), and their work is due
+    again. The first sighting without a lease is remembered; only a lease that stays away
+    that long counts, so a task still waiting in its queue is not queued twice at once."""
+    rows = list(
+        Instance.objects.filter(state__in=IN_FLIGHT, host__status__in=[Host.Status.UP, Host.Status.DISABLED])
+        .values_list("id", "state", "host__queue")
+        .order_by("created_at")[: settings.REAP_BATCH]
+    )
+    if not rows:
+        return []
+    client = leases.client()
+    held = leases.holders([leases.instance_key(row[0]) for row in rows])
+    now = time.time()
+    due = []
+    for (instance_id, state, queue), is_held in zip(rows, held, strict=True):
+        seen_key = f"{settings.REDIS_PREFIX}:instance-unheld:{instance_id}:{state}"
+        if is_held:
+            client.delete(seen_key)
+            continue
+        first = client.get(seen_key)
+        if first is None:
+            client.set(seen_key, now, ex=24 * 3600)
+            continue
+        if now - float(first) < settings.REAP_AFTER_SECONDS:
+            continue
+        client.set(seen_key, now, ex=24 * 3600)  # next look after another REAP_AFTER_SECONDS
+        InstanceAction.objects.create(
+            instance_id=instance_id,
+            action=_ACTION_OF.get(state, state),
+            step="resume",
+            status=InstanceAction.Status.DONE,
+            detail={"reason": f"no worker held it for {settings.REAP_AFTER_SECONDS} s or more"},
+        )
+        due.append((str(instance_id), state, queue))
+    return due
+
+
+_ACTION_OF = {
+    S.BUILDING: "create",
+    S.STARTING: "start",
+    S.STOPPING: "stop",
+    S.REBOOTING: "reboot",
+    S.RESIZING: "resize",
+    S.REBUILDING: "rebuild",
+    S.SNAPSHOTTING: "snapshot",
+    S.DELETING: "delete",
+}
 
 
 def sync_power_states(host_id) -> dict[str, list[str]]:
-    """Compare libvirt with the database for settled instances; repair or flag the drift.
+    """The reconciler: compare libvirt with the database for settled instances, and repair.
 
-    A guest that powered itself off is recorded as stopped (by the guest, not the portal); a
-    domain that vanished from the host is flagged as an error for an operator to look at.
+    - A guest that powered itself off is recorded as stopped, by the tenant's hand (the guest
+      is the tenant's).
+    - A guest stopped by anything else (destroyed on the host, QEMU crashed, the host
+      rebooted) was meant to run: the time until it runs again is the system's downtime, and
+      it is started again.
+    - A domain that vanished is an error of the system's making, for an operator.
+    - An ERROR instance whose guest runs (a build or action that failed after the guest was
+      up, say through a lost connection) is running: it is recorded so.
     """
     host = Host.objects.get(pk=host_id)
-    seen = {stats.uuid: stats.power for stats in driver(host).all_stats()}
-    report: dict[str, list[str]] = {"stopped": [], "started": [], "missing": []}
-    for instance in Instance.objects.filter(host=host, state__in=[S.RUNNING, S.STOPPED]):
-        power = seen.get(str(instance.pk), "missing")
-        if power == "missing":
+    seen = {stats.uuid: stats for stats in driver(host).all_stats()}
+    report: dict[str, list[str]] = {"stopped": [], "started": [], "missing": [], "restarted": [], "recovered": []}
+    for instance in Instance.objects.filter(host=host, state__in=[S.RUNNING, S.STOPPED, S.ERROR]):
+        stats = seen.get(str(instance.pk))
+        power = stats.power if stats else "missing"
+        if instance.state == S.ERROR:
+            if power == "running" and instance.launched_at and _settle_sync(instance, S.RUNNING, power, cause="system"):
+                report["recovered"].append(str(instance.pk))
+        elif power == "missing":
             if _settle_sync(
                 instance, S.ERROR, "missing", error_step="sync", error_message="The domain is missing on its host."
             ):
                 report["missing"].append(str(instance.pk))
         elif instance.state == S.RUNNING and power in ("shutoff", "crashed"):
-            if _settle_sync(instance, S.STOPPED, power, vnc_port=None):
-                report["stopped"].append(str(instance.pk))
+            if stats.stopped_by == "guest":
+                if _settle_sync(instance, S.STOPPED, power, vnc_port=None):
+                    report["stopped"].append(str(instance.pk))
+            elif _restart(instance, power, stats.stopped_by):
+                report["restarted"].append(str(instance.pk))
         elif instance.state == S.STOPPED and power == "running" and _settle_sync(instance, S.RUNNING, power):
             report["started"].append(str(instance.pk))
     return report
 
 
-def _settle_sync(instance: Instance, to_state: str, power: str, **fields) -> bool:
+def _settle_sync(instance: Instance, to_state: str, power: str, *, cause: str | None = None, **fields) -> bool:
     changed = Instance.objects.filter(pk=instance.pk, state=instance.state).update(
         state=to_state, power_state=power, **fields
     )
     if changed:
         # A guest that powered itself off did so by the tenant's hand; a vanished domain did not.
-        history.record_state(instance.pk, to_state, cause="system" if to_state == S.ERROR else "tenant")
+        cause = cause or ("system" if to_state == S.ERROR else "tenant")
+        history.record_state(instance.pk, to_state, cause=cause)
         InstanceAction.objects.create(
             instance=instance,
             action="sync",
@@ -347,6 +549,35 @@ def _settle_sync(instance: Instance, to_state: str, power: str, **fields) -> boo
             detail={"from": instance.state, "to": to_state, "power": power},
         )
     return bool(changed)
+
+
+def _restart(instance: Instance, power: str, stopped_by: str) -> bool:
+    """Start again a guest the system stopped; down (for SLA) until it runs again."""
+    from compute import tasks  # tasks imports this module
+
+    with transaction.atomic():
+        changed = Instance.objects.filter(pk=instance.pk, state=S.RUNNING).update(
+            state=S.STARTING, power_state=power, vnc_port=None, pending={"from_state": S.STOPPED}
+        )
+        if not changed:
+            return False
+        history.record_state(instance.pk, S.ERROR, cause="system")
+        InstanceAction.objects.create(
+            instance=instance,
+            action="sync",
+            step="power",
+            status=InstanceAction.Status.DONE,
+            detail={"from": S.RUNNING, "to": S.STARTING, "power": power, "stopped_by": stopped_by},
+        )
+        InstanceAction.objects.create(
+            instance=instance,
+            action="start",
+            status=InstanceAction.Status.REQUESTED,
+            detail={"reason": "stopped on its host without the tenant asking; started again"},
+        )
+        instance_id, queue = str(instance.pk), instance.host.queue
+        transaction.on_commit(lambda: tasks.start.apply_async(args=[instance_id], queue=queue))
+    return True
 
 
 def report_orphans(host_id) -> dict:

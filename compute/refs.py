@@ -18,6 +18,7 @@ def host_ref(host: Host) -> HostRef:
         vnc_listen=host.vnc_listen,
         shaping=host.shaping,
         domain_type=host.domain_type,
+        dhcp_lease_seconds=settings.DHCP_LEASE_SECONDS,
     )
 
 

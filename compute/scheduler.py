@@ -8,8 +8,11 @@ losers simply move on to the next candidate.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db.models import ExpressionWrapper, F, IntegerField, Q, QuerySet
+from django.utils import timezone
 
 from compute.models import Host, Image
 from compute.sizing import Size
@@ -30,9 +33,17 @@ def _fits(size: Size) -> Q:
     )
 
 
+def _worker_answers() -> Q:
+    """The host's worker has answered every heartbeat request older than HOST_DOWN_AFTER:
+    a host whose worker is silent would leave new instances building for ever."""
+    cutoff = timezone.now() - timedelta(seconds=settings.HOST_DOWN_AFTER_SECONDS)
+    return Q(heartbeat_asked_at__isnull=True) | Q(heartbeat_asked_at__gte=cutoff)
+
+
 def candidate_hosts(size: Size, image: Image) -> QuerySet[Host]:
-    """Hosts that are up, have room for the size, and can use the image, best first."""
-    hosts = Host.objects.filter(_fits(size), status=Host.Status.UP)
+    """Hosts that are up with a worker that answers, have room for the size, and can use the
+    image, best first."""
+    hosts = Host.objects.filter(_fits(size), _worker_answers(), status=Host.Status.UP)
     if image.host_id:
         hosts = hosts.filter(pk=image.host_id)
     free_memory = ExpressionWrapper(
@@ -87,4 +98,12 @@ def place(size: Size, image: Image, *, exclude=()) -> Host:
         for host in candidates:
             if claim(host.pk, size):
                 return host
+    unavailable = Host.objects.filter(status=Host.Status.DOWN).count() + (
+        Host.objects.filter(status=Host.Status.UP).exclude(_worker_answers()).count()
+    )
+    if unavailable:
+        raise NoValidHost(
+            f"No host can take this instance right now: {unavailable} host(s) are down or not answering, "
+            "and the others have no room for this size. Try again later or choose a smaller size."
+        )
     raise NoValidHost("No host has room for this size right now.")

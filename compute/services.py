@@ -113,14 +113,19 @@ def _check_quota(actor: Actor, extra: Size, *, new_instances: int) -> None:
 
 
 def _free_address(pool: IpPool) -> str | None:
-    """Lowest free address of the pool. The caller holds its host's row lock (its claim
-    updated the row), so two creates on one host never pick the same address."""
-    taken = set(IpAllocation.objects.filter(pool=pool).values_list("address", flat=True))
+    """Lowest free address of the pool: held by no instance, and not resting after a delete
+    (the host's DHCP server would still hand it to the old guest's MAC only). The caller holds
+    its host's row lock (its claim updated the row), so two creates on one host never pick the
+    same address. A rested address's old row is cleared for the new allocation."""
+    rested = timezone.now() - timedelta(seconds=settings.IP_REST_SECONDS)
+    rows = IpAllocation.objects.filter(pool=pool).values_list("address", "instance_id", "released_at")
+    taken = {address for address, holder, released in rows if holder is not None or (released and released > rested)}
     reserved = {pool.gateway}
     start, end = int(ipaddress.ip_address(pool.first)), int(ipaddress.ip_address(pool.last))
     for number in range(start, end + 1):
         address = str(ipaddress.ip_address(number))
         if address not in taken and address not in reserved:
+            IpAllocation.objects.filter(pool=pool, address=address, instance__isnull=True).delete()
             return address
     return None
 
@@ -373,10 +378,12 @@ def instance_delete(*, actor: Actor | None, instance: Instance) -> Instance:
 
 @transaction.atomic
 def instance_retry(*, actor: Actor | None, instance: Instance) -> Instance:
-    """Operator action: run a failed build again from its first step (all steps idempotent)."""
+    """Operator action: bring an instance in ERROR back to running by the build's steps, all
+    idempotent. Nothing is wiped: an existing disk is kept as it is, and only what is missing
+    (base image, disk, seed, DHCP entry, domain) is made again before the guest is started."""
     locked = lock_instance(instance.pk)
-    if locked.state != InstanceState.ERROR or locked.launched_at is not None:
-        raise ConflictError("Only an instance whose build failed can be retried.")
+    if locked.state != InstanceState.ERROR:
+        raise ConflictError(f"Only an instance in error can be retried; this one is {locked.state}.")
     locked.state = InstanceState.BUILDING
     locked.error_step = ""
     locked.error_message = ""

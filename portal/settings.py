@@ -266,12 +266,28 @@ IMAGE_STORE = Path(env_str("IMAGE_STORE", str(VAR_DIR / "images")))
 # KVM is used where the host offers it and this allows it; nested KVM fails on some hosts.
 ALLOW_KVM = env_bool("ALLOW_KVM", not running_in_a_vm())
 CELERY_BEAT_SCHEDULE = {
+# A silent host's hypervisor is asked directly before the host is called down; this long.
+HYPERVISOR_PROBE_SECONDS = env_int("HYPERVISOR_PROBE_SECONDS", 10)
+# Instance leases (compute.leases): a dead worker's lease is gone this long after it died, and
+# its work is queued again once no task has held the instance for REAP_AFTER_SECONDS.
+LEASE_SECONDS = env_int("LEASE_SECONDS", 30)
+REAP_AFTER_SECONDS = env_int("REAP_AFTER_SECONDS", 30)
+REAP_BATCH = env_int("REAP_BATCH", 1000)
+# DHCP leases on the hosts' networks; a deleted instance's address rests a little longer than
+# one lease before it is given out again (the DHCP server remembers the old guest until then).
+DHCP_LEASE_SECONDS = env_int("DHCP_LEASE_SECONDS", 600)
+IP_REST_SECONDS = env_int("IP_REST_SECONDS", DHCP_LEASE_SECONDS + 60)
+# Fault tests only: a worker pauses this long before the step "<action>:<step>" so that a
+# test can kill it there. Empty in every real deployment.
+FAULT_PAUSE_AT = env_str("FAULT_PAUSE_AT", "")
+FAULT_PAUSE_SECONDS = env_int("FAULT_PAUSE_SECONDS", 120)
     "hosts-heartbeat": {"task": "compute.tasks.check_hosts", "schedule": HOST_HEARTBEAT_SECONDS},
     "hosts-power-sync": {"task": "compute.tasks.sync_all_hosts", "schedule": 60.0},
     "hosts-orphans": {"task": "compute.tasks.report_all_orphans", "schedule": 3600.0},
     "idempotency-keys-expire": {"task": "compute.tasks.expire_keys", "schedule": 3600.0},
 }
 
+    "instances-reap-stalled": {"task": "compute.tasks.reap_stalled", "schedule": 15.0},
 # The host `make run` registers on first start; when it cannot be used, the run falls back to
 # libvirt's test driver and says so.
 LIBVIRT_DEFAULT_URI = env_str("LIBVIRT_DEFAULT_URI", "qemu:///system")

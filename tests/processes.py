@@ -125,8 +125,11 @@ def worker_starter(settings, tmp_path):
         "PYTHONUNBUFFERED": "1",
     }
 
-    def start(queue: str) -> Worker:
-        log = tmp_path / f"worker-{queue}.log"
+    def start(queue: str, extra_env: dict[str, str] | None = None, *, threads: int = 0) -> Worker:
+        """`extra_env`: settings for this worker alone (a fault test's pause, short leases);
+        `threads`: run that many tasks at once in a thread pool instead of one at a time."""
+        pool = ["-P", "threads", "-c", str(threads)] if threads else ["-P", "solo"]
+        log = tmp_path / f"worker-{queue}-{len(started)}.log"
         began = time.monotonic()
         with log.open("wb") as out:
             process = subprocess.Popen(
@@ -138,9 +141,8 @@ def worker_starter(settings, tmp_path):
                     "-Q",
                     queue,
                     "-n",
-                    f"{queue}@localhost",
-                    "-P",
-                    "solo",
+                    f"{queue}-{len(started)}@localhost",
+                    *pool,
                     "--without-heartbeat",
                     "--without-gossip",
                     "--without-mingle",
@@ -148,7 +150,7 @@ def worker_starter(settings, tmp_path):
                     "info",
                 ],
                 cwd=django_settings.BASE_DIR,
-                env=env,
+                env={**env, **(extra_env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -19,6 +19,8 @@ class HostRef:
     vnc_listen: str
     shaping: bool
     domain_type: str
+    # How long the host's DHCP server keeps a lease; a released address rests this long.
+    dhcp_lease_seconds: int = 600
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ class DomainStats:
     rx_bytes: int = 0
     tx_bytes: int = 0
     disk_allocation_bytes: int = 0
+    # For a guest that is not running: "guest" when it powered itself off, "host" otherwise
+    # (destroyed on the host, QEMU crashed, the host rebooted).
+    stopped_by: str = ""
     extra: dict = field(default_factory=dict)
 
 

@@ -92,19 +92,23 @@ def forget_connection(uri: str) -> None:
             pass
 
 
-@contextmanager
-def _translated(what: str):
+def _alive(conn: libvirt.virConnect) -> bool:
     try:
-        yield
-    except libvirt.libvirtError as exc:
-        message = f"{what}: {exc.get_error_message() or exc}"
-        if exc.get_error_code() in TRANSIENT_CODES:
-            raise TransientHostError(message) from exc
-        raise HostError(message) from exc
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
 
 
 def _code(exc: libvirt.libvirtError) -> int:
     return exc.get_error_code()
+
+
+def _stopped_by(stats: dict) -> str:
+    """Who stopped a guest that is not running, from libvirt's reason for its state."""
+    state, reason = stats.get("state.state", 0), stats.get("state.reason", 0)
+    if state == libvirt.VIR_DOMAIN_SHUTOFF and reason == libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN:
+        return "guest"
+    return "host"
 
 
 def disk_volume(uuid: str) -> str:
@@ -132,12 +136,28 @@ class LibvirtDriver(ComputeDriver):
 
     # -- helpers ---------------------------------------------------------------------------
 
+    @contextmanager
+    def _translated(self, what: str):
+        """libvirt errors as the seam's two kinds. A connection that died under the call
+        (libvirtd restarted: "client socket is closed", whatever code it carries) is
+        transient, and is opened afresh on the next call."""
+        try:
+            yield
+        except libvirt.libvirtError as exc:
+            message = f"{what}: {exc.get_error_message() or exc}"
+            if exc.get_error_code() in TRANSIENT_CODES:
+                raise TransientHostError(message) from exc
+            if not _alive(self.conn):
+                forget_connection(self.host.uri)
+                raise TransientHostError(f"{message} (the connection to the host was lost)") from exc
+            raise HostError(message) from exc
+
     @property
     def _content_free(self) -> bool:
         return self.conn.getType() == "TEST"
 
     def _pool(self) -> libvirt.virStoragePool:
-        with _translated(f"storage pool {self.host.storage_pool}"):
+        with self._translated(f"storage pool {self.host.storage_pool}"):
             pool = self.conn.storagePoolLookupByName(self.host.storage_pool)
             if not pool.isActive():
                 pool.create()
@@ -186,9 +206,15 @@ class LibvirtDriver(ComputeDriver):
     # -- the contract ----------------------------------------------------------------------
 
     def host_info(self) -> HostInfo:
-        with _translated("host info"):
+        with self._translated("host info"):
             _model, memory_mb, cpus, *_rest = self.conn.getInfo()
-            _state, capacity, _alloc, _avail = self._pool().info()
+            pool = self._pool()
+            _state, capacity, _alloc, _avail = pool.info()
+            # Instance disks are claimed at their full size by the scheduler; everything else
+            # in the pool (base images, snapshots, seeds) takes room they cannot have.
+            pool.refresh(0)
+            others = sum(vol.info()[2] for vol in pool.listAllVolumes(0) if not vol.name().endswith("-disk.qcow2"))
+            capacity = max(capacity - others, 0)
             try:
                 self.conn.getDomainCapabilities(None, None, None, "kvm", 0)
                 kvm = True
@@ -197,7 +223,7 @@ class LibvirtDriver(ComputeDriver):
             return HostInfo(cpus, memory_mb, capacity // GIB, self.conn.getHostname(), kvm)
 
     def ensure_base_image(self, image: ImageRef) -> None:
-        with _translated(f"base image {image.volume}"):
+        with self._translated(f"base image {image.volume}"):
             base = self._volume(image.volume)
             if base is not None and self._is_complete(image.volume):
                 return
@@ -222,7 +248,7 @@ class LibvirtDriver(ComputeDriver):
             pool.createXML(lx.volume_xml(complete_marker(image.volume), 0, "raw"), 0)
 
     def ensure_disk(self, uuid: str, image: ImageRef, disk_gb: int) -> None:
-        with _translated(f"disk of {uuid}"):
+        with self._translated(f"disk of {uuid}"):
             if self._volume(disk_volume(uuid)) is not None:
                 return
             base = self._volume(image.volume)
@@ -232,7 +258,7 @@ class LibvirtDriver(ComputeDriver):
             self._pool().createXML(xml, 0)
 
     def ensure_seed(self, uuid: str, iso: bytes) -> None:
-        with _translated(f"seed of {uuid}"):
+        with self._translated(f"seed of {uuid}"):
             existing = self._volume(seed_volume(uuid))
             if existing is not None:
                 existing.delete(0)  # the seed is cheap; rewriting it keeps it current
@@ -249,12 +275,16 @@ class LibvirtDriver(ComputeDriver):
             self._upload(vol, read, len(iso))
 
     def ensure_dhcp(self, mac: str, ip: str, hostname: str) -> None:
-        with _translated(f"dhcp entry {mac}"):
+        with self._translated(f"dhcp entry {mac}"):
             net = self.conn.networkLookupByName(self.host.network)
             for entry in lx.dhcp_hosts_of(net.XMLDesc(0)):
-                if entry.get("mac", "").lower() == mac.lower():
-                    if entry.get("ip") == ip:
-                        return
+                same_mac = entry.get("mac", "").lower() == mac.lower()
+                same_ip = entry.get("ip") == ip
+                if same_mac and same_ip:
+                    return
+                if same_mac or same_ip:
+                    # An entry left by an instance whose delete never finished holds this
+                    # address (or this MAC): the address is ours now, so it is replaced.
                     self._dhcp_update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, entry["mac"], entry["ip"], "")
             self._dhcp_update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, mac, ip, hostname)
 
@@ -262,7 +292,8 @@ class LibvirtDriver(ComputeDriver):
         flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
         if net.isActive():
             flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
-        xml = lx.dhcp_host_xml(mac, ip, hostname or None)
+        lease = self.host.dhcp_lease_seconds if command != libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE else None
+        xml = lx.dhcp_host_xml(mac, ip, hostname or None, lease)
         net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, xml, flags)
 
     def ensure_defined(self, spec: DomainSpec) -> None:
@@ -280,13 +311,13 @@ class LibvirtDriver(ComputeDriver):
             vnc_listen=self.host.vnc_listen,
             bandwidth_kbytes=spec.bandwidth_kbytes if self.host.shaping else None,
         )
-        with _translated(f"define {spec.uuid}"):
+        with self._translated(f"define {spec.uuid}"):
             # Defining again with the same UUID and name replaces the persistent config, so
             # this is both create and update.
             self.conn.defineXML(lx.domain_xml(cfg))
 
     def start(self, uuid: str) -> DomainStatus:
-        with _translated(f"start {uuid}"):
+        with self._translated(f"start {uuid}"):
             dom = self._domain(uuid)
             if dom is None:
                 raise HostError(f"domain {uuid} is not defined")
@@ -295,7 +326,7 @@ class LibvirtDriver(ComputeDriver):
             return self._status_of(dom)
 
     def stop(self, uuid: str, timeout: float) -> DomainStatus:
-        with _translated(f"stop {uuid}"):
+        with self._translated(f"stop {uuid}"):
             dom = self._domain(uuid)
             if dom is None:
                 return DomainStatus(uuid, "missing")
@@ -313,7 +344,7 @@ class LibvirtDriver(ComputeDriver):
             return self._status_of(dom)
 
     def reboot(self, uuid: str) -> DomainStatus:
-        with _translated(f"reboot {uuid}"):
+        with self._translated(f"reboot {uuid}"):
             dom = self._domain(uuid)
             if dom is None:
                 raise HostError(f"domain {uuid} is not defined")
@@ -324,7 +355,7 @@ class LibvirtDriver(ComputeDriver):
             return self._status_of(dom)
 
     def grow_disk(self, uuid: str, disk_gb: int) -> None:
-        with _translated(f"grow disk of {uuid}"):
+        with self._translated(f"grow disk of {uuid}"):
             vol = self._volume(disk_volume(uuid))
             if vol is None:
                 raise HostError(f"disk of {uuid} is missing")
@@ -333,13 +364,13 @@ class LibvirtDriver(ComputeDriver):
                 vol.resize(disk_gb * GIB, 0)
 
     def delete_disk(self, uuid: str) -> None:
-        with _translated(f"delete disk of {uuid}"):
+        with self._translated(f"delete disk of {uuid}"):
             vol = self._volume(disk_volume(uuid))
             if vol is not None:
                 vol.delete(0)
 
     def snapshot(self, uuid: str, image: ImageRef) -> int:
-        with _translated(f"snapshot {uuid}"):
+        with self._translated(f"snapshot {uuid}"):
             existing = self._volume(image.volume)
             if existing is not None:
                 if self._is_complete(image.volume):
@@ -356,7 +387,7 @@ class LibvirtDriver(ComputeDriver):
             return vol.info()[1]
 
     def delete(self, uuid: str, mac: str, ip: str) -> None:
-        with _translated(f"delete {uuid}"):
+        with self._translated(f"delete {uuid}"):
             dom = self._domain(uuid)
             if dom is not None:
                 if dom.isActive():
@@ -372,7 +403,7 @@ class LibvirtDriver(ComputeDriver):
                     self._dhcp_update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, entry["mac"], entry["ip"], "")
 
     def delete_image(self, image: ImageRef) -> None:
-        with _translated(f"delete image {image.volume}"):
+        with self._translated(f"delete image {image.volume}"):
             # The marker first: a volume left without it is never trusted again.
             for name in (complete_marker(image.volume), image.volume):
                 vol = self._volume(name)
@@ -380,7 +411,7 @@ class LibvirtDriver(ComputeDriver):
                     vol.delete(0)
 
     def status(self, uuid: str) -> DomainStatus:
-        with _translated(f"status of {uuid}"):
+        with self._translated(f"status of {uuid}"):
             dom = self._domain(uuid)
             return DomainStatus(uuid, "missing") if dom is None else self._status_of(dom)
 
@@ -391,17 +422,19 @@ class LibvirtDriver(ComputeDriver):
             | libvirt.VIR_DOMAIN_STATS_INTERFACE
             | libvirt.VIR_DOMAIN_STATS_BLOCK
         )
-        with _translated("domain stats"):
+        with self._translated("domain stats"):
             result = []
             for dom, stats in self.conn.getAllDomainStats(flags, 0):
                 if not dom.name().startswith("inst-"):
                     continue
                 nets = int(stats.get("net.count", 0))
                 blocks = int(stats.get("block.count", 0))
+                power = POWER.get(stats.get("state.state", 0), "nostate")
                 result.append(
                     DomainStats(
                         uuid=dom.UUIDString(),
-                        power=POWER.get(stats.get("state.state", 0), "nostate"),
+                        power=power,
+                        stopped_by=_stopped_by(stats) if power in ("shutoff", "crashed") else "",
                         cpu_time_ns=int(stats.get("cpu.time", 0)),
                         rx_bytes=sum(int(stats.get(f"net.{i}.rx.bytes", 0)) for i in range(nets)),
                         tx_bytes=sum(int(stats.get(f"net.{i}.tx.bytes", 0)) for i in range(nets)),
@@ -413,7 +446,7 @@ class LibvirtDriver(ComputeDriver):
     def set_bandwidth(self, uuid: str, mac: str, kbytes: int | None) -> dict:
         rate = kbytes or 0  # 0 lifts the limit
         params = {"inbound.average": rate, "outbound.average": rate}
-        with _translated(f"bandwidth of {uuid}"):
+        with self._translated(f"bandwidth of {uuid}"):
             dom = self._domain(uuid)
             if dom is None:
                 raise HostError(f"domain {uuid} is not defined")
@@ -425,12 +458,12 @@ class LibvirtDriver(ComputeDriver):
             return dom.interfaceParameters(mac, live)
 
     def network_info(self) -> NetworkInfo:
-        with _translated(f"network {self.host.network}"):
+        with self._translated(f"network {self.host.network}"):
             net = self.conn.networkLookupByName(self.host.network)
             return lx.network_info_of(net.XMLDesc(0))
 
     def inventory(self) -> dict[str, list[str]]:
-        with _translated("inventory"):
+        with self._translated("inventory"):
             domains = [d.UUIDString() for d in self.conn.listAllDomains(0) if d.name().startswith("inst-")]
             pool = self._pool()
             pool.refresh(0)

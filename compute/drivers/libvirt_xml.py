@@ -39,12 +39,16 @@ def volume_xml(
     return _xml(root)
 
 
-def dhcp_host_xml(mac: str, ip: str, hostname: str | None = None) -> str:
-    """A DHCP host entry; without a name it matches an entry by MAC and IP, as deletion needs."""
+def dhcp_host_xml(mac: str, ip: str, hostname: str | None = None, lease_seconds: int | None = None) -> str:
+    """A DHCP host entry; without a name it matches an entry by MAC and IP, as deletion needs.
+    `lease_seconds` bounds how long the DHCP server remembers the guest after it is gone."""
     attrs = {"mac": mac, "ip": ip}
     if hostname:
         attrs["name"] = hostname
-    return _xml(ET.Element("host", attrs))
+    host = ET.Element("host", attrs)
+    if lease_seconds:
+        _sub(host, "lease", expiry=str(lease_seconds), unit="seconds")
+    return _xml(host)
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from django.urls import reverse
 from billing import exports, invoicing, rating
 from billing.models import BillingAccount, Invoice, InvoiceLine, SlaTier
 from compute import operations, services
-from compute.models import Host
 from portal.api import ConflictError
 from tests.billing.conftest import GIB, act, at, create, priced_flavor, sample
+from tests.hostfaults import hypervisor_unreachable, worker_silent_since
 
 MARCH = at(2026, 3, 1).date()
 AFTER_MARCH = at(2026, 4, 1, 0, 30)
@@ -280,9 +280,9 @@ def test_it_applies_an_sla_credit_to_the_next_invoice_even_without_usage_then(
     # given: March's only instance had its host down for two days (93.5%: the 100% tier)
     SlaTier.objects.create(sla_percent=Decimal("99.900"), below=Decimal("95"), credit_percent=Decimal("100"))
     web = create(alice, tenant_a, image, "web", priced_flavor("small"), at(2026, 3, 1))
-    Host.objects.filter(pk=host.pk).update(last_heartbeat=at(2026, 3, 9, 23, 50))
-    with time_machine.travel(at(2026, 3, 10), tick=False):
-        operations.mark_silent_hosts_down()
+    worker_silent_since(host, at(2026, 3, 9, 23, 50))
+    with time_machine.travel(at(2026, 3, 10), tick=False), hypervisor_unreachable(host):
+        operations.check_silent_hosts()
     with time_machine.travel(at(2026, 3, 12), tick=False):
         operations.heartbeat(host.pk)
     act(services.instance_delete, alice, tenant_a, web, at(2026, 3, 31, 23))

@@ -17,6 +17,7 @@ from compute.drivers.base import DomainStats
 from compute.models import Flavor, Host, Instance
 from compute.sizing import Size, custom_size
 from tests.conftest import actor
+from tests.hostfaults import hypervisor_unreachable, worker_silent_since
 
 MIB, GIB = 1024**2, 1024**3
 MARCH, APRIL = date(2026, 3, 1), date(2026, 4, 1)
@@ -110,10 +111,10 @@ def test_it_bills_a_month_of_two_tenants_to_the_cent(eager, simulated_host, imag
     for minute, tx in ((5, 100), (20, 200), (35, 50), (50, 150)):
         sample(host_b, at(2026, 3, 3, 10, minute), (b1, tx * MIB))
     # host B is silent for 12 hours: 732 of 744 meant hours up, 98.39% < 99% -> 30% credit
-    Host.objects.filter(pk=host_b.pk).update(last_heartbeat=at(2026, 3, 19, 23, 50))
+    worker_silent_since(host_b, at(2026, 3, 19, 23, 50))
     Host.objects.filter(pk=host_a.pk).update(status=Host.Status.UP, last_heartbeat=at(2026, 3, 20))
-    with time_machine.travel(at(2026, 3, 20), tick=False):
-        assert operations.mark_silent_hosts_down() == [host_b.name]
+    with time_machine.travel(at(2026, 3, 20), tick=False), hypervisor_unreachable(host_b):
+        assert operations.check_silent_hosts()["marked_down"] == [host_b.name]
     with time_machine.travel(at(2026, 3, 20, 12), tick=False):
         operations.heartbeat(host_b.pk)
 

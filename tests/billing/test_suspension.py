@@ -11,13 +11,14 @@ from billing import invoicing, sla, suspension
 from billing.models import Invoice, SlaTier
 from compute import operations, services
 from compute.drivers.libvirt import connect
-from compute.models import Host, Instance, InstanceState
+from compute.models import Instance, InstanceState
 from compute.refs import driver
 from compute.sizing import Size
 from portal.api import ConflictError
 from tenants.models import AuditEvent, Tenant
 from tests.billing.conftest import act, at, committed, create, priced_flavor
 from tests.conftest import actor, client_for
+from tests.hostfaults import hypervisor_unreachable, worker_silent_since
 
 S = InstanceState
 MARCH, APRIL = at(2026, 3, 1), at(2026, 4, 1)
@@ -145,9 +146,9 @@ def running_all_march(tasks_inline, host, image, alice, tenant_a):
 
 def test_it_counts_a_host_down_window_as_downtime(running_all_march, host):
     # given: the host misses its heartbeats from March 20 to March 20, 12:00
-    Host.objects.filter(pk=host.pk).update(last_heartbeat=at(2026, 3, 19, 23, 50))
-    with time_machine.travel(at(2026, 3, 20), tick=False):
-        assert operations.mark_silent_hosts_down() == [host.name]
+    worker_silent_since(host, at(2026, 3, 19, 23, 50))
+    with time_machine.travel(at(2026, 3, 20), tick=False), hypervisor_unreachable(host):
+        assert operations.check_silent_hosts()["marked_down"] == [host.name]
     with time_machine.travel(at(2026, 3, 20, 12), tick=False):
         operations.heartbeat(host.pk)
 
@@ -182,14 +183,14 @@ def test_it_does_not_count_time_the_tenant_had_it_stopped(running_all_march, hos
     # given: alice stops it for two days; later the guest powers itself off for a day
     act(services.instance_stop, alice, tenant_a, running_all_march, at(2026, 3, 5))
     act(services.instance_start, alice, tenant_a, running_all_march, at(2026, 3, 7))
-    connect(host.uri).lookupByUUIDString(str(running_all_march.pk)).destroy()
+    connect(host.uri).lookupByUUIDString(str(running_all_march.pk)).shutdown()
     with time_machine.travel(at(2026, 3, 20), tick=False):
         assert operations.sync_power_states(host.pk)["stopped"] == [str(running_all_march.pk)]
     act(services.instance_start, alice, tenant_a, running_all_march, at(2026, 3, 21))
     # and the host is down while it is stopped
-    Host.objects.filter(pk=host.pk).update(last_heartbeat=at(2026, 3, 5, 10))
-    with time_machine.travel(at(2026, 3, 5, 12), tick=False):
-        operations.mark_silent_hosts_down()
+    worker_silent_since(host, at(2026, 3, 5, 10))
+    with time_machine.travel(at(2026, 3, 5, 12), tick=False), hypervisor_unreachable(host):
+        operations.check_silent_hosts()
     with time_machine.travel(at(2026, 3, 6), tick=False):
         operations.heartbeat(host.pk)
 

@@ -12,7 +12,6 @@ import threading
 import pytest
 
 from compute import host_locks, tasks
-from compute.drivers.base import TransientHostError
 from compute.drivers.libvirt import complete_marker, connect, driver_for
 from compute.drivers.libvirt_xml import volume_xml
 from compute.refs import host_ref, image_ref
@@ -62,7 +61,7 @@ def test_two_builds_of_one_image_on_one_host_take_turns(host):
     entered = threading.Event()
 
     def second_build():
-        with host_locks.held(host.pk, "image:turns", seconds=10):
+        with host_locks.held(host.pk, "image:turns", wait=10):
             entered.set()
 
     with host_locks.held(host.pk, "image:turns"):
@@ -76,7 +75,7 @@ def test_two_builds_of_one_image_on_one_host_take_turns(host):
 def test_a_build_that_cannot_get_the_lock_in_time_is_retried_later(host):
     with (
         host_locks.held(host.pk, "image:busy"),
-        pytest.raises(TransientHostError, match="busy"),
-        host_locks.held(host.pk, "image:busy", seconds=0.2),
+        pytest.raises(host_locks.Busy, match="busy"),
+        host_locks.held(host.pk, "image:busy", wait=0.2),
     ):
         pass

@@ -62,10 +62,10 @@ def test_it_rebuilds_nothing_twice_after_a_crash_after_the_disk(building, use_dr
         operations.provision(str(building.pk))
     assert holdings(building.host, building).volumes == [f"inst-{building.pk}-disk.qcow2"]
     tasks.provision.apply(args=[str(building.pk)])
-    # the dead worker's disk step stays "running" in the log; the second run did every step
+    # the dead worker's disk step is marked interrupted in the log; the second run did every step
     assert step_rows(building) == [
         ("image", "done"),
-        ("disk", "running"),
+        ("disk", "failed"),
         *[(name, "done") for name in ("image", "disk", "seed", "dhcp", "define", "start")],
     ]
     assert_built_once(building)
