@@ -4,8 +4,11 @@ No inline script or style runs in the portal's pages: behaviour lives in static 
 layout in classes. What needs more than 'self':
 - img-src data: the TOTP QR code (a data: SVG) and Bootstrap's icons (data: SVGs in its CSS);
 - connect-src: the console proxy's WebSocket, which listens on its own origin;
-- /api/docs/: drf-spectacular's Swagger UI, a third-party page that loads from a CDN and
-  carries an inline style; it gets only those two exceptions.
+- /api/redoc/: ReDoc (served from the site, like Swagger UI on /api/docs/, which needs nothing
+  more) adds two <style> elements, allowed by their hashes: an empty one that styled-components
+  fills through the CSSOM, and perfect-scrollbar's CSS (drf-spectacular-sidecar's pinned
+  version; tests/ui/test_api_docs.py fails when it changes). Its search index runs in a Worker
+  made from a blob: URL. No CDN, no 'unsafe-inline' anywhere.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 HEADER = "Content-Security-Policy"
-SWAGGER_CDN = "https://cdn.jsdelivr.net"
+REDOC_STYLE_HASHES = [
+    "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='",  # "" (styled-components' sheet)
+    "'sha256-QMIg+bpjm3JdElJ388KYke01izlUW0UoNOeKjpMxdgc='",  # perfect-scrollbar's CSS
+]
 
 
 def _origin(url: str) -> str:
@@ -38,10 +44,9 @@ def policy_for(path: str) -> str:
         "form-action": ["'self'"],
         "frame-ancestors": ["'none'"],
     }
-    if path.startswith("/api/docs/"):
-        directives["script-src"].append(SWAGGER_CDN)
-        directives["style-src"] += [SWAGGER_CDN, "'unsafe-inline'"]
-        directives["img-src"].append(SWAGGER_CDN)
+    if path.startswith("/api/redoc/"):
+        directives["style-src"] += REDOC_STYLE_HASHES
+        directives["worker-src"] = ["'self'", "blob:"]
     return "; ".join(f"{name} {' '.join(sources)}" for name, sources in directives.items())
 
 

@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc as static files: no CDN
     "django_htmx",
     "allauth",
     "allauth.account",
@@ -197,6 +198,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Several models have a `status` or `state`; name each choice set after its model.
     "ENUM_NAME_OVERRIDES": {
         "TenantStatusEnum": "tenants.models.Tenant.Status",
@@ -262,10 +266,6 @@ MAX_USER_DATA_BYTES = 64 * 1024
 INSTANCE_STOP_TIMEOUT = env_int("INSTANCE_STOP_TIMEOUT", 60)
 HOST_HEARTBEAT_SECONDS = env_int("HOST_HEARTBEAT_SECONDS", 30)
 HOST_DOWN_AFTER_SECONDS = env_int("HOST_DOWN_AFTER_SECONDS", 120)
-IMAGE_STORE = Path(env_str("IMAGE_STORE", str(VAR_DIR / "images")))
-# KVM is used where the host offers it and this allows it; nested KVM fails on some hosts.
-ALLOW_KVM = env_bool("ALLOW_KVM", not running_in_a_vm())
-CELERY_BEAT_SCHEDULE = {
 # A silent host's hypervisor is asked directly before the host is called down; this long.
 HYPERVISOR_PROBE_SECONDS = env_int("HYPERVISOR_PROBE_SECONDS", 10)
 # Instance leases (compute.leases): a dead worker's lease is gone this long after it died, and
@@ -281,13 +281,17 @@ IP_REST_SECONDS = env_int("IP_REST_SECONDS", DHCP_LEASE_SECONDS + 60)
 # test can kill it there. Empty in every real deployment.
 FAULT_PAUSE_AT = env_str("FAULT_PAUSE_AT", "")
 FAULT_PAUSE_SECONDS = env_int("FAULT_PAUSE_SECONDS", 120)
+IMAGE_STORE = Path(env_str("IMAGE_STORE", str(VAR_DIR / "images")))
+# KVM is used where the host offers it and this allows it; nested KVM fails on some hosts.
+ALLOW_KVM = env_bool("ALLOW_KVM", not running_in_a_vm())
+CELERY_BEAT_SCHEDULE = {
     "hosts-heartbeat": {"task": "compute.tasks.check_hosts", "schedule": HOST_HEARTBEAT_SECONDS},
     "hosts-power-sync": {"task": "compute.tasks.sync_all_hosts", "schedule": 60.0},
+    "instances-reap-stalled": {"task": "compute.tasks.reap_stalled", "schedule": 15.0},
     "hosts-orphans": {"task": "compute.tasks.report_all_orphans", "schedule": 3600.0},
     "idempotency-keys-expire": {"task": "compute.tasks.expire_keys", "schedule": 3600.0},
 }
 
-    "instances-reap-stalled": {"task": "compute.tasks.reap_stalled", "schedule": 15.0},
 # The host `make run` registers on first start; when it cannot be used, the run falls back to
 # libvirt's test driver and says so.
 LIBVIRT_DEFAULT_URI = env_str("LIBVIRT_DEFAULT_URI", "qemu:///system")

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
 from billing import api as billing_api
@@ -38,7 +38,17 @@ urlpatterns = [
     # Namespaced ("api:instance-list"), so the UI's page names never collide with the API's.
     path("api/v1/", include((api_v1, "api"), namespace="api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # Served by the site itself, under its CSP (portal/templates/portal/api_docs/).
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="portal/api_docs/swagger_ui.html"),
+        name="api-docs",
+    ),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="schema", template_name="portal/api_docs/redoc.html"),
+        name="api-redoc",
+    ),
     re_path(r"^api/", api_not_found),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),

@@ -42,11 +42,14 @@ def test_it_lets_the_console_reach_its_proxy_and_nothing_else(alice, make_instan
     assert directives(page)["connect-src"] == ["'self'", "wss://console.example.net:6443"]
 
 
-def test_it_widens_the_policy_only_for_the_third_party_api_docs(db):
-    policy = directives(browser_client().get("/api/docs/"))
+def test_it_serves_the_api_docs_under_the_same_policy_with_no_cdn(db):
+    swagger = directives(browser_client().get("/api/docs/"))
+    redoc = directives(browser_client().get("/api/redoc/"))
 
-    assert "https://cdn.jsdelivr.net" in policy["script-src"]
-    assert "'unsafe-inline'" not in policy["script-src"]
+    assert swagger == directives(browser_client().get("/flavors/"))
+    assert redoc["script-src"] == ["'self'"] and redoc["default-src"] == ["'self'"]
+    assert redoc["style-src"][0] == "'self'" and all(s.startswith("'sha256-") for s in redoc["style-src"][1:])
+    assert not any("https:" in source or "unsafe" in source for sources in redoc.values() for source in sources)
 
 
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\ssrc=)(?![^>]*application/json)[^>]*>", re.IGNORECASE)
