@@ -7,6 +7,8 @@ packages=(
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
   qemu-system-x86 qemu-utils dnsmasq-base redis-server postgresql
   chromium nodejs npm gcc python3-dev python3-venv
+  # network namespaces and veth pairs (second-host.sh, the shaping probe): libvirt only recommends it
+  iproute2
 )
 missing=()
 for pkg in "${packages[@]}"; do
