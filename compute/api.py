@@ -6,7 +6,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count, Q
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
@@ -17,7 +18,7 @@ from compute import hosts as host_services
 from compute.models import SIZE_FIELDS, Flavor, Host, Image, Instance, InstanceAction, InstanceState
 from compute.operations import PROVISION_STEPS
 from compute.selectors import images_visible_filter
-from compute.sizing import Size, custom_size, custom_size_errors
+from compute.sizing import Size, custom_limits, custom_size, custom_size_errors
 from compute.transitions import allowed_actions
 from portal.api import NewestFirstCursor, RejectUnknownFields, StrictSerializer, reject_nul
 from portal.viewsets import TenantScopedViewSet
@@ -267,6 +268,25 @@ class SizeInputMixin(serializers.Serializer):
 
     CUSTOM = ("vcpus", "memory_mb", "disk_gb", "bandwidth_mbit", "traffic_gb")
 
+    def documented_variants(self) -> list[dict]:
+        """For the OpenAPI document (portal.openapi): a flavor, or every custom dimension within
+        the operator's limits (what `validate` and compute.sizing.custom_size_errors accept)."""
+        limits = {name: {"minimum": low, "maximum": high} for name, (low, high) in custom_limits().items()}
+        return [
+            {
+                "description": "A standard flavor.",
+                "without": self.CUSTOM,
+                "required": ["flavor"],
+                "bounds": {"flavor": {"nullable": False}},
+            },
+            {
+                "description": "A custom size: every dimension, within the operator's limits.",
+                "without": ["flavor"],
+                "required": self.CUSTOM,
+                "bounds": limits,
+            },
+        ]
+
     def validate(self, attrs):
         attrs = super().validate(attrs)
         custom = {k: attrs[k] for k in self.CUSTOM if k in attrs}
@@ -318,6 +338,17 @@ class ConsoleSerializer(serializers.Serializer):
     expires_in = serializers.IntegerField()
 
 
+@extend_schema_serializer(many=False)
+class InstancePageSerializer(serializers.Serializer):
+    """A page of the instance list: numbered (`?page=`, with `count`) or by cursor (`?cursor=`,
+    without `count`)."""
+
+    count = serializers.IntegerField(required=False, help_text="Numbered pages only: how many in all.")
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = InstanceSerializer(many=True)
+
+
 def _invalid(exc: services.InvalidRequest):
     return serializers.ValidationError({exc.field: [exc.message]})
 
@@ -343,14 +374,14 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
         state = params.get("state")
         if state in InstanceState.values:
             queryset = queryset.filter(state=state)
-        elif state:
+        elif state is not None:  # empty too: the document lists the states
             raise serializers.ValidationError({"state": [f"Unknown state; one of {', '.join(InstanceState.values)}."]})
         else:
             queryset = queryset.exclude(state=InstanceState.DELETED)
         if name := params.get("name"):
             queryset = queryset.filter(name__icontains=reject_nul(name, "name")[:255])
         for field in ("image", "flavor"):
-            if value := params.get(field):
+            if (value := params.get(field)) is not None:
                 if not services._is_uuid(value):
                     raise serializers.ValidationError({field: ["Must be a valid UUID."]})
                 queryset = queryset.filter(**{f"{field}_id": value})
@@ -362,9 +393,17 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
                 "cursor",
                 str,
                 description="Keyset paging: give it empty for the first page, then follow `next`. "
-                "Such pages have no `count` and cost the same at any depth.",
-            )
-        ]
+                "Such pages have no `count` and cost the same at any depth. A cursor not taken from "
+                "a `next` or `previous` link is a 400 naming `cursor`.",
+            ),
+            OpenApiParameter(
+                "state", str, enum=InstanceState.values, description="Only this state (default: all but deleted)."
+            ),
+            OpenApiParameter("name", str, description="Part of the name, any case."),
+            OpenApiParameter("image", OpenApiTypes.UUID, description="Only instances of this image."),
+            OpenApiParameter("flavor", OpenApiTypes.UUID, description="Only instances of this flavor."),
+        ],
+        responses=InstancePageSerializer,
     )
     def list(self, request, *args, **kwargs):
         queryset = self.filter_queryset(self.get_queryset())
@@ -390,7 +429,15 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
     @extend_schema(
         request=InstanceCreateSerializer,
         responses={202: InstanceSerializer},
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                {"type": "string", "minLength": 1, "maxLength": 255},
+                OpenApiParameter.HEADER,
+                required=False,
+                description="Send a create twice with one key: one instance (a 409 if the bodies differ).",
+            )
+        ],
     )
     def create(self, request):
         data = InstanceCreateSerializer(data=request.data)
@@ -557,6 +604,8 @@ class HostRegisterSerializer(StrictSerializer):
 
 
 class HostStatusSerializer(StrictSerializer):
+    whole_on_patch = True  # the PATCH needs `status` (portal.openapi)
+
     status = serializers.ChoiceField(choices=Host.Status.choices)
 
 

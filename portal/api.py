@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
+from urllib import parse
 
 import orjson
+from django.core import signing
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, pagination, parsers, renderers, serializers, status
 from rest_framework.utils import encoders
+from rest_framework.utils.urls import replace_query_param
 
 # How long a client should wait before trying again after a 503.
 RETRY_AFTER_SECONDS = 5
@@ -100,10 +105,40 @@ class JSONParser(parsers.JSONParser):
             raise exceptions.ParseError("JSON parse error - the document is nested too deeply.") from None
 
 
+# The JSON type each kind of field takes, as the OpenAPI document states it. DRF is lenient
+# (5 for a name, "5" for a number, 1 for a UUID); the API takes what it documents.
+JSON_TYPES = (
+    (serializers.BooleanField, (bool,), "a boolean"),
+    (serializers.IntegerField, (int,), "an integer"),
+    (serializers.FloatField, (int, float), "a number"),
+    (serializers.ListField, (list,), "a list"),
+    (serializers.DictField, (dict,), "an object"),
+    (serializers.CharField, (str,), "a string"),
+    (serializers.ChoiceField, (str,), "a string"),
+    (serializers.UUIDField, (str,), "a string"),
+    (serializers.DateTimeField, (str,), "a string"),
+    (serializers.DecimalField, (str,), "a string"),
+    (serializers.PrimaryKeyRelatedField, (str,), "a string"),
+)
+
+
+def json_type_error(field, value) -> str | None:
+    """Why `value` is not of the JSON type `field` documents, or None."""
+    if value is None:
+        return None  # the field's own allow_null decides
+    for kind, types, name in JSON_TYPES:
+        if isinstance(field, kind):
+            # bool is an int in Python, and never an integer or a number in JSON
+            wrong = isinstance(value, bool) and bool not in types
+            return f"Must be {name}." if wrong or not isinstance(value, types) else None
+    return None
+
+
 class RejectUnknownFields:
     """Mixin for any serializer: fields it does not know are an error, not silently ignored.
 
-    Read-only fields count as unknown on input, so a client learns it cannot set them.
+    Read-only fields count as unknown on input, so a client learns it cannot set them; a value
+    of another JSON type than the field's is an error too.
     """
 
     def to_internal_value(self, data):
@@ -116,6 +151,16 @@ class RejectUnknownFields:
                 elif field.read_only:
                     errors[name] = ["Read-only field."]
             if errors:
+                raise serializers.ValidationError(errors)
+            errors = {name: [message] for name in data if (message := json_type_error(self.fields[name], data[name]))}
+            if errors:
+                # Name the other fields' errors too, as DRF would have.
+                try:
+                    super().to_internal_value({k: v for k, v in data.items() if k not in errors})
+                except serializers.ValidationError as exc:
+                    if isinstance(exc.detail, dict):
+                        for name, messages in exc.detail.items():
+                            errors.setdefault(name, messages)
                 raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
 
@@ -148,10 +193,38 @@ class JSONRenderer(renderers.JSONRenderer):
         return text.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
 
 
+def strict_page_size(paginator, request) -> int:
+    """`page_size` as the document states it: a whole number from 1; above the maximum gives
+    the maximum. DRF would quietly fall back to the default for anything else."""
+    raw = request.query_params.get(paginator.page_size_query_param)
+    if raw is None:
+        return paginator.page_size
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+        raise serializers.ValidationError(
+            {paginator.page_size_query_param: [f"A whole number from 1 to {paginator.max_page_size}."]}
+        )
+    return min(int(raw), paginator.max_page_size)
+
+
+def page_size_parameter(paginator, parameters: list[dict]) -> list[dict]:
+    for parameter in parameters:
+        if parameter["name"] == paginator.page_size_query_param:
+            parameter["schema"] = {"type": "integer", "minimum": 1}
+            most = paginator.max_page_size
+            parameter["description"] = f"Rows per page, 1 to {most} (more gives {most})."
+    return parameters
+
+
 class Pagination(pagination.PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def get_page_size(self, request) -> int:
+        return strict_page_size(self, request)
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        return page_size_parameter(self, super().get_schema_operation_parameters(view))
 
 
 class NewestFirstCursor(pagination.CursorPagination):
@@ -166,10 +239,28 @@ class NewestFirstCursor(pagination.CursorPagination):
 
     invalid = "Invalid cursor: use the next or previous link of a page."
 
+    def get_page_size(self, request) -> int:
+        return strict_page_size(self, request)
+
+    # Cursors are signed: a made-up one that DRF would decode fine (no position: the first
+    # page again; another offset) is refused like any other forgery.
+    def _signer(self) -> signing.Signer:
+        return signing.Signer(salt="portal.api.cursor")
+
+    def encode_cursor(self, cursor):
+        url = super().encode_cursor(cursor)
+        query = parse.parse_qs(parse.urlsplit(url).query, keep_blank_values=True)
+        signed = self._signer().sign(query[self.cursor_query_param][0])
+        return replace_query_param(url, self.cursor_query_param, signed)
+
     def decode_cursor(self, request):
+        encoded = request.query_params.get(self.cursor_query_param)
+        if not encoded:
+            return None  # absent or empty: the first page
         try:
-            return super().decode_cursor(request)
-        except exceptions.NotFound:
+            unsigned = self._signer().unsign(encoded)
+            return super().decode_cursor(SimpleNamespace(query_params={self.cursor_query_param: unsigned}))
+        except (signing.BadSignature, exceptions.NotFound):
             raise serializers.ValidationError({self.cursor_query_param: [self.invalid]}) from None
 
     def paginate_queryset(self, queryset, request, view=None):
@@ -198,5 +289,6 @@ def server_error(request):
     return JsonResponse({"detail": "Internal server error.", "code": "server_error"}, status=500)
 
 
+@csrf_exempt  # else a POST with a session cookie to an unknown route is CSRF's HTML 403, not this
 def api_not_found(request, *args, **kwargs):
     return JsonResponse({"detail": f"No API route {request.path}.", "code": "not_found"}, status=404)

@@ -87,6 +87,8 @@ class MemberSerializer(serializers.ModelSerializer):
 
 
 class MemberUpdateSerializer(StrictSerializer):
+    whole_on_patch = True  # the PATCH needs `role`; an empty one is refused (portal.openapi)
+
     role = serializers.ChoiceField(choices=Role.choices)
 
 
