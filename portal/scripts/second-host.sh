@@ -6,7 +6,7 @@
 #   second-host.sh status NAME             print how it runs; exit 1 when it is not up
 #   second-host.sh stop-libvirtd NAME [--kill]   stop its libvirtd by PID (SIGTERM, or SIGKILL)
 #   second-host.sh start-libvirtd NAME     start that libvirtd again, the same way
-#   second-host.sh restart-libvirtd NAME   both: what a libvirtd restart looks like to clients
+#   second-host.sh restart-libvirtd NAME [--kill]   both: a restart (or a crash) as clients see it
 #
 # NAME: a lowercase name of at most 24 characters ([a-z0-9-]), unique to whoever runs it (the
 # tests put their run id in it). ADDR_INDEX: 1..254, which /30 of 10.243.0.0/16 the host gets:
@@ -405,12 +405,14 @@ cmd_start_libvirtd() {
 }
 
 cmd_restart_libvirtd() {
-  [ $# -eq 1 ] || usage
+  [ $# -ge 1 ] && [ $# -le 2 ] || usage
   check_name "$1"
   load "$1"
   [ -f "$STATE/index" ] || die "$NAME is not up"
+  local signal=TERM
+  if [ "${2:-}" = "--kill" ]; then signal=KILL; elif [ -n "${2:-}" ]; then usage; fi
   our_pid "$LIBVIRTD_PIDFILE" >/dev/null || die "$NAME: its libvirtd is not running"
-  stop_libvirtd TERM
+  stop_libvirtd "$signal"
   start_libvirtd
   report
 }

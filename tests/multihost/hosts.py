@@ -61,10 +61,11 @@ class NamespacedHost:
         fresh = NamespacedHost.from_answer(answer)
         self.anchor_pid, self.virtlogd_pid, self.libvirtd_pid = fresh.anchor_pid, fresh.virtlogd_pid, fresh.libvirtd_pid
 
-    def restart_libvirtd(self) -> float:
-        """Stop its libvirtd (SIGTERM to its PID) and start it again; seconds until it answers."""
+    def restart_libvirtd(self, *, kill: bool = False) -> float:
+        """Stop its libvirtd (SIGTERM to its PID, or SIGKILL: a crash) and start it again;
+        seconds until it answers."""
         began = time.monotonic()
-        self._update(run("restart-libvirtd", self.name))
+        self._update(run("restart-libvirtd", self.name, *(["--kill"] if kill else [])))
         return time.monotonic() - began
 
     def stop_libvirtd(self, *, kill: bool = False) -> None:

@@ -77,8 +77,9 @@ def delete(api, instance_id: str) -> None:
     wait_until("the delete", lambda: state(instance_id) == "deleted", SETTLE_WITHIN)
 
 
+@pytest.mark.parametrize("crash", [False, True], ids=["restart", "crash"])
 def test_it_finishes_a_build_when_libvirtd_restarts_during_it(
-    second_libvirtd, second_host, host_worker, fast_leases, tiny_image, tiny_flavor, alice, tenant_a
+    crash, second_libvirtd, second_host, host_worker, fast_leases, tiny_image, tiny_flavor, alice, tenant_a
 ):
     # given: the second host's worker holding a moment at the build's define step
     host_worker(second_host.queue, worker_env("create:define"))
@@ -87,8 +88,8 @@ def test_it_finishes_a_build_when_libvirtd_restarts_during_it(
     wait_until("the build to reach define", lambda: step_running(instance_id, "create", "define"), SETTLE_WITHIN)
     before = second_libvirtd.libvirtd_pid
 
-    # when: the host's libvirtd restarts there (stopped by its PID, started again)
-    took = second_libvirtd.restart_libvirtd()
+    # when: the host's libvirtd restarts there (stopped by its PID, or killed, started again)
+    took = second_libvirtd.restart_libvirtd(kill=crash)
     print(f"libvirtd restarted in {took:.2f} s")
     assert second_libvirtd.libvirtd_pid not in (0, before)
 
