@@ -1,8 +1,16 @@
 """The cloud-init NoCloud seed: an ISO 9660 volume labelled `cidata`, built in Python.
 
-meta-data is written as JSON (which YAML reads as is), so a name or key comment can never
-change its structure; user-data is the tenant's own text for its own guest and is passed
-through byte for byte.
+What cloud-init (22 and later) reads from it:
+- meta-data: the instance id, the hostname and the tenant's SSH public keys, which cloud-init
+  gives to the image's default user (`debian` on Debian). Written as JSON (which YAML reads as
+  is), so a name or key comment can never change its structure.
+- vendor-data: the provider's defaults, as cloud-config that the tenant's user-data overrides
+  key by key: the hostname resolves in /etc/hosts (else sudo waits on DNS, then warns).
+- user-data: the tenant's own text for its own guest, passed through byte for byte.
+There is no network-config on purpose: without one, cloud-init brings up the first NIC by
+DHCP whatever the image names it (ens3, enp1s0, eth0), while a config matching names (such as
+`match: {name: "e*"}`) left the NIC down under ifupdown on Debian 12. The host's DHCP server
+hands out the address the portal chose for the instance.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ import re
 import pycdlib
 
 DEFAULT_USER_DATA = "#cloud-config\n{}\n"
+VENDOR_DATA = {"manage_etc_hosts": "localhost"}
+SEED_FILES = ("meta-data", "vendor-data", "user-data")
 
 
 def hostname_for(name: str, uuid: str) -> str:
@@ -27,9 +37,14 @@ def meta_data(*, uuid: str, hostname: str, ssh_keys: list[str]) -> bytes:
     return json.dumps(data, indent=1).encode()
 
 
+def vendor_data() -> bytes:
+    return b"#cloud-config\n" + json.dumps(VENDOR_DATA, indent=1).encode() + b"\n"
+
+
 def build_seed(*, uuid: str, hostname: str, ssh_keys: list[str], user_data: str) -> bytes:
     files = {
         "meta-data": meta_data(uuid=uuid, hostname=hostname, ssh_keys=ssh_keys),
+        "vendor-data": vendor_data(),
         "user-data": (user_data or DEFAULT_USER_DATA).encode(),
     }
     iso = pycdlib.PyCdlib()
@@ -49,7 +64,7 @@ def read_seed(iso: bytes) -> dict[str, bytes]:
     reader.open_fp(io.BytesIO(iso))
     files = {}
     try:
-        for name in ("meta-data", "user-data"):
+        for name in SEED_FILES:
             out = io.BytesIO()
             reader.get_file_from_iso_fp(out, joliet_path=f"/{name}")
             files[name] = out.getvalue()

@@ -89,10 +89,13 @@ def domain_xml(cfg: DomainConfig) -> str:
     _sub(disk, "source", pool=cfg.pool, volume=cfg.disk_volume)
     _sub(disk, "target", dev="vda", bus="virtio")
     if cfg.seed_volume:
-        seed = _sub(devices, "disk", type="volume", device="cdrom")
+        # A read-only virtio disk, not a CD-ROM: Debian's cloud kernel has no AHCI driver, so a
+        # SATA seed is invisible to it, and every cloud kernel has virtio_blk. After the root
+        # disk, so that it is vdb and SeaBIOS boots vda.
+        seed = _sub(devices, "disk", type="volume", device="disk")
         _sub(seed, "driver", name="qemu", type="raw")
         _sub(seed, "source", pool=cfg.pool, volume=cfg.seed_volume)
-        _sub(seed, "target", dev="sda", bus="sata")
+        _sub(seed, "target", dev="vdb", bus="virtio")
         _sub(seed, "readonly")
     iface = _sub(devices, "interface", type="network")
     _sub(iface, "mac", address=cfg.mac)
