@@ -103,6 +103,7 @@ SUMMARY_COLUMNS = (
     "flavor__name",
     *SIZE_FIELDS,
     "throttled",
+    "host__status",
     "error_step",
     "error_message",
     "created_at",
@@ -150,6 +151,8 @@ def instance_summary(row, steps_done: int = 0) -> dict:
             "sla_percent": f"{row['sla_percent']:.3f}",
         },
         "throttled": row["throttled"],
+        # The host is down: the guest's real state is unknown until it answers again.
+        "host_down": row["host__status"] == Host.Status.DOWN,
         "allowed_actions": allowed_actions(state),
         "error": {"step": row["error_step"], "message": row["error_message"]} if row["error_message"] else None,
         "created_at": _when(row["created_at"]),
@@ -163,6 +166,7 @@ def summary_row(instance: Instance) -> dict:
     row = {column: getattr(instance, column) for column in SUMMARY_COLUMNS if "__" not in column}
     row["image__name"] = instance.image.name
     row["flavor__name"] = instance.flavor.name if instance.flavor_id else None
+    row["host__status"] = instance.host.status
     return row
 
 
@@ -214,6 +218,9 @@ class InstanceSerializer(serializers.ModelSerializer):
     progress = serializers.IntegerField(read_only=True)
     error = ErrorSerializer(read_only=True, allow_null=True)
     allowed_actions = serializers.ListField(child=serializers.CharField(), read_only=True)
+    host_down = serializers.BooleanField(
+        read_only=True, help_text="Its host is down: the state shown is the last one known."
+    )
 
     class Meta:
         model = Instance
@@ -231,6 +238,7 @@ class InstanceSerializer(serializers.ModelSerializer):
             "flavor_name",
             "size",
             "throttled",
+            "host_down",
             "allowed_actions",
             "error",
             "created_at",
@@ -356,7 +364,7 @@ def _invalid(exc: services.InvalidRequest):
 class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
     """Virtual machines of the tenant. Writes answer 202: the work happens on the host."""
 
-    queryset = Instance.objects.select_related("image", "flavor")
+    queryset = Instance.objects.select_related("image", "flavor", "host")
     serializer_class = InstanceSerializer
 
     def get_serializer_class(self):
@@ -601,6 +609,17 @@ class HostRegisterSerializer(StrictSerializer):
     network = serializers.CharField(max_length=100, default="default")
     vnc_listen = serializers.IPAddressField(default="127.0.0.1")
     shaping = serializers.BooleanField(default=True)
+    pool_first = serializers.IPAddressField(
+        protocol="IPv4", required=False, help_text="First address of the portal's pool (default: the DHCP range's)."
+    )
+    pool_last = serializers.IPAddressField(
+        protocol="IPv4", required=False, help_text="Last address of the portal's pool; keep dnsmasq's range apart."
+    )
+
+    def validate(self, attrs):
+        if ("pool_first" in attrs) != ("pool_last" in attrs):
+            raise serializers.ValidationError({"pool_last": ["Give pool_first and pool_last together."]})
+        return attrs
 
 
 class HostStatusSerializer(StrictSerializer):
@@ -623,7 +642,9 @@ class AdminHostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         data = HostRegisterSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            host = host_services.host_register(**data.validated_data)
+            host = host_services.host_register(allow_kvm=settings.ALLOW_KVM, **data.validated_data)
+        except services.InvalidRequest as exc:
+            raise _invalid(exc) from None
         except Exception as exc:  # the probe failed: the URI or names are wrong
             raise serializers.ValidationError({"uri": [f"Cannot use this host: {exc}"]}) from None
         return Response(HostSerializer(self.get_queryset().get(pk=host.pk)).data, status=status.HTTP_201_CREATED)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 from functools import partial
 
@@ -11,6 +12,7 @@ from compute import history
 from compute.drivers.base import HostRef
 from compute.drivers.libvirt import driver_for
 from compute.models import Host, Image, Instance, InstanceState, IpPool
+from compute.services import InvalidRequest
 from portal.api import ConflictError
 from tenants.access import Actor
 from tenants.services import audit
@@ -45,6 +47,7 @@ def host_register(
     if domain_type is None:
         domain_type = "test" if uri.startswith("test:") else ("kvm" if info.kvm_available and allow_kvm else "qemu")
     probe = replace(probe, domain_type=domain_type)
+    _check_pool(net.cidr, net.gateway, pool_first, pool_last)
     with transaction.atomic():
         host, _created = Host.objects.update_or_create(
             name=name,
@@ -72,6 +75,19 @@ def host_register(
             },
         )
     return host
+
+
+def _check_pool(cidr: str, gateway: str, first: str | None, last: str | None) -> None:
+    if first is None and last is None:
+        return
+    subnet = ipaddress.ip_network(cidr)
+    low, high = ipaddress.ip_address(first), ipaddress.ip_address(last)
+    if low not in subnet or high not in subnet:
+        raise InvalidRequest("pool_first", f"The pool must lie inside the host's network {cidr}.")
+    if low > high:
+        raise InvalidRequest("pool_last", "pool_last comes before pool_first.")
+    if low <= ipaddress.ip_address(gateway) <= high:
+        raise InvalidRequest("pool_first", f"The pool must not include the gateway {gateway}.")
 
 
 def host_set_status(*, actor: Actor | None, host: Host, status: str) -> Host:

@@ -48,6 +48,7 @@ TRANSIENT_CODES = {
     libvirt.VIR_ERR_SYSTEM_ERROR,
     libvirt.VIR_ERR_AUTH_UNAVAILABLE,
 }
+CONNECTION_CODES = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_SYSTEM_ERROR}
 MISSING_CODES = {
     libvirt.VIR_ERR_NO_DOMAIN,
     libvirt.VIR_ERR_NO_STORAGE_VOL,
@@ -146,6 +147,11 @@ class LibvirtDriver(ComputeDriver):
         except libvirt.libvirtError as exc:
             message = f"{what}: {exc.get_error_message() or exc}"
             if exc.get_error_code() in TRANSIENT_CODES:
+                # After libvirtd restarts, the first call fails with a system error ("End of
+                # file while reading data") while isAlive() still says yes: reconnect next time.
+                # A test:/// connection is the simulated host itself, so it is kept.
+                if exc.get_error_code() in CONNECTION_CODES and not self.host.uri.startswith("test:"):
+                    forget_connection(self.host.uri)
                 raise TransientHostError(message) from exc
             if not _alive(self.conn):
                 forget_connection(self.host.uri)

@@ -254,3 +254,42 @@ def test_it_removes_an_unused_deleted_images_volume_at_once(
     host_services.image_delete(actor=None, image=image)
 
     assert image_ref(image).volume not in pool.listVolumes()
+
+
+def test_it_shows_a_tenant_that_the_host_of_an_instance_is_down(db, api, host, alice, tenant_a, image, flavor):
+    instance = running_instance(alice, tenant_a, image, flavor)
+    client = api(alice)
+    assert client.get(f"/api/v1/instances/{instance.pk}").json()["host_down"] is False
+
+    Host.objects.filter(pk=host.pk).update(status=Host.Status.DOWN)
+
+    assert client.get(f"/api/v1/instances/{instance.pk}").json()["host_down"] is True
+    assert client.get("/api/v1/instances").json()["results"][0]["host_down"] is True
+
+
+def test_it_registers_a_host_with_an_address_pool_apart_from_dhcps_range(db, api, operator, tmp_path):
+    from compute.simulated import write_host
+
+    args = write_host(tmp_path, name="reg-pool", subnet=77)
+    client = api(operator)
+    body = {"name": "reg-pool", "uri": args["uri"], "storage_pool": args["storage_pool"], "network": args["network"]}
+
+    # the pool must be inside the network, in order, and without the gateway
+    for first, last, field in [
+        ("10.100.78.10", "10.100.78.20", "pool_first"),
+        ("10.100.77.30", "10.100.77.20", "pool_last"),
+        ("10.100.77.1", "10.100.77.20", "pool_first"),
+    ]:
+        refused = client.post("/api/v1/admin/hosts", {**body, "pool_first": first, "pool_last": last}, format="json")
+        assert refused.status_code == 400 and field in refused.json()["fields"], refused.json()
+    only_one = client.post("/api/v1/admin/hosts", {**body, "pool_first": "10.100.77.2"}, format="json")
+    assert only_one.status_code == 400 and "pool_last" in only_one.json()["fields"]
+    assert not Host.objects.filter(name="reg-pool").exists()
+
+    created = client.post(
+        "/api/v1/admin/hosts", {**body, "pool_first": "10.100.77.2", "pool_last": "10.100.77.9"}, format="json"
+    )
+
+    assert created.status_code == 201, created.json()
+    pool = Host.objects.get(name="reg-pool").ip_pool
+    assert (pool.first, pool.last) == ("10.100.77.2", "10.100.77.9")

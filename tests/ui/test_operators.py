@@ -92,7 +92,7 @@ def test_it_stops_and_retries_instances_from_the_admin(superuser, make_instance)
     refused = post(client, changelist, {"action": "retry", "_selected_action": [str(instance.pk)]}, follow=True)
 
     assert Instance.objects.get(pk=instance.pk).state == InstanceState.STOPPING
-    assert "Only an instance whose build failed can be retried" in refused.content.decode()
+    assert "Only an instance in error can be retried; this one is stopping." in refused.content.decode()
 
 
 def test_it_searches_and_filters_every_model_in_the_admin(superuser, make_instance, host):
