@@ -135,3 +135,29 @@ def test_it_finishes_a_failed_build_cleanly_when_an_operator_retries(building, u
     # then
     assert result == "running"
     assert_built_once(building)
+
+
+def test_it_brings_a_launched_instance_in_error_back_without_wiping_its_disk(building, host):
+    from compute.drivers.libvirt import connect, disk_volume
+
+    # given: an instance that ran, whose domain was lost and which went to ERROR
+    assert tasks.provision.apply(args=[str(building.pk)]).get() == "running"
+    conn = connect(host.uri)
+    disk = conn.storagePoolLookupByName(host.storage_pool).storageVolLookupByName(disk_volume(str(building.pk)))
+    before = (disk.key(), disk.info())
+    dom = conn.lookupByUUIDString(str(building.pk))
+    dom.destroy()
+    dom.undefine()
+    Instance.objects.filter(pk=building.pk).update(state="error", error_step="sync")
+    launched = Instance.objects.get(pk=building.pk).launched_at
+
+    # when: an operator retries it
+    services.instance_retry(actor=None, instance=building)
+    result = tasks.provision.apply(args=[str(building.pk)]).get()
+
+    # then: running again on the same disk, defined anew, its launch time kept
+    assert result == "running"
+    kept = conn.storagePoolLookupByName(host.storage_pool).storageVolLookupByName(disk_volume(str(building.pk)))
+    assert (kept.key(), kept.info()) == before
+    assert conn.lookupByUUIDString(str(building.pk)).isActive()
+    assert Instance.objects.get(pk=building.pk).launched_at == launched
