@@ -271,6 +271,22 @@ class Instance(models.Model):
         return self.state != InstanceState.DELETED
 
 
+class InstanceTag(models.Model):
+    """A label a tenant puts on an instance to find it in the list ("prod", "web", "team:db")."""
+
+    id = models.BigAutoField(primary_key=True)
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="tags")
+    name = models.CharField(max_length=32)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["instance", "name"], name="instance_tag_unique")]
+        indexes = [models.Index(fields=["name"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class InstanceAction(models.Model):
     """The event log of an instance: one row per requested action (step "") and per step run."""
 
