@@ -9,6 +9,8 @@ packages=(
   chromium nodejs npm gcc python3-dev python3-venv
   # network namespaces and veth pairs (second-host.sh, the shaping probe): libvirt only recommends it
   iproute2
+  # the test images (build-tiny-image.sh, build-debian-image.sh): no mount, no loop device
+  mmdebstrap dosfstools mtools syslinux syslinux-common fdisk e2fsprogs cpio
 )
 missing=()
 for pkg in "${packages[@]}"; do
