@@ -54,6 +54,18 @@ def instance_key(instance_id) -> str:
     return f"{settings.REDIS_PREFIX}:instance-lease:{instance_id}"
 
 
+def deleting_key(instance_id) -> str:
+    return f"{settings.REDIS_PREFIX}:instance-deleting:{instance_id}"
+
+
+def mark_deleting(instance_id) -> None:
+    """Tell a task working on the instance that a delete superseded it, so that it stops at
+    its next step instead of finishing work the delete will undo. Only a hint: the delete
+    waits for the instance's lease whatever happens to this key."""
+    with suppress(redis.RedisError):
+        client().set(deleting_key(instance_id), "1", ex=24 * 3600)
+
+
 class Lease:
     """A renewed lease on one key. Use `acquire()` then `release()`, or `with lease:`."""
 
@@ -83,14 +95,16 @@ class Lease:
                 self._lost.set()
                 return
 
-    def held(self) -> bool:
-        """The fencing check: True only while the key still holds this lease's token."""
+    def held(self, *also: str) -> tuple[bool, list]:
+        """The fencing check: whether the key still holds this lease's token, and the values
+        of the `also` keys, read in the same round trip."""
         if self._lost.is_set():
-            return False
+            return False, [None] * len(also)
         try:
-            return client().get(self.key) == self.token.encode()
+            values = client().mget([self.key, *also])
         except redis.RedisError:
-            return False
+            return False, [None] * len(also)
+        return values[0] == self.token.encode(), values[1:]
 
     def release(self) -> None:
         self._stop.set()

@@ -59,14 +59,12 @@ def _check_fence(instance: Instance) -> None:
     if fence is None:
         return  # called directly (tests, shell): the caller serializes
     lease, in_flight = fence
-    if not lease.held():
+    held, (deleting,) = lease.held(leases.deleting_key(instance.pk))
+    if not held:
         raise Superseded(f"lost the lease of {instance.pk}")
-    if not Instance.objects.filter(pk=instance.pk, state=in_flight).exists():
-        raise Superseded(f"{instance.pk} is no longer {in_flight}")
-
-
-def in_state(instance_id, state: str) -> bool:
-    return Instance.objects.filter(pk=instance_id, state=state).exists()
+    # Only a delete can take an instance out of another action's in-flight state.
+    if deleting is not None and in_flight != S.DELETING:
+        raise Superseded(f"{instance.pk} is being deleted")
 
 
 def interrupt_stale_steps(instance_id) -> int:
@@ -119,6 +117,8 @@ def _load(instance_id, expected: str) -> Instance | None:
     instance = Instance.objects.select_related("host", "image", "tenant").filter(pk=instance_id).first()
     if instance is None or instance.state != expected:
         return None
+    if _fence.get() is not None:
+        interrupt_stale_steps(instance_id)
     return instance
 
 

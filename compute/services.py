@@ -13,12 +13,13 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from compute import scheduler
+from compute import leases, scheduler
 from compute.lock_objects import lock_instance, lock_quota
 from compute.models import (
     Flavor,
@@ -372,6 +373,8 @@ def instance_snapshot(*, actor: Actor, instance: Instance, name: str) -> tuple[I
 @transaction.atomic
 def instance_delete(*, actor: Actor | None, instance: Instance) -> Instance:
     locked = _begin(actor, instance, "delete")
+    # A task still working on the instance (a build, say) stops at its next step.
+    transaction.on_commit(partial(leases.mark_deleting, str(locked.pk)))
     _enqueue("delete", locked)
     return locked
 

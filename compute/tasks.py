@@ -61,8 +61,8 @@ def _take_lease(instance_id: str) -> leases.Lease | None:
 
 
 def _run(task, instance_id: str, work, in_flight: str, attempt: int, on_failure=None) -> str:
-    if not operations.in_state(instance_id, in_flight):
-        return "skipped"  # done already, or superseded: a redelivered or reaped copy
+    """`work` returns "skipped" when the instance is no longer `in_flight` (done already, or
+    superseded: a redelivered or reaped copy)."""
     lease = _take_lease(instance_id)
     if lease is None:
         # Another task holds the instance (a build that a delete superseded, say); it lets go
@@ -72,7 +72,6 @@ def _run(task, instance_id: str, work, in_flight: str, attempt: int, on_failure=
     again: tuple[int, int, int | None] | None = None
     try:
         with operations.fenced(lease, in_flight):
-            operations.interrupt_stale_steps(instance_id)
             return work(instance_id)
     except operations.Superseded:
         return "superseded"
