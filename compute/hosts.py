@@ -8,7 +8,7 @@ from functools import partial
 
 from django.db import transaction
 
-from compute import history
+from compute import history, images
 from compute.drivers.base import HostRef
 from compute.drivers.libvirt import driver_for
 from compute.models import Host, Image, Instance, InstanceState, IpPool
@@ -98,15 +98,20 @@ def host_set_status(*, actor: Actor | None, host: Host, status: str) -> Host:
 
 
 @transaction.atomic
-def image_delete(*, actor: Actor, image: Image) -> None:
-    """Retire an image. Instances still built from it keep their disks; new ones cannot use it."""
+def image_delete(*, actor: Actor | None, image: Image) -> None:
+    """Retire an image. Instances still built from it keep their disks; new ones cannot use it.
+
+    A URL import still downloading is cancelled (its task stops at its next progress note and
+    removes what it wrote). An operator image's file leaves the image store once no live
+    instance needs it, now or when the last of them is deleted (compute.tasks.delete)."""
     live = Instance.objects.filter(image=image).exclude(state=InstanceState.DELETED)
     if image.visibility == Image.Visibility.PRIVATE and live.exists() and image.host_id:
         raise ConflictError("Instances still use this snapshot; delete them first.")
-    if image.state == Image.State.PENDING:
+    if image.state == Image.State.PENDING and not image.source_url:
         raise ConflictError("This image is still being created.")
     Image.objects.filter(pk=image.pk).update(state=Image.State.DELETED)
     audit(actor, "image.delete", target=str(image.pk), name=image.name)
+    transaction.on_commit(partial(images.remove_unused_file, str(image.pk)))
     # Each host drops its copy once no instance there is built on it (or, if some still are,
     # when the last of them is deleted).
     hosts = Host.objects.filter(pk=image.host_id) if image.host_id else Host.objects.exclude(status=Host.Status.DOWN)

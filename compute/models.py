@@ -138,6 +138,13 @@ class Image(models.Model):
     source_instance = models.ForeignKey(
         "Instance", null=True, blank=True, on_delete=models.SET_NULL, related_name="snapshots"
     )
+    # Imports (compute.images): where a URL import downloads from, how far it got, and why it
+    # was refused (the input field to blame and a sentence).
+    source_url = models.URLField(max_length=2000, blank=True)
+    expected_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    progress_bytes = models.PositiveBigIntegerField(default=0)
+    error_field = models.CharField(max_length=40, blank=True)
+    error_message = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -23,7 +23,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from compute import leases, operations
+from compute import images, leases, operations
 from compute.drivers.base import TransientHostError
 from compute.host_locks import Busy
 from compute.models import Host, InstanceState
@@ -133,7 +133,10 @@ def snapshot(self, instance_id: str, attempt: int = 0) -> str:
 
 @instance_task
 def delete(self, instance_id: str, attempt: int = 0) -> str:
-    return _run(self, instance_id, operations.delete, S.DELETING, attempt)
+    result = _run(self, instance_id, operations.delete, S.DELETING, attempt)
+    if result == "deleted":
+        images.remove_unused_file_of(instance_id)  # the last instance of a deleted image
+    return result
 
 
 # The task that carries an instance out of each in-flight state, for the reaper.
@@ -219,3 +222,12 @@ def report_all_orphans() -> int:
 @shared_task
 def expire_keys() -> int:
     return expire_idempotency_keys()
+
+
+# -- images -----------------------------------------------------------------------------------
+
+
+@shared_task
+def import_image(image_id: str) -> str:
+    """Control queue: download a URL import, check it, and make it an active image."""
+    return images.run_url_import(image_id)

@@ -282,6 +282,8 @@ IP_REST_SECONDS = env_int("IP_REST_SECONDS", DHCP_LEASE_SECONDS + 60)
 FAULT_PAUSE_AT = env_str("FAULT_PAUSE_AT", "")
 FAULT_PAUSE_SECONDS = env_int("FAULT_PAUSE_SECONDS", 120)
 IMAGE_STORE = Path(env_str("IMAGE_STORE", str(VAR_DIR / "images")))
+# The largest image file an operator may import (upload or URL), in bytes.
+IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 8 * 1024**3)
 # KVM is used where the host offers it and this allows it; nested KVM fails on some hosts.
 ALLOW_KVM = env_bool("ALLOW_KVM", not running_in_a_vm())
 CELERY_BEAT_SCHEDULE = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, JsonResponse
@@ -107,10 +109,65 @@ def _create_page(request, actor: Actor, form: InstanceCreateForm, status: int = 
     context = {
         "actor": actor,
         "form": form,
-        "image_cards": [{"widget": w, "image": w.data["value"].instance} for w in form["image"]],
+        "image_groups": image_groups([{"widget": w, "image": w.data["value"].instance} for w in form["image"]]),
         "can_write": actor.may_write(Role.MEMBER),
     }
     return render(request, "portal/instances/create.html", {**context, **_size_context(form)}, status=status)
+
+
+# How OS families are spelled on the create page; others are shown as given, capitalised.
+OS_FAMILY_NAMES = {
+    "almalinux": "AlmaLinux",
+    "alpine": "Alpine Linux",
+    "centos": "CentOS",
+    "debian": "Debian",
+    "fedora": "Fedora",
+    "freebsd": "FreeBSD",
+    "opensuse": "openSUSE",
+    "rocky": "Rocky Linux",
+    "ubuntu": "Ubuntu",
+}
+
+
+def _version_key(version: str) -> tuple:
+    """Newest first: 24.04 before 22.04 before 9, numbers compared as numbers."""
+    return tuple((0, -int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"[.\s_-]+", version))
+
+
+def image_groups(cards: list[dict]) -> list[dict]:
+    """The image choices grouped by OS family (A to Z), then version (newest first); the
+    tenant's snapshots come last, as a group of their own."""
+    families: dict[str, dict[str, list[dict]]] = {}
+    snapshots = []
+    for card in cards:
+        image = card["image"]
+        if image.visibility == image.Visibility.PRIVATE:
+            snapshots.append(card)
+            continue
+        families.setdefault(image.os_family, {}).setdefault(image.os_version, []).append(card)
+    groups = []
+    for family in sorted(families, key=lambda f: OS_FAMILY_NAMES.get(f, f).lower()):
+        label = OS_FAMILY_NAMES.get(family, family.capitalize())
+        versions = sorted(families[family].items(), key=lambda item: _version_key(item[0]))
+        groups.append(
+            {
+                "family": family,
+                "label": label,
+                "versions": [
+                    {"version": v, "label": f"{label} {v}".strip(), "cards": sorted(c, key=lambda c: c["image"].name)}
+                    for v, c in versions
+                ],
+            }
+        )
+    if snapshots:
+        groups.append(
+            {
+                "family": "snapshot",
+                "label": "Your snapshots",
+                "versions": [{"version": "", "label": "Snapshots", "cards": snapshots}],
+            }
+        )
+    return groups
 
 
 def _size_context(form: SizeForm) -> dict:

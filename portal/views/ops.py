@@ -6,7 +6,7 @@ from django.db.models import Count, Q
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from compute.models import Host, Instance, InstanceAction, InstanceState
+from compute.models import Host, Image, Instance, InstanceAction, InstanceState
 from portal import billing_hooks
 from portal.views.guards import staff_page
 from tenants.models import Tenant
@@ -36,6 +36,8 @@ def _host_rows() -> list[dict]:
 @require_GET
 @staff_page
 def dashboard(request):
+    if request.GET.get("panel") == "images":  # htmx: the images panel, polled
+        return render(request, "portal/ops/_images.html", _image_rows())
     by_state = dict(
         Instance.objects.exclude(state=InstanceState.DELETED)
         .values_list("state")
@@ -61,8 +63,18 @@ def dashboard(request):
         "tenant_count": Tenant.objects.count(),
         "suspended_count": Tenant.objects.filter(status=Tenant.Status.SUSPENDED).count(),
         "revenue": billing_hooks.revenue_this_month(),
+        **_image_rows(),
     }
     return render(request, "portal/ops/dashboard.html", context)
+
+
+def _image_rows() -> dict:
+    """The operator images with their import's progress or refusal; polled faster while one
+    is being imported."""
+    rows = list(Image.objects.filter(visibility=Image.Visibility.PUBLIC).exclude(state=Image.State.DELETED))
+    for image in rows:
+        image.percent = min(100, image.progress_bytes * 100 // image.expected_bytes) if image.expected_bytes else None
+    return {"images": rows, "importing": any(i.state == Image.State.PENDING for i in rows)}
 
 
 @require_GET
