@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import Sum
 
-from billing import invoicing
+from billing import invoicing, prices
 from billing.models import (
     BillingAccount,
     FlavorPrice,
@@ -14,6 +14,7 @@ from billing.models import (
     UsageRecord,
 )
 from portal.api import ConflictError
+from portal.templatetags import units
 
 admin.site.register(PriceList)
 admin.site.register(SlaTier, list_display=["sla_percent", "below", "credit_percent"])
@@ -47,11 +48,16 @@ class InvoiceAdmin(admin.ModelAdmin):
         response = super().changelist_view(request, extra_context)
         if hasattr(response, "context_data") and "cl" in response.context_data:
             selected = response.context_data["cl"].queryset
+            # SQLite sums decimals as floats: quantized and formatted like every other amount.
+            currency = prices.price_list().currency
             totals = {
                 "invoiced": selected.exclude(state__in=["draft", "void"]).aggregate(s=Sum("total"))["s"] or 0,
                 "unpaid": selected.filter(state="issued").aggregate(s=Sum("total"))["s"] or 0,
             }
-            response.context_data["title"] = f"Invoices: revenue {totals['invoiced']}, unpaid {totals['unpaid']}"
+            response.context_data["title"] = (
+                f"Invoices: revenue {units.money(totals['invoiced'], currency)}, "
+                f"unpaid {units.money(totals['unpaid'], currency)}"
+            )
         return response
 
     def _apply(self, request, queryset, fn, label):

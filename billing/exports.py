@@ -5,8 +5,24 @@ from __future__ import annotations
 
 import csv
 import io
+from decimal import Decimal
 
 from billing.models import Invoice
+from portal.templatetags import units
+
+# CSV holds plain numbers a spreadsheet reads (no currency, no thousands separator): amounts to
+# the cent, unit prices to 4 decimals, as the pages and the PDF round them.
+CSV_CENT = Decimal("0.01")
+CSV_RATE = Decimal("0.0001")
+
+
+def _plain(value: Decimal, step: Decimal) -> str:
+    return f"{Decimal(value).quantize(step):f}"
+
+
+def _quantity(value: Decimal) -> str:
+    return f"{Decimal(value).normalize():f}"
+
 
 CSV_FIELDS = ["invoice", "period", "kind", "description", "quantity", "unit", "unit_price", "amount", "currency"]
 
@@ -22,16 +38,26 @@ def invoice_csv(invoice: Invoice) -> str:
                 f"{invoice.period:%Y-%m}",
                 line.kind,
                 _csv_safe(line.description),
-                line.quantity,
+                _quantity(line.quantity),
                 line.unit,
-                line.unit_price,
-                line.amount,
+                _plain(line.unit_price, CSV_RATE),
+                _plain(line.amount, CSV_CENT),
                 invoice.currency,
             ]
         )
     for label, amount in (("subtotal", invoice.subtotal), ("tax", invoice.tax), ("total", invoice.total)):
         writer.writerow(
-            [invoice.number or invoice.pk, f"{invoice.period:%Y-%m}", label, "", "", "", "", amount, invoice.currency]
+            [
+                invoice.number or invoice.pk,
+                f"{invoice.period:%Y-%m}",
+                label,
+                "",
+                "",
+                "",
+                "",
+                _plain(amount, CSV_CENT),
+                invoice.currency,
+            ]
         )
     return out.getvalue()
 
@@ -50,17 +76,24 @@ def _pdf_text(text: str) -> str:
 def invoice_pdf(invoice: Invoice) -> bytes:
     rows = [
         (16, f"Invoice {invoice.number or invoice.pk}"),
-        (10, f"Tenant: {invoice.tenant.name}    Period: {invoice.period:%B %Y}    State: {invoice.state}"),
+        (10, f"Tenant: {invoice.tenant.name}    Period: {units.month(invoice.period)}    State: {invoice.state}"),
+        (10, f"Issued: {units.day(invoice.issued_at)}    Due: {units.day(invoice.due_at)}"),
         (10, ""),
     ]
     for line in invoice.lines.all():
         rows.append((9, f"{line.description[:90]}"))
-        rows.append((9, f"      {line.quantity} {line.unit} x {line.unit_price} = {line.amount} {invoice.currency}"))
+        rows.append(
+            (
+                9,
+                f"      {_quantity(line.quantity)} {line.unit} x {units.rate(line.unit_price, invoice.currency)}"
+                f" = {units.money(line.amount, invoice.currency)}",
+            )
+        )
     rows += [
         (10, ""),
-        (10, f"Subtotal: {invoice.subtotal} {invoice.currency}"),
-        (10, f"Tax ({invoice.tax_rate * 100:.2f}%): {invoice.tax} {invoice.currency}"),
-        (12, f"Total: {invoice.total} {invoice.currency}"),
+        (10, f"Subtotal: {units.money(invoice.subtotal, invoice.currency)}"),
+        (10, f"Tax ({units.percent(invoice.tax_rate * 100)} %): {units.money(invoice.tax, invoice.currency)}"),
+        (12, f"Total: {units.money(invoice.total, invoice.currency)}"),
     ]
     pages = [rows[i : i + 60] for i in range(0, len(rows), 60)] or [[]]
     objects: list[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]  # 2: pages, filled below

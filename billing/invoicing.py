@@ -355,4 +355,5 @@ def revenue(*, period: date) -> dict:
     invoices = Invoice.objects.filter(period=period.replace(day=1)).exclude(state=Invoice.State.VOID)
     issued = invoices.filter(state__in=[Invoice.State.ISSUED, Invoice.State.PAID]).aggregate(s=Sum("total"))["s"]
     unpaid = invoices.filter(state=Invoice.State.ISSUED).aggregate(s=Sum("total"))["s"]
-    return {"invoiced": issued or ZERO, "unpaid": unpaid or ZERO}
+    # Quantized: SQLite sums decimals as floats ("15.6900000000000").
+    return {"invoiced": cents(issued or ZERO), "unpaid": cents(unpaid or ZERO)}

@@ -27,6 +27,7 @@ from compute.drivers.base import DomainStats, HostError, TransientHostError
 from compute.lock_objects import lock_host
 from compute.models import Host, Instance, InstanceAction, InstanceState
 from compute.refs import driver
+from portal.templatetags import units
 
 log = logging.getLogger(__name__)
 NOTICE_LEVELS = (80, 100)
@@ -159,14 +160,14 @@ def _notify(instance: Instance, period: date, level: int, used: int) -> bool:
                 return False
             recipient = instance.tenant.billing_email
             if recipient:
-                used_gib = Decimal(used) / GIB
                 after = "throttled" if prices.over_policy(instance) == OverPolicy.THROTTLE else "billed per GiB"
                 one_line = " ".join(instance.name.split())  # a header with a line break is refused
                 send_mail(
-                    f"Instance {one_line}: {level}% of its monthly traffic used",
-                    f"Your instance {instance.name} ({instance.ip_address}) has sent {used_gib:.2f} GiB this month, "
-                    f"{level}% of its {instance.traffic_gb} GiB allowance.\n"
-                    f"Over the allowance it is {after} until the next month begins.",
+                    f"[{settings.PORTAL_NAME}] Instance {one_line}: {level}% of its monthly traffic used",
+                    f"Your instance {instance.name} ({instance.ip_address}) has sent {units.filesize(used)} this "
+                    f"month, {level}% of its {units.gib(instance.traffic_gb)} allowance.\n"
+                    f"Over the allowance it is {after} until the next month begins.\n\n"
+                    f"--\n{settings.PORTAL_NAME} · {settings.PORTAL_BASE_URL}\n",
                     settings.DEFAULT_FROM_EMAIL,
                     [recipient],
                 )

@@ -82,3 +82,12 @@ def estimate_monthly(size: Size, flavor_id=None) -> Decimal:
         return min(fp.hourly * HOURS_PER_MONTH, fp.monthly_cap)
     running = unit_hourly(size.vcpus, size.memory_mb, prices) * min(HOURS_PER_MONTH, prices.custom_cap_hours)
     return running + size.disk_gb * prices.disk_gb_month
+
+
+def estimate_hourly(size: Size, flavor_id=None) -> Decimal:
+    """What an hour of running costs at this size, before tax (for the catalogue)."""
+    prices = price_list()
+    fp = flavor_price(flavor_id)
+    if fp:
+        return fp.hourly
+    return unit_hourly(size.vcpus, size.memory_mb, prices) + size.disk_gb * prices.disk_gb_month / HOURS_PER_MONTH

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.utils import timezone
 
 from billing import invoicing, metering, rating, usage
 from billing import prices as price_lookup
+from billing.models import MeterSample
 from billing.money import GIB, ZERO
 from compute.models import Flavor, Instance
 from tenants.models import Tenant
@@ -92,3 +94,43 @@ def instance_usage_series(instance: Instance, *, hours: int = 48) -> dict:
         "rx_bytes": [u.rx_bytes for u in computed],
         "tx_bytes": [u.tx_bytes for u in computed],
     }
+
+
+SAMPLE_STEP_SECONDS = 300
+
+
+def instance_sample_series(instance: Instance, *, hours: int = 24, now: datetime | None = None) -> dict:
+    """5-minute points of the last `hours` from the meter samples: CPU % of the instance's
+    vCPUs (CPU time over the time the samples cover), bytes received and sent in each 5
+    minutes, and the disk space used at the last sample of each."""
+    now = now or timezone.now()
+    rows = (
+        MeterSample.objects.filter(instance=instance, taken_at__gt=now - timedelta(hours=hours), taken_at__lte=now)
+        .order_by("taken_at")
+        .values_list("taken_at", "cpu_ns_delta", "rx_delta", "tx_delta", "disk_bytes")
+    )
+    buckets: dict[datetime, dict] = {}
+    previous = None
+    for taken_at, cpu_ns, rx, tx, disk in rows:
+        # The time this sample's growth covers: since the previous one (the metering period
+        # for the first, and at most 10 minutes across a gap).
+        covered = (taken_at - previous).total_seconds() if previous else settings.METERING_SECONDS
+        previous = taken_at
+        start = datetime.fromtimestamp(
+            taken_at.timestamp() // SAMPLE_STEP_SECONDS * SAMPLE_STEP_SECONDS, tz=taken_at.tzinfo
+        )
+        bucket = buckets.setdefault(start, {"cpu_ns": 0, "seconds": 0.0, "rx": 0, "tx": 0, "disk": 0})
+        bucket["cpu_ns"] += cpu_ns
+        bucket["seconds"] += min(max(covered, 1.0), 600.0)
+        bucket["rx"] += rx
+        bucket["tx"] += tx
+        bucket["disk"] = disk
+    vcpus = max(instance.vcpus, 1)
+    series: dict[str, list[dict]] = {"cpu": [], "rx_bytes": [], "tx_bytes": [], "disk_bytes": []}
+    for start, b in sorted(buckets.items()):
+        t = start.isoformat()
+        series["cpu"].append({"t": t, "v": round(min(100.0, 100 * b["cpu_ns"] / 1e9 / (b["seconds"] * vcpus)), 1)})
+        series["rx_bytes"].append({"t": t, "v": b["rx"]})
+        series["tx_bytes"].append({"t": t, "v": b["tx"]})
+        series["disk_bytes"].append({"t": t, "v": b["disk"]})
+    return series

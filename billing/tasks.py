@@ -9,7 +9,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from billing import invoicing, metering, suspension, usage
+from billing import notices as billing_notices
 from billing import prices as price_lookup
+from compute import notices as compute_notices
 from compute.models import Host
 
 
@@ -51,3 +53,10 @@ def stop_suspended_instances() -> list[str]:
 @shared_task
 def suspend_overdue_tenants() -> list[str]:
     return suspension.suspend_overdue()
+
+
+@shared_task
+def send_notices() -> int:
+    """E-mail what happened since the last run: invoices issued or overdue, suspensions,
+    instances in error, host outages; each notice once."""
+    return billing_notices.send_pending() + compute_notices.send_pending()

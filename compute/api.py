@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import re
 from datetime import UTC
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -16,7 +18,8 @@ from rest_framework.response import Response
 
 from compute import console, images, services
 from compute import hosts as host_services
-from compute.models import SIZE_FIELDS, Flavor, Host, Image, Instance, InstanceAction, InstanceState
+from compute.lock_objects import lock_instance
+from compute.models import SIZE_FIELDS, Flavor, Host, Image, Instance, InstanceAction, InstanceState, InstanceTag
 from compute.operations import PROVISION_STEPS
 from compute.selectors import images_visible_filter
 from compute.sizing import Size, custom_limits, custom_size, custom_size_errors
@@ -25,6 +28,7 @@ from portal.api import NewestFirstCursor, RejectUnknownFields, StrictSerializer,
 from portal.viewsets import TenantScopedViewSet
 from tenants.access import actor_for_request
 from tenants.permissions import IsStaff
+from tenants.services import audit
 
 # An upload's form fields and part headers around the image file itself.
 UPLOAD_FORM_SLACK = 64 * 1024
@@ -362,6 +366,63 @@ class InstancePageSerializer(serializers.Serializer):
     results = InstanceSerializer(many=True)
 
 
+class InstanceUpdateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=255)
+
+    def validate_name(self, value: str) -> str:
+        return reject_nul(value, "name").strip()
+
+
+# -- rename and tags: writes the API and the UI share ----------------------------------------------
+TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,31}")
+MAX_TAGS = 10
+NAME_TAKEN = "An instance with this name already exists in this tenant."
+
+
+def instance_rename(*, actor, instance: Instance, name: str) -> Instance:
+    """Give a live instance another name, unique among the tenant's live instances."""
+    name = name.strip()
+    if not name or "\x00" in name or len(name) > 255:
+        raise services.InvalidRequest("name", "Give a name of 1 to 255 characters.")
+    try:
+        with transaction.atomic():
+            locked = lock_instance(instance.pk)
+            if locked.state == InstanceState.DELETED:
+                raise services.InvalidRequest("name", "A deleted instance cannot be renamed.")
+            if locked.name == name:
+                return locked
+            live = Instance.objects.filter(tenant=locked.tenant_id).exclude(state=InstanceState.DELETED)
+            if live.filter(name=name).exclude(pk=locked.pk).exists():
+                raise services.InvalidRequest("name", NAME_TAKEN)
+            previous, locked.name = locked.name, name
+            locked.save(update_fields=["name"])
+            audit(actor, "instance.rename", target=str(locked.pk), name=name, previous=previous)
+    except IntegrityError:  # a create or rename that took the name meanwhile
+        raise services.InvalidRequest("name", NAME_TAKEN) from None
+    return locked
+
+
+def instance_set_tags(*, actor, instance: Instance, tags: list[str]) -> list[str]:
+    """Replace the instance's tags: up to MAX_TAGS, each lower case letters, digits and - _ . :"""
+    wanted = sorted({tag.strip().lower() for tag in tags if tag.strip()})
+    for tag in wanted:
+        if not TAG_PATTERN.fullmatch(tag):
+            raise services.InvalidRequest(
+                "tags", f"A tag is 1 to 32 letters, digits, '-', '_', '.' or ':' (not {tag[:40]!r})."
+            )
+    if len(wanted) > MAX_TAGS:
+        raise services.InvalidRequest("tags", f"At most {MAX_TAGS} tags.")
+    with transaction.atomic():
+        locked = lock_instance(instance.pk)
+        current = set(locked.tags.values_list("name", flat=True))
+        if current == set(wanted):
+            return wanted
+        locked.tags.exclude(name__in=wanted).delete()
+        InstanceTag.objects.bulk_create([InstanceTag(instance=locked, name=t) for t in wanted if t not in current])
+        audit(actor, "instance.tags", target=str(locked.pk), name=locked.name, tags=wanted)
+    return wanted
+
+
 def _invalid(exc: services.InvalidRequest):
     return serializers.ValidationError({exc.field: [exc.message]})
 
@@ -539,6 +600,19 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
         data.is_valid(raise_exception=True)
         _instance, image = services.instance_snapshot(actor=self.actor, instance=instance, **data.validated_data)
         return Response(ImageSerializer(image).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=InstanceUpdateSerializer, responses={200: InstanceSerializer})
+    def partial_update(self, request, pk=None):
+        """Rename: a name used by another live instance of the tenant is a 400 naming `name`,
+        as at create. The guest's hostname stays what it was built with."""
+        instance = self.get_object()
+        data = InstanceUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            instance_rename(actor=self.actor, instance=instance, name=data.validated_data["name"])
+        except services.InvalidRequest as exc:
+            raise _invalid(exc) from None
+        return Response(InstanceSerializer(self.get_queryset().get(pk=instance.pk)).data)
 
     @extend_schema(request=None, responses={201: ConsoleSerializer})
     @action(detail=True, methods=["post"])

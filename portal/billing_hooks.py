@@ -6,19 +6,18 @@ from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 
-from django.utils import timezone
-
 from billing import prices, selectors
+from portal.templatetags import units
 
 NOT_YET = "—"
-HOUR_SECONDS = 3600
 
 
 def money(value, currency: str = "") -> str:
+    """An amount as every page shows it (portal.templatetags.units.money)."""
     if value is None:
         return NOT_YET
     if isinstance(value, Decimal | int | float):
-        return f"{Decimal(value).quantize(Decimal('0.01')):,} {currency}".strip()
+        return units.money(value, currency)
     return str(value)
 
 
@@ -38,23 +37,19 @@ def monthly_estimate(size, flavor_id=None) -> str:
     return money(prices.estimate_monthly(size, flavor_id), prices.price_list().currency)
 
 
-def revenue_this_month() -> str:
+def hourly_estimate(size, flavor_id=None) -> str:
+    return units.rate(prices.estimate_hourly(size, flavor_id), prices.price_list().currency)
+
+
+def revenue_this_month() -> dict:
+    """Last invoiced month's invoiced and unpaid totals, formatted with the currency."""
     figures = selectors.revenue_this_month()
-    return f"{money(figures['invoiced'])} invoiced · {money(figures['unpaid'])} unpaid"
+    currency = prices.price_list().currency
+    return {"invoiced": money(figures["invoiced"], currency), "unpaid": money(figures["unpaid"], currency)}
 
 
 def usage_series(instance, now: datetime | None = None) -> dict[str, list[dict]]:
-    """Chart points {"t": ISO hour, "v": value}: CPU as a percentage of the instance's vCPUs over
-    the hour (so far, for the current one), traffic in bytes. Empty until metering has samples."""
-    raw = selectors.instance_usage_series(instance)
-    hours = raw.get("hours", [])
-    now = now or timezone.now()
-    cpu = []
-    for hour, seconds in zip(hours, raw.get("cpu_seconds", []), strict=False):
-        elapsed = min(HOUR_SECONDS, max(1.0, (now - datetime.fromisoformat(hour)).total_seconds()))
-        cpu.append({"t": hour, "v": round(100 * float(seconds) / (elapsed * max(instance.vcpus, 1)), 1)})
-    return {
-        "cpu": cpu,
-        "rx_bytes": [{"t": h, "v": v} for h, v in zip(hours, raw.get("rx_bytes", []), strict=False)],
-        "tx_bytes": [{"t": h, "v": v} for h, v in zip(hours, raw.get("tx_bytes", []), strict=False)],
-    }
+    """Chart points {"t": ISO moment, "v": value} every 5 minutes of the last day, from the
+    meter samples: CPU as a percentage of the instance's vCPUs, traffic in bytes per 5 minutes,
+    disk space used in bytes. Empty until metering has samples."""
+    return selectors.instance_sample_series(instance, now=now)

@@ -12,7 +12,7 @@ from compute.models import Flavor, Image
 from compute.selectors import images_visible_filter
 from compute.sizing import Size, custom_size, custom_size_errors
 from tenants.access import Actor
-from tenants.models import ApiToken, Role, SshKey
+from tenants.models import ApiToken, NoticeSettings, Role, SshKey
 from tenants.sshkeys import InvalidKey, parse_public_key
 
 CUSTOM_FIELDS = ("vcpus", "memory_mb", "disk_gb", "bandwidth_mbit", "traffic_gb")
@@ -140,6 +140,24 @@ class ResizeForm(SizeForm):
     pass
 
 
+class InstanceEditForm(forms.Form):
+    name = forms.CharField(max_length=255, help_text="The guest's hostname stays the one it was built with.")
+    tags = forms.CharField(
+        required=False,
+        max_length=400,
+        help_text="Separated by commas or spaces, e.g. prod, web. Letters, digits, - _ . : (up to 32 each).",
+    )
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if "\x00" in name:
+            raise forms.ValidationError("Null characters are not allowed.")
+        return name
+
+    def clean_tags(self) -> list[str]:
+        return [tag for tag in self.cleaned_data["tags"].replace(",", " ").split() if tag]
+
+
 class RebuildForm(forms.Form):
     image = forms.ModelChoiceField(queryset=Image.objects.none(), widget=forms.RadioSelect, empty_label=None)
 
@@ -205,3 +223,10 @@ class SshKeyForm(forms.Form):
         except InvalidKey as exc:
             raise forms.ValidationError(str(exc)) from None
         return text
+
+
+class NoticeSettingsForm(forms.ModelForm):
+    class Meta:
+        model = NoticeSettings
+        fields = ["incidents", "billing"]
+        labels = {"incidents": "Incidents", "billing": "Billing"}

@@ -159,13 +159,16 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "cloud@localhost")
 PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000")
+# What customers see the portal called: page titles, e-mail subjects and bodies.
+PORTAL_NAME = env_str("PORTAL_NAME", "Cloud Portal")
 
 # django-allauth: e-mail is the login, verified before first login.
 ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_EMAIL_VERIFICATION = "mandatory"
 ACCOUNT_CONFIRM_EMAIL_ON_GET = False
-ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = False
+# Confirming the address in the browser that signed up logs that browser in.
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_ADAPTER = "tenants.adapters.AccountAdapter"
 ACCOUNT_RATE_LIMITS = {
@@ -322,6 +325,10 @@ ACCOUNT_USER_DISPLAY = "tenants.adapters.user_display"
 
 # Billing: metering cadence (seconds) and its beat entries.
 METERING_SECONDS = env_int("METERING_SECONDS", 60)
+# E-mail notices (invoices, suspension, instances in error, host outages): how often beat looks
+# for events not yet told, and how far back (older events are never mailed, e.g. after an upgrade).
+NOTICE_SECONDS = env_int("NOTICE_SECONDS", 60)
+NOTICE_LOOKBACK_HOURS = env_int("NOTICE_LOOKBACK_HOURS", 72)
 CELERY_BEAT_SCHEDULE.update(
     {
         "billing-meter": {"task": "billing.tasks.meter_all_hosts", "schedule": float(METERING_SECONDS)},
@@ -332,5 +339,6 @@ CELERY_BEAT_SCHEDULE.update(
         },
         "billing-suspended-sweep": {"task": "billing.tasks.stop_suspended_instances", "schedule": 300.0},
         "billing-overdue": {"task": "billing.tasks.suspend_overdue_tenants", "schedule": crontab(minute=15, hour=1)},
+        "notices-send": {"task": "billing.tasks.send_notices", "schedule": float(NOTICE_SECONDS)},
     }
 )

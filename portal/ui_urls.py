@@ -24,6 +24,7 @@ urlpatterns = [
     path("instances/<uuid:pk>/rebuild", instances.rebuild, name="instance-rebuild"),
     path("instances/<uuid:pk>/snapshot", instances.snapshot, name="instance-snapshot"),
     path("instances/<uuid:pk>/delete", instances.delete, name="instance-delete"),
+    path("instances/<uuid:pk>/edit", instances.edit, name="instance-edit"),
     path("instances/<uuid:pk>/<slug:action>", instances.power, name="instance-power"),
     # the tenant
     path("tenant/members", tenancy.members, name="tenant-members"),
@@ -37,6 +38,9 @@ urlpatterns = [
     path("tenant/ssh-keys", tenancy.ssh_keys, name="tenant-ssh-keys"),
     path("tenant/ssh-keys/<uuid:pk>/delete", tenancy.ssh_key_delete, name="tenant-ssh-key-delete"),
     path("tenant/billing", tenancy.billing, name="tenant-billing"),
+    path("tenant/activity", tenancy.activity, name="tenant-activity"),
+    path("tenant/quota/live", tenancy.quota_live, name="tenant-quota-live"),
+    path("account/notifications", tenancy.notice_settings, name="notice-settings"),
     # operators
     path("ops/", ops.dashboard, name="ops"),
     path("ops/hosts", ops.hosts, name="ops-hosts"),

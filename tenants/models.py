@@ -200,3 +200,45 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.target}"
+
+
+class Notice(models.Model):
+    """One e-mail notice about one event, sent once: the unique (tenant, kind, key) row is taken
+    in the transaction that sends the mail, so a second sender finds it and sends nothing."""
+
+    class Kind(models.TextChoices):
+        INVOICE_ISSUED = "invoice.issued", "Invoice issued"
+        INVOICE_OVERDUE = "invoice.overdue", "Invoice overdue"
+        SUSPENDED = "tenant.suspended", "Tenant suspended"
+        INSTANCE_ERROR = "instance.error", "Instance in error"
+        HOST_OUTAGE = "host.outage", "Host outage"
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="notices")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    # The event told about: an invoice id, a state or status log row id, an audit event id.
+    key = models.CharField(max_length=100)
+    recipients = models.JSONField(default=list, blank=True)
+    sent_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-sent_at"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "kind", "key"], name="tenant_notice_once")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key}"
+
+
+class NoticeSettings(models.Model):
+    """Which notices a person wants by e-mail (absent row: all of them)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notice_settings")
+    incidents = models.BooleanField(
+        default=True, help_text="An instance went into error; a host outage affects your instances."
+    )
+    billing = models.BooleanField(
+        default=True, help_text="Invoices issued and overdue, suspension (tenant owners only)."
+    )
+
+    def __str__(self) -> str:
+        return f"notice settings of {self.user_id}"

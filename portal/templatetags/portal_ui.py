@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django import forms, template
+from django.conf import settings
+from django.utils.translation import gettext_lazy as _
 
 from compute.models import InstanceState
+from portal.templatetags import units
 from tenants.access import actor_for_request
 from tenants.models import Membership
 
@@ -51,16 +52,32 @@ def state_colour(state: str) -> str:
     return STATE_COLOURS.get(state, "warning")
 
 
+# The number formats live in portal.templatetags.units; these names stay for older templates.
+register.filter("mib", units.mib)
+register.filter("percent", units.percent)
+
+
+# libvirt's words for a domain's state, in a customer's.
+POWER_LABELS = {
+    "running": _("On"),
+    "shutoff": _("Off"),
+    "shutdown": _("Shutting down"),
+    "paused": _("Paused"),
+    "pmsuspended": _("Suspended"),
+    "blocked": _("On"),
+    "crashed": _("Crashed"),
+    "nostate": _("Unknown"),
+}
+
+
 @register.filter
-def mib(value) -> str:
-    """Memory for people: 512 MiB, 2 GiB, 1.5 GiB."""
-    if value is None:
-        return "—"
-    value = int(value)
-    if value >= 1024:
-        gib = value / 1024
-        return f"{gib:.0f} GiB" if gib == int(gib) else f"{gib:.1f} GiB"
-    return f"{value} MiB"
+def power_label(power_state: str) -> str:
+    return str(POWER_LABELS.get(power_state or "", POWER_LABELS["nostate"]))
+
+
+@register.simple_tag
+def portal_name() -> str:
+    return settings.PORTAL_NAME
 
 
 @register.filter
@@ -90,11 +107,3 @@ def tenant_menu(context) -> dict:
         "request": request,
         "csrf_token": context.get("csrf_token"),
     }
-
-
-@register.filter
-def percent(value) -> str:
-    """An SLA or a share without trailing zeros: 99.900 -> 99.9."""
-    if value in (None, ""):
-        return "—"
-    return format(Decimal(value).normalize(), "f")

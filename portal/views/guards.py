@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpResponse, HttpResponseNotModified
 from rest_framework.exceptions import APIException
 
 from compute.services import InvalidRequest
@@ -58,3 +60,36 @@ def staff_page(view):
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+# -- live fragments -----------------------------------------------------------------------------
+# Polled fragments carry a version (data-etag) computed from the few fields they show; the
+# browser sends it back as If-None-Match (portal.js) and an unchanged fragment is a 304 with no
+# body, which htmx leaves alone (responseHandling in base.html). Rendering, and the costs that
+# billing computes for it, happen only when something shown has changed.
+
+
+def minute() -> int:
+    """A version part that changes once a minute: figures like the cost so far follow time."""
+    return int(time.time() // 60)
+
+
+def version_of(*parts) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
+
+
+def unchanged(request, version: str) -> HttpResponse | None:
+    """The 304 answer if the browser already shows this version, else None."""
+    sent = [
+        tag.strip().strip('"').removeprefix("W/").strip('"')
+        for tag in request.headers.get("If-None-Match", "").split(",")
+    ]
+    if version in sent:
+        return versioned(HttpResponseNotModified(), version)
+    return None
+
+
+def versioned(response: HttpResponse, version: str) -> HttpResponse:
+    response["ETag"] = f'"{version}"'
+    response["Cache-Control"] = "no-cache, private"
+    return response

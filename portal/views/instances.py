@@ -6,21 +6,26 @@ import re
 
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.db.models import Count, Max, Q
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET
 
 from billing import selectors as billing_selectors
 from compute import console, services
-from compute.models import Instance, InstanceAction, InstanceState
+from compute.api import instance_rename, instance_set_tags
+from compute.models import Host, Instance, InstanceAction, InstanceState, InstanceTag
 from compute.operations import PROVISION_STEPS
 from compute.selectors import tenant_resource_usage
 from compute.sizing import Size
 from compute.transitions import STABLE_STATES, allowed_actions
 from portal import billing_hooks
-from portal.forms import InstanceCreateForm, RebuildForm, ResizeForm, SizeForm, SnapshotForm
-from portal.views.guards import REFUSALS, require_role, tenant_page, why
+from portal.api import QuotaExceeded
+from portal.forms import InstanceCreateForm, InstanceEditForm, RebuildForm, ResizeForm, SizeForm, SnapshotForm
+from portal.templatetags.units import mib
+from portal.views.guards import REFUSALS, minute, require_role, tenant_page, unchanged, version_of, versioned, why
 from tenants.access import Actor, get_scoped, scoped
 from tenants.models import Quota, Role
 
@@ -29,10 +34,11 @@ POWER_ACTIONS = {"start": services.instance_start, "stop": services.instance_sto
 LOG_LENGTH = 50
 # Form fields the services name in InvalidRequest, by their name in the create form.
 SERVICE_FIELDS = {"ssh_key_ids": "ssh_keys", "size": None}
+QUOTA_SIZES = ("vcpus", "memory_mb", "disk_gb")
 
 
 def _instances(actor: Actor):
-    return scoped(actor, Instance.objects.select_related("image", "flavor"))
+    return scoped(actor, Instance.objects.select_related("image", "flavor", "host"))
 
 
 # States in which nothing happens by itself: pages stop polling an instance that reached one.
@@ -48,28 +54,100 @@ def _in_flight(instances) -> bool:
 
 # Instances per dashboard page: each row's cost is computed live, and the rows are polled.
 DASHBOARD_PAGE = 50
+# The list's orders, by the name in ?sort=; the id makes each total, for stable pages.
+SORTS = {
+    "newest": ("-created_at", "-id"),
+    "oldest": ("created_at", "id"),
+    "name": ("name", "id"),
+    "-name": ("-name", "-id"),
+    "state": ("state", "name", "id"),
+}
+# What a polled row shows, as its version: a change of any of these is a change of the page.
+ROW_FIELDS = (
+    "id",
+    "name",
+    "state",
+    "power_state",
+    "ip_address",
+    "flavor_id",
+    "vcpus",
+    "memory_mb",
+    "disk_gb",
+    "error_step",
+    "throttled",
+    "host__status",
+)
+
+
+def _list_filters(request) -> dict:
+    """Search, tag and order of the instance list, from the query string (bad ones ignored)."""
+    query = request.GET.get("q", "").replace("\x00", "").strip()[:100]
+    tag = request.GET.get("tag", "").replace("\x00", "").strip()[:32]
+    sort = request.GET.get("sort", "newest")
+    return {"q": query, "tag": tag, "sort": sort if sort in SORTS else "newest"}
+
+
+def _quota_cards(actor: Actor) -> list[dict]:
+    quota = Quota.objects.filter(tenant=actor.tenant).first()
+    usage = tenant_resource_usage(actor.tenant)
+    return [
+        {"name": name, "label": label, "used": usage[name], "limit": getattr(quota, name, 0)}
+        for name, label in [("instances", _("Instances")), ("vcpus", _("vCPUs")), ("memory_mb", _("Memory"))]
+    ]
 
 
 @require_GET
 @tenant_page
 def dashboard(request, actor: Actor):
-    live = _instances(actor).exclude(state=InstanceState.DELETED).order_by("-created_at", "-id")
+    filters = _list_filters(request)
+    live = _instances(actor).exclude(state=InstanceState.DELETED)
+    if filters["q"]:
+        live = live.filter(Q(name__icontains=filters["q"]) | Q(ip_address__startswith=filters["q"]))
+    if filters["tag"]:
+        live = live.filter(tags__name=filters["tag"])
     # get_page turns a page number that is not one into the first or last page.
-    page = Paginator(live, DASHBOARD_PAGE).get_page(request.GET.get("page"))
-    instances = list(page.object_list)
+    page = Paginator(live.order_by(*SORTS[filters["sort"]]).values_list(*ROW_FIELDS), DASHBOARD_PAGE).get_page(
+        request.GET.get("page")
+    )
+    shown = list(page.object_list)
+    ids = [row[0] for row in shown]
+    tags = list(InstanceTag.objects.filter(instance_id__in=ids).values_list("instance_id", "name"))
+    quota = _quota_cards(actor)
+    version = version_of(
+        actor.tenant.pk, actor.role, filters, page.number, page.paginator.count, shown, tags, quota, minute()
+    )
+    if request.htmx and (not_modified := unchanged(request, version)):
+        return not_modified
+    by_id = _instances(actor).prefetch_related("tags").in_bulk(ids)
+    instances = [by_id[pk] for pk in ids if pk in by_id]
     costs = billing_hooks.costs_so_far(actor.tenant, instances)
-    rows = [{"instance": i, "cost": costs[i.pk]} for i in instances]
-    context = {"actor": actor, "rows": rows, "polling": _in_flight(instances), "page": page}
+    context = {
+        "actor": actor,
+        "rows": [{"instance": i, "cost": costs[i.pk]} for i in instances],
+        "polling": _in_flight(instances),
+        "page": page,
+        "filters": filters,
+        "query": request.GET.urlencode(),
+        "quota": quota,
+        "version": version,
+    }
     if request.htmx:
-        return render(request, "portal/instances/_rows.html", context)
-    quota = Quota.objects.filter(tenant=actor.tenant).first()
-    usage = tenant_resource_usage(actor.tenant)
-    context["quota"] = [
-        {"name": name, "label": label, "used": usage[name], "limit": getattr(quota, name, 0)}
-        for name, label in [("instances", "Instances"), ("vcpus", "vCPUs"), ("memory_mb", "Memory")]
-    ]
+        return versioned(render(request, "portal/instances/_rows.html", {**context, "oob_quota": True}), version)
     context["can_write"] = actor.may_write(Role.MEMBER)
-    return render(request, "portal/instances/dashboard.html", context)
+    context["sorts"] = [
+        ("newest", _("Newest first")),
+        ("oldest", _("Oldest first")),
+        ("name", _("Name A–Z")),
+        ("-name", _("Name Z–A")),
+        ("state", _("State")),
+    ]
+    context["tenant_tags"] = (
+        InstanceTag.objects.filter(instance__in=scoped(actor, Instance.objects).exclude(state=InstanceState.DELETED))
+        .values_list("name", flat=True)
+        .distinct()
+        .order_by("name")
+    )
+    return versioned(render(request, "portal/instances/dashboard.html", context), version)
 
 
 # -- create ----------------------------------------------------------------------------------------
@@ -98,11 +176,53 @@ def create(request, actor: Actor):
         field = SERVICE_FIELDS.get(exc.field, exc.field)
         form.add_error(field if field in form.fields else None, exc.message)
         return _create_page(request, actor, form, status=400)
+    except QuotaExceeded as exc:
+        _quota_error(form, actor, create_request.size, new_instances=1, exc=exc)
+        return _create_page(request, actor, form, status=409)
     except REFUSALS as exc:
         form.add_error(None, why(exc))
         return _create_page(request, actor, form, status=409)
     messages.success(request, f"{instance.name} is being built. Its address is {instance.ip_address}.")
     return redirect("instance", pk=instance.pk)
+
+
+def quota_shortfall(actor: Actor, wanted: dict[str, int]) -> tuple[str, str] | None:
+    """The first limit `wanted` would pass (in the order the service checks them), with the
+    sentence a customer reads next to the field; None if all fit now (the quota changed)."""
+    quota = Quota.objects.filter(tenant=actor.tenant).first()
+    used = tenant_resource_usage(actor.tenant)
+    for name in ("instances", "vcpus", "memory_mb", "disk_gb"):
+        amount, limit = wanted.get(name, 0), getattr(quota, name, 0)
+        if amount <= 0 or used[name] + amount <= limit:
+            continue
+        left = max(limit - used[name], 0)
+        if name == "instances":
+            text = _("Your tenant already has %(used)s of its %(limit)s instances; delete one, or ask for more.")
+        elif name == "vcpus":
+            text = _("This needs %(amount)s vCPUs; your tenant has %(left)s left of %(limit)s.")
+        elif name == "memory_mb":
+            text = _("This needs %(amount)s of memory; your tenant has %(left)s left of %(limit)s.")
+            amount, left, limit = mib(amount), mib(left), mib(limit)
+        else:
+            text = _("This needs %(amount)s GiB of disk; your tenant has %(left)s GiB left of %(limit)s GiB.")
+        return name, text % {"amount": amount, "left": left, "limit": limit, "used": used[name]}
+    return None
+
+
+def _quota_error(form: SizeForm, actor: Actor, size: Size, *, new_instances: int, exc: Exception, base=None) -> None:
+    """Show a quota refusal as a sentence next to the size field it is about."""
+    wanted = {"instances": new_instances, **{n: getattr(size, n) - getattr(base, n, 0) for n in QUOTA_SIZES}}
+    shortfall = quota_shortfall(actor, wanted)
+    if shortfall is None:
+        form.add_error(None, why(exc))
+        return
+    name, sentence = shortfall
+    if name == "instances":
+        form.add_error(None, sentence)
+    elif form.mode() == "flavor":
+        form.add_error("flavor", sentence)
+    else:
+        form.add_error(name, sentence)
 
 
 def _create_page(request, actor: Actor, form: InstanceCreateForm, status: int = 200):
@@ -111,6 +231,11 @@ def _create_page(request, actor: Actor, form: InstanceCreateForm, status: int = 
         "form": form,
         "image_groups": image_groups([{"widget": w, "image": w.data["value"].instance} for w in form["image"]]),
         "can_write": actor.may_write(Role.MEMBER),
+        # What each image needs, so the page greys out the flavors too small for it.
+        "image_needs": {
+            str(card["image"].pk): {"disk_gb": card["image"].min_disk_gb, "memory_mb": card["image"].min_memory_mb}
+            for card in [{"image": w.data["value"].instance} for w in form["image"]]
+        },
     }
     return render(request, "portal/instances/create.html", {**context, **_size_context(form)}, status=status)
 
@@ -228,6 +353,27 @@ def _steps(instance: Instance, actions: list[InstanceAction]) -> dict | None:
     return {"action": latest, "steps": steps, "done": done, "total": len(steps) or 1}
 
 
+def _live_version(actor: Actor, instance: Instance) -> str:
+    """What the live part shows, cheaply: the row, its host's status, its tags, and its log's
+    shape (a step that changes status changes a count); plus the minute, for the cost."""
+    row = (
+        scoped(actor, Instance.objects)
+        .filter(pk=instance.pk)
+        .values_list(
+            *ROW_FIELDS, "bandwidth_mbit", "traffic_gb", "sla_percent", "error_message", "vnc_port", "image_id"
+        )
+    )
+    log = instance.actions.aggregate(
+        n=Count("id"),
+        last=Max("id"),
+        done=Count("id", filter=Q(status=InstanceAction.Status.DONE)),
+        failed=Count("id", filter=Q(status=InstanceAction.Status.FAILED)),
+        running=Count("id", filter=Q(status=InstanceAction.Status.RUNNING)),
+    )
+    tags = list(instance.tags.values_list("name", flat=True))
+    return version_of(actor.role, list(row), sorted(log.items()), tags, minute())
+
+
 def _live_context(actor: Actor, instance: Instance) -> dict:
     actions = list(instance.actions.select_related("user").order_by("id"))
     allowed = allowed_actions(instance.state) if actor.may_write(Role.MEMBER) else []
@@ -243,9 +389,12 @@ def _live_context(actor: Actor, instance: Instance) -> dict:
         "power_actions": [a for a in ("start", "stop", "reboot") if a in allowed],
         "progress": steps if show_steps else None,
         "log": list(reversed(actions))[:LOG_LENGTH],
-        "polling": instance.state not in SETTLED,
-        "console_ready": instance.state == InstanceState.RUNNING and actor.may_write(Role.MEMBER),
+        "in_flight": instance.state not in SETTLED,
+        "host_down": instance.host.status == Host.Status.DOWN,
+        "console_ready": instance.state in console.CONSOLE_STATES and actor.may_write(Role.MEMBER),
         "cost": billing_hooks.cost_so_far(instance),
+        "tags": list(instance.tags.all()),
+        "throttle_reason": billing_selectors.throttle_reason(instance),
     }
 
 
@@ -253,32 +402,69 @@ def _live_context(actor: Actor, instance: Instance) -> dict:
 @tenant_page
 def detail(request, actor: Actor, pk):
     instance = get_scoped(actor, _instances(actor), pk)
-    context = {**_live_context(actor, instance), "throttle_reason": billing_selectors.throttle_reason(instance)}
-    return render(request, "portal/instances/detail.html", context)
+    version = _live_version(actor, instance)
+    context = {**_live_context(actor, instance), "version": version}
+    return versioned(render(request, "portal/instances/detail.html", context), version)
 
 
 @require_GET
 @tenant_page
 def live(request, actor: Actor, pk):
-    """htmx: the part of the instance page that changes (state, progress, actions, log)."""
+    """htmx: the parts of the instance page that change (state, progress, actions, details,
+    log), polled always: a guest can power itself off, and a host can go down, at any time."""
     instance = get_scoped(actor, _instances(actor), pk)
-    return render(request, "portal/instances/_live.html", _live_context(actor, instance))
+    version = _live_version(actor, instance)
+    if not_modified := unchanged(request, version):
+        return not_modified
+    context = {**_live_context(actor, instance), "version": version}
+    return versioned(render(request, "portal/instances/_live.html", context), version)
 
 
 @require_GET
 @tenant_page
 def usage(request, actor: Actor, pk):
-    """Chart data of the instance page."""
+    """Chart data of the instance page: 5-minute points of CPU, traffic and disk."""
     instance = get_scoped(actor, _instances(actor), pk)
     return JsonResponse(billing_hooks.usage_series(instance))
 
 
-@require_POST
+@tenant_page
+def edit(request, actor: Actor, pk):
+    """Rename an instance and set its tags."""
+    instance = get_scoped(actor, _instances(actor), pk)
+    tags = ", ".join(instance.tags.values_list("name", flat=True))
+    if request.method != "POST":
+        form = InstanceEditForm(initial={"name": instance.name, "tags": tags})
+        return render(request, "portal/instances/edit.html", {"actor": actor, "instance": instance, "form": form})
+    require_role(actor, Role.MEMBER)
+    form = InstanceEditForm(request.POST)
+    if form.is_valid():
+        try:
+            instance_rename(actor=actor, instance=instance, name=form.cleaned_data["name"])
+            instance_set_tags(actor=actor, instance=instance, tags=form.cleaned_data["tags"])
+        except services.InvalidRequest as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            messages.success(request, _("Saved the name and tags of %(name)s.") % {"name": form.cleaned_data["name"]})
+            return redirect("instance", pk=instance.pk)
+    return render(
+        request, "portal/instances/edit.html", {"actor": actor, "instance": instance, "form": form}, status=400
+    )
+
+
+# Power actions that ask first (GET shows the question, POST does it).
+CONFIRMED = {"stop"}
+
+
 @tenant_page
 def power(request, actor: Actor, pk, action: str):
-    if action not in POWER_ACTIONS:
+    if action not in POWER_ACTIONS or request.method not in ("GET", "POST"):
         raise Http404("No such action.")
+    if request.method == "GET" and action not in CONFIRMED:
+        raise Http404("No such page.")
     instance = get_scoped(actor, _instances(actor), pk)
+    if request.method == "GET":
+        return render(request, f"portal/instances/{action}.html", {"actor": actor, "instance": instance})
     require_role(actor, Role.MEMBER)
     try:
         POWER_ACTIONS[action](actor=actor, instance=instance)
@@ -387,6 +573,11 @@ def _submit(request, actor: Actor, instance, action: str, form, call, done):
             result = call()
         except services.InvalidRequest as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        except QuotaExceeded as exc:
+            if isinstance(form, SizeForm):
+                _quota_error(form, actor, form.size(), new_instances=0, exc=exc, base=instance)
+            else:
+                form.add_error(None, why(exc))
         except REFUSALS as exc:
             form.add_error(None, why(exc))
         else:

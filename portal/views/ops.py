@@ -8,7 +8,7 @@ from django.views.decorators.http import require_GET
 
 from compute.models import Host, Image, Instance, InstanceAction, InstanceState
 from portal import billing_hooks
-from portal.views.guards import staff_page
+from portal.views.guards import minute, staff_page, unchanged, version_of, versioned
 from tenants.models import Tenant
 
 RECENT = 20
@@ -65,7 +65,15 @@ def dashboard(request):
         "revenue": billing_hooks.revenue_this_month(),
         **_image_rows(),
     }
+    context["version"] = _hosts_version(context["hosts"])
     return render(request, "portal/ops/dashboard.html", context)
+
+
+def _hosts_version(rows: list[dict]) -> str:
+    # The heartbeat is shown as "n minutes ago": its minute is enough.
+    return version_of(
+        [(r["host"].pk, r["host"].status, r["host"].live, r["bars"], r["host"].last_heartbeat, minute()) for r in rows]
+    )
 
 
 def _image_rows() -> dict:
@@ -80,5 +88,10 @@ def _image_rows() -> dict:
 @require_GET
 @staff_page
 def hosts(request):
-    """htmx: the hosts panel, polled so capacity moves as instances come and go."""
-    return render(request, "portal/ops/_hosts.html", {"hosts": _host_rows()})
+    """htmx: the hosts panel, polled so capacity moves as instances come and go (an unchanged
+    panel is a 304)."""
+    rows = _host_rows()
+    version = _hosts_version(rows)
+    if not_modified := unchanged(request, version):
+        return not_modified
+    return versioned(render(request, "portal/ops/_hosts.html", {"hosts": rows, "version": version}), version)

@@ -15,7 +15,11 @@ from tenants.access import actor_for_request
 
 def catalogue_context() -> dict:
     rows = [
-        {"flavor": flavor, "price": billing_hooks.monthly_estimate(Size.of_flavor(flavor), flavor.pk)}
+        {
+            "flavor": flavor,
+            "price": billing_hooks.monthly_estimate(Size.of_flavor(flavor), flavor.pk),
+            "hourly": billing_hooks.hourly_estimate(Size.of_flavor(flavor), flavor.pk),
+        }
         for flavor in Flavor.objects.filter(active=True)
     ]
     return {"rows": rows, "custom_sla": settings.CUSTOM_SIZE_SLA_PERCENT}

@@ -8,21 +8,24 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_POST
 
 from billing import selectors as billing_selectors
 from billing.models import Invoice
 from compute.selectors import tenant_resource_usage
-from portal.forms import InvitationForm, MemberRoleForm, SshKeyForm, TokenForm
-from portal.views.guards import REFUSALS, require_role, tenant_page, why
+from portal.forms import InvitationForm, MemberRoleForm, NoticeSettingsForm, SshKeyForm, TokenForm
+from portal.views.guards import REFUSALS, require_role, tenant_page, unchanged, version_of, versioned, why
 from tenants import services as tenant_services
 from tenants.access import Actor, get_scoped, scoped, switch_tenant
-from tenants.models import ApiToken, Invitation, Membership, Quota, Role, SshKey
+from tenants.models import ApiToken, AuditEvent, Invitation, Membership, NoticeSettings, Quota, Role, SshKey
 
-QUOTA_LABELS = {"instances": "Instances", "vcpus": "vCPUs", "memory_mb": "Memory (MiB)", "disk_gb": "Disk (GiB)"}
+QUOTA_LABELS = {"instances": _("Instances"), "vcpus": _("vCPUs"), "memory_mb": _("Memory"), "disk_gb": _("Disk")}
+ACTIVITY_PAGE = 50
 
 
 @login_required
@@ -148,16 +151,34 @@ def member_remove(request, actor: Actor, pk):
 # -- quota -----------------------------------------------------------------------------------------
 
 
-@require_GET
-@tenant_page
-def quota(request, actor: Actor):
+def _quota_rows(actor: Actor) -> list[dict]:
     limits = Quota.objects.filter(tenant=actor.tenant).first()
     usage = tenant_resource_usage(actor.tenant)
-    rows = [
+    return [
         {"name": name, "label": label, "used": usage[name], "limit": getattr(limits, name, 0)}
         for name, label in QUOTA_LABELS.items()
     ]
-    return render(request, "portal/tenant/quota.html", {"actor": actor, "rows": rows})
+
+
+@require_GET
+@tenant_page
+def quota(request, actor: Actor):
+    rows = _quota_rows(actor)
+    version = version_of(actor.tenant.pk, rows)
+    return versioned(
+        render(request, "portal/tenant/quota.html", {"actor": actor, "rows": rows, "version": version}), version
+    )
+
+
+@require_GET
+@tenant_page
+def quota_live(request, actor: Actor):
+    """htmx: the quota cards, polled (an unchanged set is a 304)."""
+    rows = _quota_rows(actor)
+    version = version_of(actor.tenant.pk, rows)
+    if not_modified := unchanged(request, version):
+        return not_modified
+    return versioned(render(request, "portal/tenant/_quota.html", {"rows": rows, "version": version}), version)
 
 
 # -- API tokens ------------------------------------------------------------------------------------
@@ -252,11 +273,13 @@ def ssh_keys(request, actor: Actor):
     )
 
 
-@require_POST
 @tenant_page
 def ssh_key_delete(request, actor: Actor, pk):
-    require_role(actor, Role.MEMBER)
+    """GET asks first; POST deletes."""
     key = get_scoped(actor, SshKey.objects, pk)
+    if request.method != "POST":
+        return render(request, "portal/tenant/ssh_key_delete.html", {"actor": actor, "key": key})
+    require_role(actor, Role.MEMBER)
     tenant_services.sshkey_delete(actor=actor, key=key)
     messages.success(request, f"Key {key.name} deleted. Instances that have it keep it.")
     return redirect("tenant-ssh-keys")
@@ -274,3 +297,34 @@ def billing(request, actor: Actor):
     month = billing_selectors.month_to_date(tenant=actor.tenant)
     invoices = scoped(actor, Invoice.objects.exclude(state=Invoice.State.DRAFT))
     return render(request, "portal/tenant/billing.html", {"actor": actor, "month": month, "invoices": invoices})
+
+
+# -- activity log --------------------------------------------------------------------------------
+
+
+@require_GET
+@tenant_page
+def activity(request, actor: Actor):
+    """Who did what to what in this tenant, newest first: its audit events and nobody else's."""
+    events = scoped(actor, AuditEvent.objects.select_related("user", "token")).order_by("-created_at", "-id")
+    page = Paginator(events, ACTIVITY_PAGE).get_page(request.GET.get("page"))
+    return render(request, "portal/tenant/activity.html", {"actor": actor, "page": page})
+
+
+# -- e-mail notices ------------------------------------------------------------------------------
+
+
+@login_required
+def notice_settings(request):
+    """The person's own choice of e-mail notices (the link at the foot of every notice)."""
+    current = NoticeSettings.objects.filter(user=request.user).first() or NoticeSettings(user=request.user)
+    if request.method == "POST":
+        form = NoticeSettingsForm(request.POST, instance=current)
+        if form.is_valid():
+            form.save()
+            messages.success(request, _("Your e-mail notice settings are saved."))
+            return redirect("notice-settings")
+        status = 400
+    else:
+        form, status = NoticeSettingsForm(instance=current), 200
+    return render(request, "portal/notice_settings.html", {"form": form}, status=status)

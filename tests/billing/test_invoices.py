@@ -271,7 +271,7 @@ def test_it_shows_operators_revenue_and_unpaid_invoices(march, tenant_a, tenant_
     # then
     assert invoicing.revenue(period=MARCH) == {"invoiced": Decimal("15.69"), "unpaid": Decimal("12.69")}
     assert page.status_code == 200
-    assert "Invoices: revenue 15.69, unpaid 12.69" in page.content.decode()
+    assert "Invoices: revenue 15.69 EUR, unpaid 12.69 EUR" in page.content.decode()
 
 
 def test_it_applies_an_sla_credit_to_the_next_invoice_even_without_usage_then(

@@ -150,16 +150,16 @@ def test_it_mails_the_tenant_at_80_and_100_percent_once_each(tasks_inline, host,
     assert len(mail.outbox) == 1
     first = mail.outbox[0]
     assert first.to == ["alice@example.com"]
-    assert first.subject == "Instance web: 80% of its monthly traffic used"
-    assert "8.00 GiB" in first.body and "billed per GiB" in first.body
+    assert first.subject == "[Cloud Portal] Instance web: 80% of its monthly traffic used"
+    assert "sent 8 GiB this month" in first.body and "billed per GiB" in first.body
 
     # 100%: one notice, and none on the next cycles
     assert cycle(5, 10 * GIB) == [f"{instance.pk}:100"]
     assert cycle(6, 12 * GIB) == []
     assert cycle(7, 13 * GIB) == []
     assert [m.subject for m in mail.outbox] == [
-        "Instance web: 80% of its monthly traffic used",
-        "Instance web: 100% of its monthly traffic used",
+        "[Cloud Portal] Instance web: 80% of its monthly traffic used",
+        "[Cloud Portal] Instance web: 100% of its monthly traffic used",
     ]
     assert TrafficNotice.objects.filter(instance=instance).count() == 2
 
@@ -239,6 +239,6 @@ def test_it_mails_about_an_instance_whose_name_has_a_line_break(tasks_inline, ho
     # then
     assert notified == [f"{instance.pk}:80", f"{instance.pk}:100"]
     assert [m.subject for m in mail.outbox] == [
-        "Instance web box: 80% of its monthly traffic used",
-        "Instance web box: 100% of its monthly traffic used",
+        "[Cloud Portal] Instance web box: 80% of its monthly traffic used",
+        "[Cloud Portal] Instance web box: 100% of its monthly traffic used",
     ]

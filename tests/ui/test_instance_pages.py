@@ -162,10 +162,20 @@ def test_it_shows_why_the_service_refused_and_never_a_500(alice, tenant_a, host,
     assert taken.status_code == 400
     assert "already exists" in taken.content.decode().split('id="id_name-errors"')[1]
 
-    # over quota: a form-wide error
+    # over the instance quota: a sentence above the form, in a customer's words
     Quota.objects.filter(tenant=tenant_a).update(instances=1)
     over = post(client, "/instances/new", create_form(image, flavor, name="web-2"))
-    assert over.status_code == 409 and "Quota exceeded for instances" in over.content.decode()
+    assert over.status_code == 409
+    assert "Your tenant already has 1 of its 1 instances" in over.content.decode()
+    assert "Quota exceeded" not in over.content.decode()
+
+    # over the memory quota: next to the memory field, in GiB
+    Quota.objects.filter(tenant=tenant_a).update(instances=10)
+    big = post(client, "/instances/new", create_form(image, name="web-2", **{**CUSTOM, "memory_mb": 65536}))
+    assert big.status_code == 409
+    assert "This needs 64 GiB of memory; your tenant has 39.5 GiB left of 40 GiB." in (
+        big.content.decode().split('id="id_memory_mb-errors"')[1]
+    )
 
     # no host with room
     Quota.objects.filter(tenant=tenant_a).update(instances=10, vcpus=1000, memory_mb=10**7)
@@ -208,8 +218,15 @@ def test_it_follows_a_build_step_by_step_and_stops_polling_when_it_runs(alice, m
     assert 'hx-trigger="every 1s"' in building and 'hx-swap-oob="true"' in building  # the log comes along
 
     operations.provision(instance.pk)
-    running = client.get(f"/instances/{instance.pk}/live", HTTP_HX_REQUEST="true").content.decode()
-    assert 'data-state="running"' in running and "hx-trigger" not in running and "data-step" not in running
+    running = client.get(f"/instances/{instance.pk}/live", HTTP_HX_REQUEST="true")
+    html = running.content.decode()
+    # a settled instance is still polled (a guest can power itself off), only slower, and an
+    # unchanged fragment is a 304 without a body
+    assert 'data-state="running"' in html and 'hx-trigger="every 2s"' in html and "data-step" not in html
+    again = client.get(
+        f"/instances/{instance.pk}/live", HTTP_HX_REQUEST="true", HTTP_IF_NONE_MATCH=running["ETag"]
+    )
+    assert again.status_code == 304 and again.content == b""
 
 
 def test_it_shows_a_failed_step_with_its_message(alice, make_instance):
@@ -275,7 +292,7 @@ def test_it_serves_chart_series(alice, make_instance):
 
     data = browser_client(alice).get(f"/instances/{instance.pk}/usage").json()
 
-    assert set(data) == {"cpu", "rx_bytes", "tx_bytes"}
+    assert set(data) == {"cpu", "rx_bytes", "tx_bytes", "disk_bytes"}
     assert all(isinstance(points, list) for points in data.values())
 
 

@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.urls import reverse
 
 from compute.models import Instance, InstanceAction, InstanceState
+from portal.templatetags import units
 from tenants import services as tenant_services
 from tenants.models import AuditEvent, Tenant
 from tests.conftest import make_user
@@ -33,8 +34,8 @@ def test_it_shows_operators_hosts_capacity_states_and_failures(operator, host, m
 
     capacity = host.capacity()
     host.refresh_from_db()
-    assert f'data-capacity="vcpu">{host.vcpus_used} / {capacity["vcpus"]}' in page
-    assert f'data-capacity="memory">{host.memory_mb_used} / {capacity["memory_mb"]} MiB' in page
+    assert f'data-capacity="vcpu">{host.vcpus_used} of {capacity["vcpus"]}<' in page
+    assert f'data-capacity="memory">{units.mib_of(host.memory_mb_used, capacity["memory_mb"])}<' in page
     assert 'data-state-count="running">1<' in page and 'data-state-count="error">1<' in page
     assert "disk full" in page and "seed" in page and "Tenant A" in page
     assert 'id="revenue"' in page

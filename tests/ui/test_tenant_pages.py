@@ -82,7 +82,7 @@ def test_it_shows_quota_and_usage(alice, make_instance):
 
     page = browser_client(alice).get("/tenant/quota").content.decode()
 
-    assert 'data-quota="instances">1 ' in page and 'data-quota="memory_mb">512 ' in page
+    assert 'data-quota="instances">1 ' in page and 'data-quota="memory_mb">0.5 of 40 GiB<' in page
 
 
 # -- API tokens --------------------------------------------------------------------------------

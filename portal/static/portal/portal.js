@@ -40,8 +40,51 @@
     const source = button.dataset.copyFrom ? document.getElementById(button.dataset.copyFrom) : null;
     copy(source ? source.value : button.dataset.copy, button);
   });
+  // Polled fragments carry the version they show (data-etag); the server answers 304, and
+  // htmx swaps nothing, while it is still the current one.
+  document.addEventListener("htmx:configRequest", (event) => {
+    const version = event.detail.elt && event.detail.elt.dataset ? event.detail.elt.dataset.etag : "";
+    if (version && event.detail.verb === "get") event.detail.headers["If-None-Match"] = `"${version}"`;
+  });
+
+  // Flavor cards too small for the chosen image are greyed out and cannot be picked.
+  function imageNeeds() {
+    const data = document.getElementById("image-needs");
+    return data ? JSON.parse(data.textContent) : null;
+  }
+  function markFlavorsForImage() {
+    const needs = imageNeeds();
+    const image = document.querySelector("input[name=image]:checked");
+    if (!needs || !image) return;
+    const need = needs[image.value] || { disk_gb: 0, memory_mb: 0 };
+    document.querySelectorAll("input[name=flavor][data-disk-gb]").forEach((input) => {
+      const small = Number(input.dataset.diskGb) < need.disk_gb || Number(input.dataset.memoryMb) < need.memory_mb;
+      input.disabled = small;
+      const card = document.querySelector(`label[for="${input.id}"]`);
+      if (card) card.classList.toggle("too-small", small);
+      const why = document.querySelector(`[data-too-small-for="${input.id}"]`);
+      if (why) why.classList.toggle("d-none", !small);
+      if (small && input.checked) input.checked = false;
+    });
+  }
+
+  // Creating without an SSH key: say how one would log in.
+  function showKeyWarning() {
+    const warning = document.getElementById("no-key-warning");
+    if (!warning) return;
+    const picked = document.querySelector("input[name=ssh_keys]:checked");
+    warning.classList.toggle("d-none", Boolean(picked));
+  }
+
+  document.addEventListener("change", (event) => {
+    if (event.target.matches("input[name=image]")) markFlavorsForImage();
+    if (event.target.matches("input[name=ssh_keys]")) showKeyWarning();
+  });
+
   document.addEventListener("DOMContentLoaded", () => {
     document.querySelectorAll("input[type=range]").forEach(showSliderValue);
     showSizePanel();
+    markFlavorsForImage();
+    showKeyWarning();
   });
 })();

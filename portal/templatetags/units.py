@@ -1,0 +1,146 @@
+"""Numbers for people, one way everywhere: pages, e-mails, CSV and PDF exports.
+
+Each function is a template filter (`{% load units %}`) and a plain function that mails and
+exports import. Rules:
+- dates as 2026-03-14, moments as 2026-03-14 09:05 UTC (in TIME_ZONE, zone named);
+- sizes in binary units: bytes as B/KiB/MiB/GiB/TiB, memory from MiB ("512 MiB", "1.5 GiB");
+- amounts of money to the cent, with the currency after; a positive amount under a cent is
+  "< 0.01 EUR", never "0.00 EUR"; rates (per hour, per GiB) keep up to 4 decimals.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from django import template
+from django.utils import dateformat, timezone
+
+register = template.Library()
+
+NONE = "—"
+CENT = Decimal("0.01")
+RATE = Decimal("0.0001")
+DATE_FORMAT = "Y-m-d"
+DATETIME_FORMAT = "Y-m-d H:i T"
+DATETIME_SECONDS_FORMAT = "Y-m-d H:i:s T"
+BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def _decimal(value) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError, TypeError):
+        return None
+
+
+def _trim(number: Decimal) -> str:
+    """1.50 -> 1.5, 2.0 -> 2 (for sizes)."""
+    text = f"{number:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+@register.filter
+def money(value, currency: str = "") -> str:
+    """An amount: 1,234.50 EUR; < 0.01 EUR for a positive amount under a cent."""
+    amount = _decimal(value)
+    if amount is None:
+        return NONE
+    text = f"< {CENT}" if 0 < amount < CENT else f"{amount.quantize(CENT, rounding=ROUND_HALF_UP):,}"
+    return f"{text} {currency}".strip()
+
+
+@register.filter
+def rate(value, currency: str = "") -> str:
+    """A unit price (per hour, per GiB): at least 2 and at most 4 decimals, 0.0055 EUR."""
+    amount = _decimal(value)
+    if amount is None:
+        return NONE
+    amount = amount.quantize(RATE, rounding=ROUND_HALF_UP)
+    text = f"{amount:,f}"
+    whole, _, fraction = text.partition(".")
+    fraction = fraction.rstrip("0").ljust(2, "0")
+    return f"{whole}.{fraction} {currency}".strip()
+
+
+@register.filter
+def filesize(value) -> str:
+    """Bytes in binary units: 0 B, 512 B, 2.5 KiB, 1000 GiB."""
+    amount = _decimal(value)
+    if amount is None:
+        return NONE
+    unit = 0
+    while abs(amount) >= 1024 and unit < len(BINARY_UNITS) - 1:
+        amount /= 1024
+        unit += 1
+    shown = amount.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP) if unit else amount.quantize(Decimal(1))
+    return f"{_trim(shown)} {BINARY_UNITS[unit]}"
+
+
+@register.filter
+def mib(value) -> str:
+    """Memory given in MiB: 512 MiB, 2 GiB, 1.5 GiB."""
+    amount = _decimal(value)
+    if amount is None:
+        return NONE
+    if abs(amount) >= 1024:
+        return f"{_trim((amount / 1024).quantize(Decimal('0.1'), rounding=ROUND_HALF_UP))} GiB"
+    return f"{_trim(amount)} MiB"
+
+
+@register.filter
+def gib(value) -> str:
+    """A size given in GiB (disks, traffic allowances): 10 GiB, 1000 GiB."""
+    amount = _decimal(value)
+    return NONE if amount is None else f"{_trim(amount)} GiB"
+
+
+@register.filter
+def mib_of(used, limit) -> str:
+    """Memory used against a limit, in the limit's unit: "1 of 40 GiB", "256 of 512 MiB"."""
+    used_amount, limit_amount = _decimal(used), _decimal(limit)
+    if used_amount is None or limit_amount is None:
+        return NONE
+    if limit_amount >= 1024:
+        shown = (used_amount / 1024).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+        return f"{_trim(shown)} of {mib(limit_amount)}"
+    return f"{_trim(used_amount)} of {mib(limit_amount)}"
+
+
+@register.filter
+def day(value) -> str:
+    """A date (or the date of a moment, in TIME_ZONE): 2026-03-14."""
+    if not value:
+        return NONE
+    if isinstance(value, datetime):
+        value = timezone.localtime(value) if timezone.is_aware(value) else value
+    return dateformat.format(value, DATE_FORMAT)
+
+
+@register.filter
+def moment(value, precision: str = "") -> str:
+    """A moment in TIME_ZONE, its zone named: 2026-03-14 09:05 UTC (with "s": 09:05:07 UTC)."""
+    if not value:
+        return NONE
+    if isinstance(value, datetime):
+        value = timezone.localtime(value) if timezone.is_aware(value) else value
+    elif isinstance(value, date):
+        return day(value)
+    return dateformat.format(value, DATETIME_SECONDS_FORMAT if precision == "s" else DATETIME_FORMAT)
+
+
+@register.filter
+def month(value) -> str:
+    """A billing period: March 2026."""
+    return dateformat.format(value, "F Y") if value else NONE
+
+
+@register.filter
+def percent(value) -> str:
+    """An SLA or a share without trailing zeros: 99.900 -> 99.9."""
+    amount = _decimal(value)
+    if amount is None:
+        return NONE
+    return format(amount.normalize(), "f")

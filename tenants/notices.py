@@ -1,0 +1,79 @@
+"""E-mail notices to a tenant's people, each sent once.
+
+Senders (billing.notices, compute.notices) run in a beat task and look for events that are
+committed and not yet told; `send_once` takes the event's unique Notice row in the transaction
+that sends the mail, so a notice is sent once however often or concurrently the scan runs, and
+a mail server that is down leaves the row untaken for the next run. The footer links to the
+notification settings page (a page to log in to, never a one-click unsubscribe link that a
+mail scanner following links could trigger).
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+
+from django.conf import settings
+from django.core.mail import EmailMessage
+from django.db import IntegrityError, transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+
+from tenants.models import Membership, Notice, NoticeSettings, Role, Tenant
+from tenants.services import one_line
+
+log = logging.getLogger(__name__)
+
+INCIDENTS = "incidents"
+BILLING = "billing"
+
+
+def recipients(tenant: Tenant, topic: str) -> list[str]:
+    """Who gets a notice on `topic`: billing goes to the owners and the billing address,
+    incidents to every member; people who turned the topic off are left out."""
+    memberships = Membership.objects.filter(tenant=tenant).select_related("user")
+    if topic == BILLING:
+        memberships = memberships.filter(role=Role.OWNER)
+    opted_out = set(
+        NoticeSettings.objects.filter(user__memberships__tenant=tenant, **{topic: False}).values_list(
+            "user_id", flat=True
+        )
+    )
+    emails = [m.user.email for m in memberships if m.user_id not in opted_out and m.user.is_active]
+    if topic == BILLING and tenant.billing_email:
+        emails.append(tenant.billing_email)
+    return sorted({e.lower(): e for e in emails}.values())
+
+
+def settings_url() -> str:
+    return f"{settings.PORTAL_BASE_URL}{reverse('notice-settings')}"
+
+
+def send_once(*, tenant: Tenant, kind: str, key: str, topic: str, template: str, context: dict) -> bool:
+    """Send the notice `kind` about event `key` to the tenant's people once; True if sent now.
+
+    `template` names portal/templates/mail/<template>_subject.txt and _body.txt."""
+    if Notice.objects.filter(tenant=tenant, kind=kind, key=key).exists():
+        return False
+    to = recipients(tenant, topic)
+    context = {
+        **context,
+        "tenant": tenant,
+        "portal_name": settings.PORTAL_NAME,
+        "portal_url": settings.PORTAL_BASE_URL,
+        "settings_url": settings_url(),
+    }
+    subject = one_line(render_to_string(f"mail/{template}_subject.txt", context))
+    body = render_to_string(f"mail/{template}_body.txt", context)
+    try:
+        with transaction.atomic():
+            # A concurrent sender waits here on the unique index, then finds the row taken.
+            Notice.objects.create(tenant=tenant, kind=kind, key=key, recipients=to)
+            if to:
+                EmailMessage(f"[{settings.PORTAL_NAME}] {subject}", body, settings.DEFAULT_FROM_EMAIL, to).send()
+    except IntegrityError:
+        return False
+    except (smtplib.SMTPException, OSError) as exc:
+        log.warning("cannot send the %s notice %s of %s now: %s", kind, key, tenant.slug, exc)
+        return False
+    return True
