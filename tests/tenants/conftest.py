@@ -2,6 +2,8 @@ import uuid
 
 import pytest
 
+from tests.ui.conftest import make_instance  # noqa: F401 (a fixture the notice tests share)
+
 
 @pytest.fixture(autouse=True)
 def _cache_per_test(settings):

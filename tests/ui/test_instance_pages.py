@@ -173,8 +173,9 @@ def test_it_shows_why_the_service_refused_and_never_a_500(alice, tenant_a, host,
     Quota.objects.filter(tenant=tenant_a).update(instances=10)
     big = post(client, "/instances/new", create_form(image, name="web-2", **{**CUSTOM, "memory_mb": 65536}))
     assert big.status_code == 409
-    assert "This needs 64 GiB of memory; your tenant has 39.5 GiB left of 40 GiB." in (
-        big.content.decode().split('id="id_memory_mb-errors"')[1]
+    assert (
+        "This needs 64 GiB of memory; your tenant has 39.5 GiB left of 40 GiB."
+        in (big.content.decode().split('id="id_memory_mb-errors"')[1])
     )
 
     # no host with room
@@ -223,9 +224,7 @@ def test_it_follows_a_build_step_by_step_and_stops_polling_when_it_runs(alice, m
     # a settled instance is still polled (a guest can power itself off), only slower, and an
     # unchanged fragment is a 304 without a body
     assert 'data-state="running"' in html and 'hx-trigger="every 2s"' in html and "data-step" not in html
-    again = client.get(
-        f"/instances/{instance.pk}/live", HTTP_HX_REQUEST="true", HTTP_IF_NONE_MATCH=running["ETag"]
-    )
+    again = client.get(f"/instances/{instance.pk}/live", HTTP_HX_REQUEST="true", HTTP_IF_NONE_MATCH=running["ETag"])
     assert again.status_code == 304 and again.content == b""
 
 
@@ -369,3 +368,64 @@ def test_it_says_on_the_instance_page_when_and_why_it_is_throttled(alice, make_i
     html = page.content.decode()
     assert 'id="throttle-reason"' in html
     assert "traffic allowance is used up" in html and "next month" in html
+
+
+# -- finding, renaming and tagging -------------------------------------------------------------
+
+
+def test_it_searches_sorts_and_filters_by_tag(alice, make_instance):
+    web, db = make_instance("web-1"), make_instance("db-1")
+    client = browser_client(alice)
+    assert post(client, f"/instances/{db.pk}/edit", {"name": "db-1", "tags": "prod, Database"}).status_code == 302
+
+    def names(**params) -> list[str]:
+        html = client.get("/instances/", params).content.decode()
+        return [name for name in ("web-1", "db-1") if f">{name}<" in html]
+
+    assert names(q="web") == ["web-1"]
+    assert names(q=web.ip_address) == ["web-1"]
+    assert names(tag="database") == ["db-1"]
+    assert names(q="nothing") == []
+    html = client.get("/instances/", {"sort": "name"}).content.decode()
+    assert html.index(">db-1<") < html.index(">web-1<")
+    html = client.get("/instances/", {"sort": "-name"}).content.decode()
+    assert html.index(">web-1<") < html.index(">db-1<")
+    assert client.get("/instances/", {"sort": "x", "q": "\x00"}).status_code == 200
+    bad = post(client, f"/instances/{db.pk}/edit", {"name": "db-1", "tags": "no spaces!"})
+    assert bad.status_code == 400 and "A tag is 1 to 32" in bad.content.decode()
+
+
+def test_it_renames_in_the_page_and_the_api_refusing_a_name_in_use(alice, tenant_a, make_instance):
+    web, db = make_instance("web-1"), make_instance("db-1")
+    client = browser_client(alice)
+
+    taken = post(client, f"/instances/{web.pk}/edit", {"name": "db-1", "tags": ""})
+    assert taken.status_code == 400 and "already exists" in taken.content.decode()
+    assert post(client, f"/instances/{web.pk}/edit", {"name": "web-2", "tags": ""}).status_code == 302
+    assert Instance.objects.get(pk=web.pk).name == "web-2"
+
+    api = client.patch(
+        f"/api/v1/instances/{db.pk}",
+        '{"name": "db-2"}',
+        content_type="application/json",
+        HTTP_X_CSRFTOKEN=client.cookies["csrftoken"].value,
+    )
+    assert api.status_code == 200 and api.json()["name"] == "db-2"
+    clash = client.patch(
+        f"/api/v1/instances/{db.pk}",
+        '{"name": "web-2"}',
+        content_type="application/json",
+        HTTP_X_CSRFTOKEN=client.cookies["csrftoken"].value,
+    )
+    assert clash.status_code == 400 and "name" in clash.json()["fields"]
+
+
+def test_it_asks_before_stopping(alice, make_instance):
+    instance = make_instance()
+    client = browser_client(alice)
+
+    question = client.get(f"/instances/{instance.pk}/stop")
+
+    assert question.status_code == 200 and "Yes, stop web-1" in question.content.decode()
+    assert Instance.objects.get(pk=instance.pk).state == InstanceState.RUNNING
+    assert client.get(f"/instances/{instance.pk}/reboot").status_code == 404
