@@ -24,7 +24,8 @@ from billing.models import AggregatedHour, MeterSample, UsageRecord
 from compute.models import Instance, InstanceState, InstanceStateLog
 
 HOUR = timedelta(hours=1)
-CLASS_OF = {InstanceState.RUNNING: "running", InstanceState.STOPPED: "stopped"}
+# A rescued instance runs (the rescue system, on the instance's own size): it bills as running.
+CLASS_OF = {InstanceState.RUNNING: "running", InstanceState.RESCUE: "running", InstanceState.STOPPED: "stopped"}
 
 
 @dataclass(frozen=True)

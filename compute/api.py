@@ -331,6 +331,59 @@ class InstanceCreateSerializer(StrictSerializer, SizeInputMixin):
     image = serializers.UUIDField()
     ssh_key_ids = serializers.ListField(child=serializers.UUIDField(), required=False, max_length=32)
     user_data = serializers.CharField(required=False, allow_blank=True, max_length=64 * 1024, trim_whitespace=False)
+    password = serializers.CharField(
+        required=False,
+        write_only=True,
+        min_length=services.PASSWORD_LENGTH[0],
+        max_length=services.PASSWORD_LENGTH[1],
+        trim_whitespace=False,
+        help_text="A password for the image's default user (SSH password login is switched on). "
+        "Only its SHA-512 crypt hash goes to the guest; the portal keeps nothing of it.",
+    )
+    generate_password = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Make up a password for the image's default user, shown once in this response.",
+    )
+
+
+class InstanceCreatedSerializer(InstanceSerializer):
+    """The instance as accepted, with the password made up for it (shown this once)."""
+
+    password = serializers.CharField(
+        read_only=True, allow_null=True, help_text="Only with generate_password: the default user's password."
+    )
+
+    class Meta(InstanceSerializer.Meta):
+        fields = [*InstanceSerializer.Meta.fields, "password"]
+
+
+class ResetPasswordSerializer(StrictSerializer):
+    username = serializers.CharField(
+        required=False, default="root", max_length=32, help_text="The guest's user (default root)."
+    )
+    password = serializers.CharField(
+        required=False,
+        min_length=services.PASSWORD_LENGTH[0],
+        max_length=services.PASSWORD_LENGTH[1],
+        trim_whitespace=False,
+        help_text="The new password; without one, a password is made up and shown once.",
+    )
+
+
+class PasswordResultSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    password = serializers.CharField(allow_null=True, help_text="The password made up for the user, or null.")
+
+
+class ConsoleLogSerializer(serializers.Serializer):
+    log = serializers.CharField(allow_blank=True, help_text="What the serial console printed last (UTF-8).")
+    size = serializers.IntegerField(help_text="Bytes shown.")
+    max_kib = serializers.IntegerField(help_text="The most asked for, in KiB.")
+
+
+# How much of the console log one request reads, in KiB.
+CONSOLE_LOG_KIB = (64, 1024)
 
 
 class ResizeSerializer(StrictSerializer, SizeInputMixin):
@@ -502,7 +555,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
 
     @extend_schema(
         request=InstanceCreateSerializer,
-        responses={202: InstanceSerializer},
+        responses={202: InstanceCreatedSerializer},
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
@@ -527,13 +580,17 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
             flavor_id=str(v["flavor"]) if v.get("flavor") else None,
             ssh_key_ids=tuple(str(k) for k in v.get("ssh_key_ids", [])),
             user_data=v.get("user_data", ""),
+            password=v.get("password", ""),
+            generate_password=v["generate_password"],
         )
         try:
             instance = services.instance_create(actor=self.actor, request=create, idempotency_key=key)
         except services.InvalidRequest as exc:
             raise _invalid(exc) from None
+        password = getattr(instance, "generated_password", None)
         instance = self.get_queryset().get(pk=instance.pk)
-        return Response(InstanceSerializer(instance).data, status=status.HTTP_202_ACCEPTED)
+        body = {**InstanceSerializer(instance).data, "password": password}
+        return Response(body, status=status.HTTP_202_ACCEPTED)
 
     def _accepted(self, instance):
         fresh = self.get_queryset().get(pk=instance.pk) if instance.state != InstanceState.DELETED else instance
@@ -628,6 +685,69 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
             "expires_in": settings.CONSOLE_TOKEN_TTL,
         }
         return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={202: InstanceSerializer})
+    @action(detail=True, methods=["post"], url_path="detach-iso")
+    def detach_iso(self, request, pk=None):
+        """Take the install ISO out (a running guest sees the CD ejected); the disk boots from now on."""
+        instance = self.get_object()
+        EmptySerializer(data=request.data or {}).is_valid(raise_exception=True)
+        return self._accepted(services.instance_detach_iso(actor=self.actor, instance=instance))
+
+    @extend_schema(request=None, responses={202: InstanceSerializer})
+    @action(detail=True, methods=["post"])
+    def rescue(self, request, pk=None):
+        """Boot the operator's rescue system with this instance's disk attached as the second disk
+        (vdb), to repair a guest one cannot log in to; use the console. `unrescue` ends it."""
+        instance = self.get_object()
+        EmptySerializer(data=request.data or {}).is_valid(raise_exception=True)
+        return self._accepted(services.instance_rescue(actor=self.actor, instance=instance))
+
+    @extend_schema(request=None, responses={202: InstanceSerializer})
+    @action(detail=True, methods=["post"])
+    def unrescue(self, request, pk=None):
+        """Leave rescue: the instance boots its own disk again."""
+        instance = self.get_object()
+        EmptySerializer(data=request.data or {}).is_valid(raise_exception=True)
+        return self._accepted(services.instance_unrescue(actor=self.actor, instance=instance))
+
+    @extend_schema(request=ResetPasswordSerializer, responses={200: PasswordResultSerializer})
+    @action(detail=True, methods=["post"], url_path="reset-password")
+    def reset_password(self, request, pk=None):
+        """Set a user's password in the running guest through its guest agent (qemu-guest-agent).
+        A guest with no agent answering gets a 409 saying so; rescue mode is the way in then."""
+        instance = self.get_object()
+        data = ResetPasswordSerializer(data=request.data or {})
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        try:
+            made_up = services.instance_reset_password(
+                actor=self.actor, instance=instance, username=v["username"], password=v.get("password", "")
+            )
+        except services.InvalidRequest as exc:
+            raise _invalid(exc) from None
+        return Response({"username": v["username"], "password": made_up})
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "max_kib",
+                {"type": "integer", "minimum": 1, "maximum": CONSOLE_LOG_KIB[1]},
+                description=f"How much of the end of the log, in KiB (default {CONSOLE_LOG_KIB[0]}).",
+            )
+        ],
+        responses={200: ConsoleLogSerializer},
+    )
+    @action(detail=True, methods=["get"], url_path="console-log")
+    def console_log(self, request, pk=None):
+        """The end of what the guest printed on its serial console, across its boots: for a
+        guest that cannot reach the network. Read from the host through libvirt."""
+        instance = self.get_object()
+        raw = request.query_params.get("max_kib", str(CONSOLE_LOG_KIB[0]))
+        if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= CONSOLE_LOG_KIB[1]:
+            raise serializers.ValidationError({"max_kib": [f"A whole number from 1 to {CONSOLE_LOG_KIB[1]}."]})
+        data = services.console_log(instance=instance, max_bytes=int(raw) * 1024)
+        return Response({"log": data.decode(errors="replace"), "size": len(data), "max_kib": int(raw)})
 
 
 # -- operators ---------------------------------------------------------------------------------

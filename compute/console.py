@@ -31,6 +31,8 @@ from tenants.access import Actor
 from tenants.models import Membership, Role, Tenant, role_at_least
 
 CONSOLE_ROLE = Role.MEMBER  # keyboard and screen of the guest: not for viewers
+# A rescued instance runs the rescue system, which is used through the console.
+CONSOLE_STATES = (InstanceState.RUNNING, InstanceState.RESCUE)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def mint_token(*, actor: Actor, instance: Instance) -> str:
     """A fresh single-use console token for a running instance the actor may operate."""
     if not role_at_least(actor.role, CONSOLE_ROLE) or actor.token_read_only:
         raise PermissionDenied("The console needs the member role and a read-write token.")
-    if instance.state != InstanceState.RUNNING:
+    if instance.state not in CONSOLE_STATES:
         raise ConflictError(f"The console is available while the instance runs; it is {instance.state}.")
     if not instance.vnc_port:
         raise ConflictError("This instance has no graphical console: its host offers no VNC display.")
@@ -96,7 +98,7 @@ def refusal(session: ConsoleSession) -> str | None:
     if time.time() - session.issued_at > settings.CONSOLE_MAX_SESSION_SECONDS:
         return "session time limit reached"
     instance = Instance.objects.filter(pk=session.instance_id).only("state", "vnc_port", "tenant_id").first()
-    if instance is None or instance.state != InstanceState.RUNNING or instance.vnc_port != session.port:
+    if instance is None or instance.state not in CONSOLE_STATES or instance.vnc_port != session.port:
         return "the instance is no longer running"
     if not Tenant.objects.filter(pk=session.tenant_id, status=Tenant.Status.ACTIVE).exists():
         return "the tenant is suspended"

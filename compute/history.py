@@ -9,7 +9,13 @@ from django.utils import timezone
 from compute.models import Host, HostStatusLog, Instance, InstanceState, InstanceStateLog
 
 # The states billing and SLA care about; in-flight states keep whatever the last one was.
-SETTLED = {InstanceState.RUNNING, InstanceState.STOPPED, InstanceState.ERROR, InstanceState.DELETED}
+SETTLED = {
+    InstanceState.RUNNING,
+    InstanceState.STOPPED,
+    InstanceState.ERROR,
+    InstanceState.DELETED,
+    InstanceState.RESCUE,  # billed as running (billing.usage)
+}
 
 
 def record_state(instance_id, state: str, *, cause: str = "tenant", at: datetime | None = None) -> None:

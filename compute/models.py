@@ -118,6 +118,8 @@ class Image(models.Model):
     class Format(models.TextChoices):
         QCOW2 = "qcow2", "qcow2"
         RAW = "raw", "raw"
+        # An install CD: an instance made from it gets an empty disk and boots the ISO first.
+        ISO = "iso", "ISO (install CD)"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=100)
@@ -138,6 +140,8 @@ class Image(models.Model):
     source_instance = models.ForeignKey(
         "Instance", null=True, blank=True, on_delete=models.SET_NULL, related_name="snapshots"
     )
+    # The system a rescued instance boots, with its own disk attached as the second disk.
+    rescue = models.BooleanField(default=False, help_text="Offered as the rescue system")
     # Imports (compute.images): where a URL import downloads from, how far it got, and why it
     # was refused (the input field to blame and a sentence).
     source_url = models.URLField(max_length=2000, blank=True)
@@ -208,6 +212,10 @@ class InstanceState(models.TextChoices):
     DELETING = "deleting", "Deleting"
     DELETED = "deleted", "Deleted"
     ERROR = "error", "Error"
+    DETACHING_ISO = "detaching_iso", "Detaching ISO"
+    RESCUING = "rescuing", "Entering rescue"
+    RESCUE = "rescue", "Rescue"
+    UNRESCUING = "unrescuing", "Leaving rescue"
 
 
 class Instance(models.Model):
@@ -235,6 +243,11 @@ class Instance(models.Model):
     vnc_port = models.PositiveIntegerField(null=True, blank=True)
     user_data = models.TextField(blank=True)
     ssh_keys = models.JSONField(default=list, blank=True, help_text="Public keys as given at create")
+    # The SHA-512 crypt hash of the password chosen at create, kept only until the build wrote
+    # it into the seed (never the password itself).
+    password_hash = models.CharField(max_length=200, blank=True)
+    # The install ISO attached as a CD-ROM (booted before the disk) until the customer detaches it.
+    iso = models.ForeignKey(Image, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     # What an in-flight action will do when it runs, e.g. the new size of a resize.
     pending = models.JSONField(default=dict, blank=True)
     error_step = models.CharField(max_length=40, blank=True)

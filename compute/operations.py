@@ -30,7 +30,19 @@ from compute.sizing import Size
 log = logging.getLogger(__name__)
 S = InstanceState
 PROVISION_STEPS = ("image", "disk", "seed", "dhcp", "define", "start")
-IN_FLIGHT = (S.BUILDING, S.STARTING, S.STOPPING, S.REBOOTING, S.RESIZING, S.REBUILDING, S.SNAPSHOTTING, S.DELETING)
+IN_FLIGHT = (
+    S.BUILDING,
+    S.STARTING,
+    S.STOPPING,
+    S.REBOOTING,
+    S.RESIZING,
+    S.REBUILDING,
+    S.SNAPSHOTTING,
+    S.DELETING,
+    S.DETACHING_ISO,
+    S.RESCUING,
+    S.UNRESCUING,
+)
 INTERRUPTED = "Interrupted: the worker running this step stopped before it finished; the action was resumed."
 
 
@@ -139,7 +151,7 @@ def mark_failed(instance_id, from_state: str, failure: StepFailed | Exception) -
         history.record_state(instance_id, S.ERROR, cause="system")
 
 
-def _spec(instance: Instance, size: Size | None = None) -> DomainSpec:
+def _spec(instance: Instance, size: Size | None = None, *, rescue: bool = False) -> DomainSpec:
     size = size or Size.of_instance(instance)
     # Mbit/s to the KiB/s that libvirt's <bandwidth> takes.
     kbytes = size.bandwidth_mbit * 1000 // 8 if instance.host.shaping else None
@@ -152,6 +164,10 @@ def _spec(instance: Instance, size: Size | None = None) -> DomainSpec:
         disk_gb=size.disk_gb,
         mac=instance.mac_address,
         bandwidth_kbytes=kbytes,
+        # Installed from a CD: nothing in it reads a cloud-init seed.
+        with_seed=instance.image.format != Image.Format.ISO,
+        iso_volume=instance.iso.volume_name if instance.iso_id else None,
+        rescue=rescue,
     )
 
 
@@ -161,6 +177,7 @@ def _seed(instance: Instance) -> bytes:
         hostname=cloudinit.hostname_for(instance.name, str(instance.pk)),
         ssh_keys=instance.ssh_keys,
         user_data=instance.user_data,
+        password_hash=instance.password_hash,
     )
 
 
@@ -175,7 +192,8 @@ def _build(instance: Instance, action: str, image: Image) -> None:
     with step(instance, action, "disk"):
         drv.ensure_disk(uuid, image_ref(image), instance.disk_gb)
     with step(instance, action, "seed"):
-        drv.ensure_seed(uuid, _seed(instance))
+        if image.format != Image.Format.ISO:
+            drv.ensure_seed(uuid, _seed(instance))
     with step(instance, action, "dhcp"):
         # The DHCP name must be unique on the network (libvirt refuses duplicates), whatever
         # the tenants call their instances; the guest's own hostname comes from cloud-init.
@@ -200,7 +218,13 @@ def provision(instance_id) -> str:
     # A retried instance that ran before keeps its launch time.
     launched_at = instance.launched_at or timezone.now()
     _settle(
-        instance, S.BUILDING, S.RUNNING, power_state=status.power, vnc_port=status.vnc_port, launched_at=launched_at
+        instance,
+        S.BUILDING,
+        S.RUNNING,
+        power_state=status.power,
+        vnc_port=status.vnc_port,
+        launched_at=launched_at,
+        password_hash="",  # in the seed now; the portal keeps nothing of the password
     )
     return "running"
 
@@ -288,6 +312,8 @@ def rebuild(instance_id) -> str:
     with step(instance, "rebuild", "wipe"):
         drv.delete_disk(str(instance.pk))
     instance.image = image
+    # A rebuild from an install ISO starts an installation again, on an empty disk.
+    instance.iso = image if image.format == Image.Format.ISO else None
     _build(instance, "rebuild", image)
     status = _start(instance, "rebuild")
     _settle(
@@ -295,6 +321,7 @@ def rebuild(instance_id) -> str:
         S.REBUILDING,
         S.RUNNING,
         image=image,
+        iso=instance.iso,
         power_state=status.power,
         vnc_port=status.vnc_port,
         launched_at=instance.launched_at or timezone.now(),
@@ -319,6 +346,68 @@ def snapshot(instance_id) -> str:
         fields = {"power_state": status.power, "vnc_port": status.vnc_port}
     _settle(instance, S.SNAPSHOTTING, S.RUNNING if was_running else S.STOPPED, **fields)
     return "snapshotted"
+
+
+def detach_iso(instance_id) -> str:
+    """The install CD comes out: a running guest sees its tray ejected at once (the installer's
+    "remove the media and reboot" then boots the disk), and the domain is defined again without
+    the CD, booting the disk first."""
+    instance = _load(instance_id, S.DETACHING_ISO)
+    if instance is None:
+        return "skipped"
+    drv = driver(instance.host)
+    with step(instance, "detach_iso", "eject"):
+        drv.eject_cdrom(str(instance.pk))
+    instance.iso = None
+    with step(instance, "detach_iso", "define"):
+        drv.ensure_defined(_spec(instance))
+    back = instance.pending.get("from_state", S.RUNNING)
+    _settle(instance, S.DETACHING_ISO, back, iso=None)
+    return "detached"
+
+
+def _rescue_image(instance: Instance) -> Image:
+    image = Image.objects.filter(pk=instance.pending.get("rescue_image")).first()
+    if image is None:
+        raise StepFailed("rescue", HostError("the rescue image chosen for this rescue is gone"))
+    return image
+
+
+def rescue(instance_id) -> str:
+    """Stop the guest, then boot the rescue system with the instance's disk as its second disk.
+    The instance's own disk is never written by these steps."""
+    instance = _load(instance_id, S.RESCUING)
+    if instance is None:
+        return "skipped"
+    image = _rescue_image(instance)
+    drv = driver(instance.host)
+    uuid = str(instance.pk)
+    _stop(instance, "rescue")
+    with step(instance, "rescue", "image"), host_locks.held(instance.host_id, f"image:{image.pk}"):
+        drv.ensure_base_image(image_ref(image))
+    with step(instance, "rescue", "disk"):
+        drv.ensure_rescue_disk(uuid, image_ref(image), image.min_disk_gb)
+    with step(instance, "rescue", "define"):
+        drv.ensure_defined(_spec(instance, rescue=True))
+    status = _start(instance, "rescue")
+    _settle(instance, S.RESCUING, S.RESCUE, power_state=status.power, vnc_port=status.vnc_port)
+    return "rescue"
+
+
+def unrescue(instance_id) -> str:
+    """Stop the rescue system, boot the instance's own disk again, drop the rescue disk."""
+    instance = _load(instance_id, S.UNRESCUING)
+    if instance is None:
+        return "skipped"
+    drv = driver(instance.host)
+    _stop(instance, "unrescue")
+    with step(instance, "unrescue", "define"):
+        drv.ensure_defined(_spec(instance))
+    with step(instance, "unrescue", "disk"):
+        drv.delete_rescue_disk(str(instance.pk))
+    status = _start(instance, "unrescue")
+    _settle(instance, S.UNRESCUING, S.RUNNING, power_state=status.power, vnc_port=status.vnc_port)
+    return "running"
 
 
 def fail_snapshot_image(instance_id) -> None:
@@ -369,6 +458,9 @@ def delete_image_volumes(image_id, host_id) -> str:
     if image is None or host is None:
         return "skipped"
     if Instance.objects.filter(host=host, image=image).exclude(state=S.DELETED).exists():
+        return "in use"
+    # A rescued instance boots an overlay of the rescue image (the orphan report shows what stays).
+    if image.rescue and Instance.objects.filter(host=host, state__in=[S.RESCUING, S.RESCUE, S.UNRESCUING]).exists():
         return "in use"
     driver(host).delete_image(image_ref(image))
     return "deleted"
@@ -493,6 +585,9 @@ _ACTION_OF = {
     S.REBUILDING: "rebuild",
     S.SNAPSHOTTING: "snapshot",
     S.DELETING: "delete",
+    S.DETACHING_ISO: "detach_iso",
+    S.RESCUING: "rescue",
+    S.UNRESCUING: "unrescue",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +20,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from compute import leases, scheduler
+from compute import cloudinit, leases, scheduler
+from compute.drivers.base import GuestAgentUnavailable, HostError, TransientHostError
 from compute.lock_objects import lock_instance, lock_quota
 from compute.models import (
     Flavor,
@@ -32,6 +34,7 @@ from compute.models import (
     IpAllocation,
     IpPool,
 )
+from compute.refs import driver
 from compute.selectors import images_visible_filter, tenant_resource_usage
 from compute.sizing import Size
 from compute.transitions import TRANSITIONS, refusal
@@ -58,6 +61,10 @@ class CreateRequest:
     flavor_id: str | None
     ssh_key_ids: tuple[str, ...] = ()
     user_data: str = ""
+    # The default user's password: the customer's own, or one made up here and shown once.
+    # Only its SHA-512 crypt hash is kept, until the build has put it in the seed.
+    password: str = ""
+    generate_password: bool = False
 
     def fingerprint(self) -> str:
         body = {
@@ -67,6 +74,10 @@ class CreateRequest:
             "flavor": str(self.flavor_id or ""),
             "keys": sorted(map(str, self.ssh_key_ids)),
             "user_data": self.user_data,
+            # Whether, not which: the fingerprint is stored, and a fast hash of a password is
+            # as good as the password to whoever reads it.
+            "password": bool(self.password),
+            "generate_password": self.generate_password,
         }
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
@@ -202,6 +213,13 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
         raise InvalidRequest("user_data", f"user_data is over {settings.MAX_USER_DATA_BYTES // 1024} KiB.")
     image = _resolve_image(actor, request.image_id)
     _check_image_fits(image, request.size)
+    if request.password and request.generate_password:
+        raise InvalidRequest("password", "Give a password, or ask for one to be generated, not both.")
+    wants_password = bool(request.password or request.generate_password)
+    if wants_password and image.format == Image.Format.ISO:
+        raise InvalidRequest("password", "An install ISO sets its passwords itself, in the installer.")
+    if request.password:
+        check_password(request.password)
     keys = list(SshKey.objects.filter(tenant=actor.tenant, pk__in=[k for k in request.ssh_key_ids if _is_uuid(k)]))
     if len(keys) != len(set(map(str, request.ssh_key_ids))):
         raise InvalidRequest("ssh_key_ids", "Unknown SSH key.")
@@ -231,10 +249,13 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
         if live.filter(name=request.name).exists():
             raise InvalidRequest("name", "An instance with this name already exists in this tenant.")
         host, pool, address = _place_with_address(request.size, image)
+        plain = cloudinit.generate_password() if request.generate_password else request.password
         instance = Instance(
             tenant=actor.tenant,
             name=request.name,
             image=image,
+            iso=image if image.format == Image.Format.ISO else None,
+            password_hash=cloudinit.hash_password(plain) if plain else "",
             flavor_id=request.flavor_id,
             host=host,
             user_data=request.user_data,
@@ -252,7 +273,21 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
         record_action(instance, "create", actor=actor, image=str(image.pk), size=request.size.as_json())
         audit(actor, "instance.create", target=str(instance.pk), name=instance.name)
         _enqueue("provision", instance)
+    if request.generate_password:
+        # Shown to the caller this once; an idempotent replay of the request does not have it.
+        instance.generated_password = plain
     return instance
+
+
+PASSWORD_LENGTH = (8, 128)
+
+
+def check_password(password: str) -> None:
+    low, high = PASSWORD_LENGTH
+    if not low <= len(password) <= high:
+        raise InvalidRequest("password", f"A password has {low} to {high} characters.")
+    if not password.isprintable():
+        raise InvalidRequest("password", "A password has printable characters only.")
 
 
 # Anything else could bring a suspended tenant's instance back to running.
@@ -368,6 +403,111 @@ def instance_snapshot(*, actor: Actor, instance: Instance, name: str) -> tuple[I
     locked = _begin(actor, instance, "snapshot", image=str(image.pk))
     _enqueue("snapshot", locked)
     return locked, image
+
+
+@transaction.atomic
+def instance_detach_iso(*, actor: Actor, instance: Instance) -> Instance:
+    """Take the install CD out: the guest boots from its disk from now on."""
+    current = Instance.objects.get(pk=instance.pk)
+    if reason := refusal("detach_iso", current.state):
+        raise ConflictError(reason)
+    if not current.iso_id:
+        raise ConflictError("No ISO is attached to this instance.")
+    locked = _begin(actor, instance, "detach_iso", iso=str(current.iso_id))
+    _enqueue("detach_iso", locked)
+    return locked
+
+
+def rescue_image() -> Image | None:
+    """The rescue system an operator chose (the newest, if several are marked)."""
+    return (
+        Image.objects.filter(rescue=True, state=Image.State.ACTIVE, visibility=Image.Visibility.PUBLIC)
+        .exclude(format=Image.Format.ISO)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+@transaction.atomic
+def instance_rescue(*, actor: Actor, instance: Instance) -> Instance:
+    """Boot the rescue system with the instance's disk as its second disk (a running instance
+    is stopped first), so a customer locked out of the guest can repair it from the console."""
+    image = rescue_image()
+    if image is None:
+        raise ConflictError("Rescue is not offered here: no operator has chosen a rescue image.")
+    if instance.memory_mb < image.min_memory_mb:
+        raise ConflictError(f"The rescue system needs {image.min_memory_mb} MiB of memory; this instance has less.")
+    locked = _begin(actor, instance, "rescue", rescue_image=str(image.pk))
+    _enqueue("rescue", locked)
+    return locked
+
+
+@transaction.atomic
+def instance_unrescue(*, actor: Actor, instance: Instance) -> Instance:
+    locked = _begin(actor, instance, "unrescue")
+    _enqueue("unrescue", locked)
+    return locked
+
+
+USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def instance_reset_password(*, actor: Actor, instance: Instance, username: str, password: str = "") -> str | None:
+    """Set a user's password in the running guest through its guest agent, as a hash (the
+    plain text goes nowhere). Returns the password when it was generated here (shown once).
+
+    Done while the caller waits, holding the instance's lease so that no action runs at once;
+    a guest with no agent answering is a ConflictError that says so plainly."""
+    if not USERNAME.fullmatch(username):
+        raise InvalidRequest("username", "A user name of the guest: a-z, 0-9, _ and -, at most 32.")
+    if password:
+        check_password(password)
+    current = Instance.objects.select_related("host", "tenant").get(pk=instance.pk)
+    if current.state != InstanceState.RUNNING:
+        raise ConflictError(f"A password can be reset only while the instance runs; it is {current.state}.")
+    plain = password or cloudinit.generate_password()
+    hashed = cloudinit.hash_password(plain)
+    lease = leases.Lease(leases.instance_key(current.pk))
+    if not lease.acquire():
+        raise ConflictError("Another action is under way on this instance; try again in a moment.")
+    try:
+        if not Instance.objects.filter(pk=current.pk, state=InstanceState.RUNNING).exists():
+            raise ConflictError("The instance stopped running; its password was not reset.")
+        row = InstanceAction.objects.create(
+            instance=current,
+            action="reset_password",
+            step="agent",
+            status=InstanceAction.Status.RUNNING,
+            user=actor.user,
+            token=actor.token,
+            detail={"username": username},
+        )
+        try:
+            driver(current.host).set_user_password(str(current.pk), username, hashed)
+        except (HostError, TransientHostError) as exc:
+            InstanceAction.objects.filter(pk=row.pk).update(status=InstanceAction.Status.FAILED, error=str(exc)[:2000])
+            if isinstance(exc, GuestAgentUnavailable):
+                raise ConflictError(
+                    "Password reset is unavailable for this instance: no guest agent answers in it "
+                    f"({exc}). It works in images that run qemu-guest-agent; otherwise use rescue mode."
+                ) from None
+            raise ConflictError(f"The instance's host could not reset the password now: {exc}") from None
+        InstanceAction.objects.filter(pk=row.pk).update(status=InstanceAction.Status.DONE)
+    finally:
+        lease.release()
+    audit(actor, "instance.reset_password", target=str(current.pk), name=current.name, username=username)
+    return None if password else plain
+
+
+def console_log(*, instance: Instance, max_bytes: int) -> bytes:
+    """The tail of the guest's serial console log, read from its host through libvirt."""
+    current = Instance.objects.select_related("host").get(pk=instance.pk)
+    if current.state == InstanceState.DELETED:
+        return b""
+    try:
+        return driver(current.host).console_log(str(current.pk), max_bytes)
+    except (HostError, TransientHostError) as exc:
+        raise ConflictError(f"The console log cannot be read from the instance's host now: {exc}") from None
 
 
 @transaction.atomic

@@ -139,6 +139,21 @@ def delete(self, instance_id: str, attempt: int = 0) -> str:
     return result
 
 
+@instance_task
+def detach_iso(self, instance_id: str, attempt: int = 0) -> str:
+    return _run(self, instance_id, operations.detach_iso, S.DETACHING_ISO, attempt)
+
+
+@instance_task
+def rescue(self, instance_id: str, attempt: int = 0) -> str:
+    return _run(self, instance_id, operations.rescue, S.RESCUING, attempt)
+
+
+@instance_task
+def unrescue(self, instance_id: str, attempt: int = 0) -> str:
+    return _run(self, instance_id, operations.unrescue, S.UNRESCUING, attempt)
+
+
 # The task that carries an instance out of each in-flight state, for the reaper.
 TASK_FOR_STATE = {
     S.BUILDING: provision,
@@ -149,6 +164,9 @@ TASK_FOR_STATE = {
     S.REBUILDING: rebuild,
     S.SNAPSHOTTING: snapshot,
     S.DELETING: delete,
+    S.DETACHING_ISO: detach_iso,
+    S.RESCUING: rescue,
+    S.UNRESCUING: unrescue,
 }
 
 

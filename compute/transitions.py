@@ -13,6 +13,11 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "rebuild": (frozenset({S.RUNNING, S.STOPPED, S.ERROR}), S.REBUILDING),
     "snapshot": (frozenset({S.RUNNING, S.STOPPED}), S.SNAPSHOTTING),
     "delete": (frozenset(set(S.values) - {S.DELETING, S.DELETED}), S.DELETING),
+    # The install ISO comes out (a running guest sees its CD-ROM ejected) and the disk boots.
+    "detach_iso": (frozenset({S.RUNNING, S.STOPPED}), S.DETACHING_ISO),
+    # The rescue system boots with the instance's own disk as its second disk, and back.
+    "rescue": (frozenset({S.RUNNING, S.STOPPED}), S.RESCUING),
+    "unrescue": (frozenset({S.RESCUE}), S.UNRESCUING),
 }
 
 # Where each in-flight state lands when its work is done.
@@ -22,9 +27,12 @@ SETTLES_TO = {
     S.STOPPING: S.STOPPED,
     S.REBOOTING: S.RUNNING,
     S.DELETING: S.DELETED,
+    S.RESCUING: S.RESCUE,
+    S.UNRESCUING: S.RUNNING,
 }
 
-STABLE_STATES = frozenset({S.RUNNING, S.STOPPED})
+# States in which nothing happens by itself. A rescued guest runs (and bills) as running.
+STABLE_STATES = frozenset({S.RUNNING, S.STOPPED, S.RESCUE})
 
 
 def allowed_actions(state: str) -> list[str]:

@@ -49,6 +49,10 @@ class DomainSpec:
     mac: str
     bandwidth_kbytes: int | None  # None: no shaping on this host
     with_seed: bool = True
+    # The volume of an install ISO to attach as a CD-ROM, booted before the disk.
+    iso_volume: str | None = None
+    # Boot the rescue disk (ensure_rescue_disk), with the instance's own disk second.
+    rescue: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,11 @@ class HostError(Exception):
     """The host refused the operation; retrying the same call will not help."""
 
 
+class GuestAgentUnavailable(HostError):
+    """The guest has no agent answering (none installed or running, or the guest is not up):
+    what needs one, such as a password reset, cannot be done in this guest now."""
+
+
 class ComputeDriver(abc.ABC):
     def __init__(self, host: HostRef):
         self.host = host
@@ -98,7 +107,32 @@ class ComputeDriver(abc.ABC):
 
     @abc.abstractmethod
     def ensure_disk(self, uuid: str, image: ImageRef, disk_gb: int) -> None:
-        """The instance's qcow2 overlay, backed by the base image, of disk_gb virtual size."""
+        """The instance's qcow2 overlay, backed by the base image, of disk_gb virtual size.
+        For an install ISO (format "iso") an empty qcow2 disk instead: the ISO installs onto it."""
+
+    @abc.abstractmethod
+    def ensure_rescue_disk(self, uuid: str, image: ImageRef, disk_gb: int) -> None:
+        """A qcow2 overlay of the rescue image, for the instance to boot while rescued. The base
+        image must be in the pool (ensure_base_image). Kept if it exists."""
+
+    @abc.abstractmethod
+    def delete_rescue_disk(self, uuid: str) -> None:
+        """Remove the rescue disk (after unrescue, or with the instance). Missing is fine."""
+
+    @abc.abstractmethod
+    def eject_cdrom(self, uuid: str) -> None:
+        """Eject the CD of a running domain at once, even one the guest locked; the persistent
+        definition is the caller's (ensure_defined without the ISO). Not running: a no-op."""
+
+    @abc.abstractmethod
+    def console_log(self, uuid: str, max_bytes: int) -> bytes:
+        """The last `max_bytes` the guest printed on its serial console (across its boots), read
+        through libvirt from the log file on the host; empty when it printed nothing yet."""
+
+    @abc.abstractmethod
+    def set_user_password(self, uuid: str, user: str, password_hash: str) -> None:
+        """Set the guest user's password, given as a crypt(3) hash, through the guest agent of
+        the running domain. GuestAgentUnavailable when no agent answers or it refuses."""
 
     @abc.abstractmethod
     def ensure_seed(self, uuid: str, iso: bytes) -> None:

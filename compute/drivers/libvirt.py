@@ -1,8 +1,9 @@
 """The libvirt driver: the same code for test:///, qemu:///system and remote URIs.
 
 libvirt's test driver (test:///default, or test:///path/host.xml) keeps no file contents: it
-reports volume upload, download and resize as unsupported. Those calls are skipped on it and
-only on it (`_content_free`); every other call is the real one.
+reports volume upload, download and resize as unsupported, and has no device hot-plug (a CD
+eject). Those calls are skipped on it and only on it (`_content_free`); every other call is
+the real one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from compute.drivers.base import (
     DomainSpec,
     DomainStats,
     DomainStatus,
+    GuestAgentUnavailable,
     HostError,
     HostInfo,
     HostRef,
@@ -120,6 +122,16 @@ def seed_volume(uuid: str) -> str:
     return f"inst-{uuid}-seed.iso"
 
 
+def rescue_volume(uuid: str) -> str:
+    return f"inst-{uuid}-rescue.qcow2"
+
+
+def console_log_volume(uuid: str) -> str:
+    """The serial console's log file, in the pool's directory: libvirt reads it back as a volume
+    (also over a remote URI), and deleting the instance removes it like its disks."""
+    return f"inst-{uuid}-console.log"
+
+
 def complete_marker(volume: str) -> str:
     """An empty volume made once an image volume is fully written (upload or snapshot copy):
     a volume without it was cut short and is made again."""
@@ -184,6 +196,17 @@ class LibvirtDriver(ComputeDriver):
             if _code(exc) in MISSING_CODES:
                 return None
             raise
+
+    @staticmethod
+    def _refresh(pool: libvirt.virStoragePool) -> None:
+        """Let the pool see files made outside libvirt's storage API (virtlogd's console logs).
+        libvirt refuses while a volume is being copied into the pool (a snapshot): then the
+        volumes known so far have to do."""
+        try:
+            pool.refresh(0)
+        except libvirt.libvirtError as exc:
+            if "asynchronous jobs" not in (exc.get_error_message() or ""):
+                raise
 
     def _is_complete(self, volume: str) -> bool:
         return self._volume(complete_marker(volume)) is not None
@@ -257,11 +280,80 @@ class LibvirtDriver(ComputeDriver):
         with self._translated(f"disk of {uuid}"):
             if self._volume(disk_volume(uuid)) is not None:
                 return
+            if image.format == "iso":
+                # Installed from a CD: an empty disk for the installer to write.
+                self._pool().createXML(lx.volume_xml(disk_volume(uuid), disk_gb * GIB, "qcow2"), 0)
+                return
             base = self._volume(image.volume)
             if base is None:
                 raise HostError(f"base image volume {image.volume} is missing")
             xml = lx.volume_xml(disk_volume(uuid), disk_gb * GIB, "qcow2", base.path(), image.format)
             self._pool().createXML(xml, 0)
+
+    def ensure_rescue_disk(self, uuid: str, image: ImageRef, disk_gb: int) -> None:
+        with self._translated(f"rescue disk of {uuid}"):
+            if self._volume(rescue_volume(uuid)) is not None:
+                return
+            base = self._volume(image.volume)
+            if base is None:
+                raise HostError(f"rescue image volume {image.volume} is missing")
+            xml = lx.volume_xml(rescue_volume(uuid), disk_gb * GIB, "qcow2", base.path(), image.format)
+            self._pool().createXML(xml, 0)
+
+    def delete_rescue_disk(self, uuid: str) -> None:
+        with self._translated(f"delete rescue disk of {uuid}"):
+            vol = self._volume(rescue_volume(uuid))
+            if vol is not None:
+                vol.delete(0)
+
+    def eject_cdrom(self, uuid: str) -> None:
+        with self._translated(f"eject the CD of {uuid}"):
+            dom = self._domain(uuid)
+            if dom is None or not dom.isActive() or self._content_free:
+                return
+            # FORCE: an installer may have locked the tray; the customer asked for it out.
+            flags = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE
+            dom.updateDeviceFlags(lx.cdrom_xml(), flags)
+
+    def console_log(self, uuid: str, max_bytes: int) -> bytes:
+        with self._translated(f"console log of {uuid}"):
+            if self._content_free:
+                return b""
+            vol = self._volume(console_log_volume(uuid))
+            if vol is None:
+                self._refresh(self._pool())  # virtlogd made the file behind the storage driver's back
+                vol = self._volume(console_log_volume(uuid))
+            if vol is None:
+                return b""
+            size = vol.info()[1]  # read afresh from the file by the dir pool's backend
+            offset = max(size - max_bytes, 0)
+            if size <= offset:
+                return b""
+            stream = self.conn.newStream(0)
+            vol.download(stream, offset, size - offset, 0)
+            chunks = []
+            try:
+                while chunk := stream.recv(UPLOAD_CHUNK):
+                    chunks.append(chunk)
+                stream.finish()
+            except BaseException:
+                stream.abort()
+                raise
+            return b"".join(chunks)
+
+    def set_user_password(self, uuid: str, user: str, password_hash: str) -> None:
+        with self._translated(f"password of {uuid}"):
+            dom = self._domain(uuid)
+            if dom is None or not dom.isActive():
+                raise GuestAgentUnavailable("the instance is not running")
+            try:
+                dom.setUserPassword(user, password_hash, libvirt.VIR_DOMAIN_PASSWORD_ENCRYPTED)
+            except libvirt.libvirtError as exc:
+                if _code(exc) in CONNECTION_CODES and not _alive(self.conn):
+                    raise  # the host, not the guest: transient
+                # No agent configured or connected, an agent that does not answer or refuses
+                # (no such user): all mean the same to the customer, the guest cannot do it.
+                raise GuestAgentUnavailable(exc.get_error_message() or str(exc)) from None
 
     def ensure_seed(self, uuid: str, iso: bytes) -> None:
         with self._translated(f"seed of {uuid}"):
@@ -303,6 +395,8 @@ class LibvirtDriver(ComputeDriver):
         net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, xml, flags)
 
     def ensure_defined(self, spec: DomainSpec) -> None:
+        with self._translated(f"storage pool {self.host.storage_pool}"):
+            pool_path = lx.pool_path_of(self._pool().XMLDesc(0))
         cfg = lx.DomainConfig(
             uuid=spec.uuid,
             name=domain_name(spec.uuid),
@@ -316,6 +410,9 @@ class LibvirtDriver(ComputeDriver):
             mac=spec.mac,
             vnc_listen=self.host.vnc_listen,
             bandwidth_kbytes=spec.bandwidth_kbytes if self.host.shaping else None,
+            iso_volume=spec.iso_volume,
+            rescue_volume=rescue_volume(spec.uuid) if spec.rescue else None,
+            console_log=f"{pool_path.rstrip('/')}/{console_log_volume(spec.uuid)}" if pool_path else None,
         )
         with self._translated(f"define {spec.uuid}"):
             # Defining again with the same UUID and name replaces the persistent config, so
@@ -399,14 +496,23 @@ class LibvirtDriver(ComputeDriver):
                 if dom.isActive():
                     dom.destroy()
                 dom.undefine()  # BIOS guests without NVRAM or managed save: no flags needed
-            for name in (disk_volume(uuid), seed_volume(uuid)):
+            for name in (disk_volume(uuid), seed_volume(uuid), rescue_volume(uuid)):
                 vol = self._volume(name)
                 if vol is not None:
                     vol.delete(0)
+            self._delete_console_logs(uuid)
             net = self.conn.networkLookupByName(self.host.network)
             for entry in lx.dhcp_hosts_of(net.XMLDesc(0)):
                 if entry.get("mac", "").lower() == mac.lower():
                     self._dhcp_update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, entry["mac"], entry["ip"], "")
+
+    def _delete_console_logs(self, uuid: str) -> None:
+        """The console log and the old ones virtlogd rotated beside it (<name>.0, .1, ...)."""
+        pool = self._pool()
+        self._refresh(pool)
+        for vol in pool.listAllVolumes(0):
+            if vol.name().startswith(console_log_volume(uuid)):
+                vol.delete(0)
 
     def delete_image(self, image: ImageRef) -> None:
         with self._translated(f"delete image {image.volume}"):

@@ -65,6 +65,46 @@ class DomainConfig:
     mac: str
     vnc_listen: str
     bandwidth_kbytes: int | None
+    # An install CD (a volume of the pool), booted before the disk while it is attached.
+    iso_volume: str | None = None
+    # Rescue: this volume boots as vda, and the instance's own disk follows as vdb.
+    rescue_volume: str | None = None
+    # A file on the host that libvirt's virtlogd fills with everything the serial port prints.
+    console_log: str | None = None
+    # A virtio-serial channel for qemu-guest-agent (password reset, where the guest runs one).
+    guest_agent: bool = True
+
+
+# The BIOS's boot order: the install CD first while one is attached, then the first disk.
+CDROM_TARGET = {"dev": "hdc", "bus": "ide"}
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+def _disk(devices: ET.Element, pool: str, volume: str, dev: str, fmt: str, readonly: bool = False) -> ET.Element:
+    disk = _sub(devices, "disk", type="volume", device="disk")
+    _sub(disk, "driver", name="qemu", type=fmt)
+    _sub(disk, "source", pool=pool, volume=volume)
+    _sub(disk, "target", dev=dev, bus="virtio")
+    if readonly:
+        _sub(disk, "readonly")
+    return disk
+
+
+def cdrom_xml(pool: str | None = None, volume: str | None = None) -> str:
+    """The CD-ROM drive; without a volume, an empty drive (what an eject leaves)."""
+    return _xml(_cdrom(ET.Element("devices"), pool, volume))
+
+
+def _cdrom(devices: ET.Element, pool: str | None, volume: str | None) -> ET.Element:
+    # IDE on the default i440fx machine: its PIIX controller is built in, SeaBIOS boots El Torito
+    # from it, and every installer kernel has ata_piix (not every one has AHCI, see the seed).
+    cdrom = _sub(devices, "disk", type="volume", device="cdrom")
+    _sub(cdrom, "driver", name="qemu", type="raw")
+    if volume:
+        _sub(cdrom, "source", pool=pool, volume=volume)
+    _sub(cdrom, "target", **CDROM_TARGET)
+    _sub(cdrom, "readonly")
+    return cdrom
 
 
 def domain_xml(cfg: DomainConfig) -> str:
@@ -76,6 +116,8 @@ def domain_xml(cfg: DomainConfig) -> str:
     _sub(root, "vcpu", str(cfg.vcpus))
     os_el = _sub(root, "os")
     _sub(os_el, "type", "hvm", arch="x86_64")
+    if cfg.iso_volume and not cfg.rescue_volume:
+        _sub(os_el, "boot", dev="cdrom")
     _sub(os_el, "boot", dev="hd")
     features = _sub(root, "features")
     _sub(features, "acpi")
@@ -84,19 +126,20 @@ def domain_xml(cfg: DomainConfig) -> str:
     _sub(root, "on_reboot", "restart")
     _sub(root, "on_crash", "destroy")
     devices = _sub(root, "devices")
-    disk = _sub(devices, "disk", type="volume", device="disk")
-    _sub(disk, "driver", name="qemu", type="qcow2")
-    _sub(disk, "source", pool=cfg.pool, volume=cfg.disk_volume)
-    _sub(disk, "target", dev="vda", bus="virtio")
-    if cfg.seed_volume:
-        # A read-only virtio disk, not a CD-ROM: Debian's cloud kernel has no AHCI driver, so a
-        # SATA seed is invisible to it, and every cloud kernel has virtio_blk. After the root
-        # disk, so that it is vdb and SeaBIOS boots vda.
-        seed = _sub(devices, "disk", type="volume", device="disk")
-        _sub(seed, "driver", name="qemu", type="raw")
-        _sub(seed, "source", pool=cfg.pool, volume=cfg.seed_volume)
-        _sub(seed, "target", dev="vdb", bus="virtio")
-        _sub(seed, "readonly")
+    if cfg.rescue_volume:
+        # The rescue system boots from vda; the customer's disk is vdb, to be mounted and
+        # repaired. No seed and no CD: nothing of the instance's own boots.
+        _disk(devices, cfg.pool, cfg.rescue_volume, "vda", "qcow2")
+        _disk(devices, cfg.pool, cfg.disk_volume, "vdb", "qcow2")
+    else:
+        _disk(devices, cfg.pool, cfg.disk_volume, "vda", "qcow2")
+        if cfg.seed_volume:
+            # A read-only virtio disk, not a CD-ROM: Debian's cloud kernel has no AHCI driver, so
+            # a SATA seed is invisible to it, and every cloud kernel has virtio_blk. After the
+            # root disk, so that it is vdb and SeaBIOS boots vda.
+            _disk(devices, cfg.pool, cfg.seed_volume, "vdb", "raw", readonly=True)
+        if cfg.iso_volume:
+            _cdrom(devices, cfg.pool, cfg.iso_volume)
     iface = _sub(devices, "interface", type="network")
     _sub(iface, "mac", address=cfg.mac)
     _sub(iface, "source", network=cfg.network)
@@ -106,9 +149,16 @@ def domain_xml(cfg: DomainConfig) -> str:
         _sub(bandwidth, "inbound", average=str(cfg.bandwidth_kbytes))
         _sub(bandwidth, "outbound", average=str(cfg.bandwidth_kbytes))
     serial = _sub(devices, "serial", type="pty")
+    if cfg.console_log:
+        # virtlogd writes the file on the host, across restarts of the guest (append).
+        _sub(serial, "log", file=cfg.console_log, append="on")
     _sub(serial, "target", port="0")
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="serial", port="0")
+    if cfg.guest_agent:
+        # libvirt makes the host side's socket; the guest's qemu-guest-agent answers on it.
+        channel = _sub(devices, "channel", type="unix")
+        _sub(channel, "target", type="virtio", name=GUEST_AGENT_CHANNEL)
     graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes", listen=cfg.vnc_listen)
     _sub(graphics, "listen", type="address", address=cfg.vnc_listen)
     video = _sub(devices, "video")

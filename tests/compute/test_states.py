@@ -22,6 +22,14 @@ ACTION_REQUESTS = {
     "rebuild": ("post", "rebuild", "rebuild"),
     "snapshot": ("post", "snapshot", "snapshot"),
     "delete": ("delete", "", None),
+    "detach_iso": ("post", "detach-iso", None),
+    "rescue": ("post", "rescue", None),
+    "unrescue": ("post", "unrescue", None),
+}
+# What an action needs besides the state: an ISO attached, a rescue image chosen.
+PRECONDITIONS = {
+    "detach_iso": lambda instance, image: Instance.objects.filter(pk=instance.pk).update(iso=image),
+    "rescue": lambda instance, image: Image.objects.filter(pk=image.pk).update(rescue=True),
 }
 
 
@@ -120,6 +128,7 @@ def test_it_follows_the_transition_table_for(api, alice, created, other_image, a
     409 and no change everywhere else."""
     client = api(alice)
     sources, in_flight = TRANSITIONS[action]
+    PRECONDITIONS.get(action, lambda *_: None)(created, other_image)
     wrong = []
     for state in InstanceState.values:
         # given: the instance in `state`, with nothing in flight
