@@ -25,6 +25,8 @@ urlpatterns = [
     path("instances/<uuid:pk>/snapshot", instances.snapshot, name="instance-snapshot"),
     path("instances/<uuid:pk>/delete", instances.delete, name="instance-delete"),
     path("instances/<uuid:pk>/edit", instances.edit, name="instance-edit"),
+    path("instances/<uuid:pk>/console-log", instances.console_log, name="instance-console-log"),
+    path("instances/<uuid:pk>/self-help/<slug:action>", instances.self_help, name="instance-self-help"),
     path("instances/<uuid:pk>/<slug:action>", instances.power, name="instance-power"),
     # the tenant
     path("tenant/members", tenancy.members, name="tenant-members"),

@@ -11,7 +11,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from billing import selectors as billing_selectors
 from compute import console, services
@@ -602,3 +602,44 @@ def instance_console(request, actor: Actor, pk):
             status=409,
         )
     return render(request, "portal/console.html", {"instance": instance, "websocket_url": console.websocket_url(token)})
+
+
+# -- self-help: console log, rescue, install ISO ---------------------------------------------------
+
+# How much of the console log the instance page shows.
+CONSOLE_LOG_BYTES = 16 * 1024
+SELF_HELP = {
+    "rescue": (services.instance_rescue, "Rescue of {name} requested: its disk becomes the rescue system's vdb."),
+    "unrescue": (services.instance_unrescue, "{name} leaves rescue and boots its own disk again."),
+    "detach-iso": (services.instance_detach_iso, "The ISO comes out of {name}; it boots from its disk from now on."),
+}
+
+
+@require_GET
+@tenant_page
+def console_log(request, actor: Actor, pk):
+    """htmx: the end of the instance's serial console log, read from its host through libvirt."""
+    instance = get_scoped(actor, _instances(actor), pk)
+    context = {"instance": instance, "text": "", "error": ""}
+    try:
+        context["text"] = services.console_log(instance=instance, max_bytes=CONSOLE_LOG_BYTES).decode(errors="replace")
+    except REFUSALS as exc:
+        context["error"] = why(exc)
+    return render(request, "portal/instances/_console_log.html", context)
+
+
+@require_POST
+@tenant_page
+def self_help(request, actor: Actor, pk, action: str):
+    if action not in SELF_HELP:
+        raise Http404("No such action.")
+    instance = get_scoped(actor, _instances(actor), pk)
+    require_role(actor, Role.MEMBER)
+    call, done = SELF_HELP[action]
+    try:
+        call(actor=actor, instance=instance)
+    except REFUSALS as exc:
+        messages.error(request, why(exc))
+    else:
+        messages.success(request, done.format(name=instance.name))
+    return redirect("instance", pk=instance.pk)

@@ -53,3 +53,27 @@ def test_it_refuses_a_size_that_is_not_one(api, alice, running, value):
 def test_it_is_not_found_for_another_tenant(charlie, tenant_b, running):
     for client in (client_for(charlie), client_for(token=token_for(charlie, tenant_b))):
         assert client.get(f"/api/v1/instances/{running.pk}/console-log").status_code == 404
+
+
+def test_it_shows_the_log_panel_on_the_instance_page(client, alice, running):
+    client.force_login(alice)
+
+    page = client.get(f"/instances/{running.pk}")
+    fragment = client.get(f"/instances/{running.pk}/console-log")
+
+    assert page.status_code == 200
+    assert b'id="self-help"' in page.content and f"/instances/{running.pk}/console-log".encode() in page.content
+    assert fragment.status_code == 200
+    assert b"printed nothing on its serial console yet" in fragment.content
+
+
+def test_it_asks_for_rescue_from_the_instance_page(client, alice, running):
+    client.force_login(alice)
+
+    response = client.post(f"/instances/{running.pk}/self-help/rescue")
+
+    assert response.status_code == 302
+    # no rescue image is offered here: the refusal comes back as a message, nothing changed
+    assert Instance.objects.get(pk=running.pk).state == "running"
+    page = client.get(f"/instances/{running.pk}")
+    assert b"no operator has chosen a rescue image" in page.content
