@@ -11,6 +11,8 @@ packages=(
   iproute2
   # the test images (build-tiny-image.sh, build-debian-image.sh): no mount, no loop device
   mmdebstrap dosfstools mtools syslinux syslinux-common fdisk e2fsprogs cpio
+  # the install-ISO test builds a bootable CD: isolinux.bin, and xorriso to write El Torito
+  isolinux xorriso
 )
 missing=()
 for pkg in "${packages[@]}"; do
