@@ -24,6 +24,7 @@ AREAS = {
     "api": "bench.api_list",
     "control-plane": "bench.control_plane",
     "real-vm": "bench.real_vm",
+    "debian-ssh": "bench.debian_ssh",
     "billing": "bench.billing",
 }
 ALIASES = {"memory": ["control-plane", "api"], "all": list(AREAS)}
