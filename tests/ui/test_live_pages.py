@@ -3,13 +3,15 @@ their polls are conditional (an unchanged fragment is a 304 without a body)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import Client
 from playwright.sync_api import expect
 
 from compute import history, operations, services
 from compute.drivers.libvirt import connect
-from compute.models import Flavor, Host, Instance
+from compute.models import Flavor, Host, Image, Instance
 from compute.sizing import Size
 from tests.conftest import actor
 from tests.ui.conftest import DESKTOP
@@ -116,3 +118,35 @@ def test_it_keeps_the_quota_page_and_the_operators_hosts_live(
     expect(badge).to_have_text("Down", timeout=8000)
     assert "EUR invoiced" in ops.locator("#revenue").inner_text()
     assert not errors and not ops_errors, errors + ops_errors
+
+
+def test_it_greys_out_flavors_too_small_for_the_image_and_warns_without_a_key(
+    chromium, live_server, settings, alice, tenant_a, host, image, flavor
+):
+    # given: a second image that needs more disk than the flavor has
+    big = Image.objects.create(
+        name="Big Linux",
+        os_family="linux",
+        os_version="2",
+        size_bytes=512,
+        min_disk_gb=50,
+        source_path=image.source_path,
+        visibility=Image.Visibility.PUBLIC,
+        state=Image.State.ACTIVE,
+    )
+    page, errors, _statuses = logged_in_page(chromium, live_server, settings, alice)
+    page.goto(f"{live_server.url}/instances/new")
+    flavor_input = page.locator(f"input[name=flavor][value='{flavor.pk}']")
+    tiny_id = page.locator(f"input[name=image][value='{image.pk}']").get_attribute("id")
+    page.locator(f"label[for='{tiny_id}']").click()
+    expect(flavor_input).to_be_enabled()
+    expect(page.locator("#no-key-warning")).to_be_visible()
+
+    # when: the big image is chosen
+    big_id = page.locator(f"input[name=image][value='{big.pk}']").get_attribute("id")
+    page.locator(f"label[for='{big_id}']").click()
+
+    # then: the flavor is greyed out and cannot be picked
+    expect(flavor_input).to_be_disabled()
+    expect(page.locator(f"label[for='{flavor_input.get_attribute('id')}']")).to_have_class(re.compile("too-small"))
+    assert not errors, errors
