@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import uuid
+from contextlib import suppress
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -108,15 +109,21 @@ def remove(conn: libvirt.virConnect, *, pool: str | None = None, network: str | 
     if pool:
         try:
             p = conn.storagePoolLookupByName(pool)
+        except libvirt.libvirtError:
+            return
+        # Each part on its own: a file that appeared after the listing (virtlogd writes the
+        # guests' console logs into the pool) makes delete() fail, and the pool must still go.
+        with suppress(libvirt.libvirtError):
             if not p.isActive():
                 p.create(0)
             for vol in p.listAllVolumes(0):
                 vol.delete(0)
+        with suppress(libvirt.libvirtError):
             p.destroy()
+        with suppress(libvirt.libvirtError):
             p.delete(0)
+        with suppress(libvirt.libvirtError):
             p.undefine()
-        except libvirt.libvirtError:
-            pass
 
 
 def prepare(uri: str, *, pool: str, pool_dir: Path, network: str, bridge: str) -> dict:
