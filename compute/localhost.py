@@ -12,8 +12,8 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import uuid
-from contextlib import suppress
 import xml.etree.ElementTree as ET
+from contextlib import suppress
 from pathlib import Path
 
 import libvirt
