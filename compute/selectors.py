@@ -31,5 +31,7 @@ def tenant_resource_usage(tenant: Tenant) -> dict[str, int]:
 
 
 def images_visible_filter(tenant: Tenant) -> Q:
-    """Public images, and the tenant's own private ones."""
-    return Q(visibility=Image.Visibility.PUBLIC) | Q(tenant=tenant)
+    """Public images that are ready, and the tenant's own private ones (its snapshots, in
+    whatever state: the tenant waits for them). An operator's import still downloading, or
+    one that failed, is nobody's business but the operators'."""
+    return Q(visibility=Image.Visibility.PUBLIC, state=Image.State.ACTIVE) | Q(tenant=tenant)

@@ -435,3 +435,18 @@ def test_a_hand_placed_store_file_is_never_removed(ops, image, host, eager):
     # the `image` fixture's file was put in the store by hand under its own name
     assert ops.delete(f"{ADMIN_IMAGES}/{image.pk}").status_code == 204
     assert (settings.IMAGE_STORE / image.source_path).exists()
+
+
+def test_it_shows_tenants_only_the_public_images_that_are_ready(db, api, alice, tenant_a, image):
+    importing = Image.objects.create(name="Importing", state=Image.State.PENDING, source_path="importing.qcow2")
+    failed = Image.objects.create(name="Failed", state=Image.State.ERROR, source_path="failed.qcow2")
+    snapshot = Image.objects.create(
+        name="My snapshot", state=Image.State.PENDING, visibility=Image.Visibility.PRIVATE, tenant=tenant_a
+    )
+    client = api(alice)
+
+    listed = {row["id"] for row in client.get("/api/v1/images?page_size=200").json()["results"]}
+
+    assert str(image.pk) in listed and str(snapshot.pk) in listed
+    assert str(importing.pk) not in listed and str(failed.pk) not in listed
+    assert client.get(f"/api/v1/images/{importing.pk}").status_code == 404
