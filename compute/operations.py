@@ -26,23 +26,11 @@ from compute.lock_objects import lock_host, lock_instance
 from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpAllocation
 from compute.refs import driver, image_ref
 from compute.sizing import Size
+from compute.transitions import ACTION_OF_IN_FLIGHT, IN_FLIGHT
 
 log = logging.getLogger(__name__)
 S = InstanceState
 PROVISION_STEPS = ("image", "disk", "seed", "dhcp", "define", "start")
-IN_FLIGHT = (
-    S.BUILDING,
-    S.STARTING,
-    S.STOPPING,
-    S.REBOOTING,
-    S.RESIZING,
-    S.REBUILDING,
-    S.SNAPSHOTTING,
-    S.DELETING,
-    S.DETACHING_ISO,
-    S.RESCUING,
-    S.UNRESCUING,
-)
 INTERRUPTED = "Interrupted: the worker running this step stopped before it finished; the action was resumed."
 
 
@@ -567,28 +555,13 @@ def stalled_instances() -> list[tuple[str, str, str]]:
         client.set(seen_key, now, ex=24 * 3600)  # next look after another REAP_AFTER_SECONDS
         InstanceAction.objects.create(
             instance_id=instance_id,
-            action=_ACTION_OF.get(state, state),
+            action=ACTION_OF_IN_FLIGHT[state],
             step="resume",
             status=InstanceAction.Status.DONE,
             detail={"reason": f"no worker held it for {settings.REAP_AFTER_SECONDS} s or more"},
         )
         due.append((str(instance_id), state, queue))
     return due
-
-
-_ACTION_OF = {
-    S.BUILDING: "create",
-    S.STARTING: "start",
-    S.STOPPING: "stop",
-    S.REBOOTING: "reboot",
-    S.RESIZING: "resize",
-    S.REBUILDING: "rebuild",
-    S.SNAPSHOTTING: "snapshot",
-    S.DELETING: "delete",
-    S.DETACHING_ISO: "detach_iso",
-    S.RESCUING: "rescue",
-    S.UNRESCUING: "unrescue",
-}
 
 
 def sync_power_states(host_id) -> dict[str, list[str]]:

@@ -20,6 +20,14 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "unrescue": (frozenset({S.RESCUE}), S.UNRESCUING),
 }
 
+# The action behind each in-flight state (a build is the "create" action), for the reaper
+# that resumes the work of a dead worker.
+ACTION_OF_IN_FLIGHT: dict[str, str] = {
+    S.BUILDING: "create",
+    **{in_flight: action for action, (_sources, in_flight) in TRANSITIONS.items()},
+}
+IN_FLIGHT = frozenset(ACTION_OF_IN_FLIGHT)
+
 # Where each in-flight state lands when its work is done.
 SETTLES_TO = {
     S.BUILDING: S.RUNNING,

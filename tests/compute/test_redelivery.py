@@ -161,3 +161,10 @@ def test_it_brings_a_launched_instance_in_error_back_without_wiping_its_disk(bui
     assert (kept.key(), kept.info()) == before
     assert conn.lookupByUUIDString(str(building.pk)).isActive()
     assert Instance.objects.get(pk=building.pk).launched_at == launched
+
+
+def test_it_can_resume_the_work_of_every_in_flight_state():
+    from compute.transitions import IN_FLIGHT
+
+    # A state the reaper finds but cannot resume would stay in flight for ever.
+    assert set(tasks.TASK_FOR_STATE) == IN_FLIGHT
