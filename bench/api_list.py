@@ -27,9 +27,9 @@ from bench.load import LoadResult, Rounds, drive
 from bench.memory import RssSampler
 from bench.report import Figure
 from compute.models import Host, Instance, InstanceAction, InstanceState
-from compute.operations import PROVISION_STEPS
 from compute.services import mac_for
 from compute.sizing import Size
+from compute.transitions import PROVISION_STEPS
 
 AREA = "api"
 PAGE_SIZE = 50

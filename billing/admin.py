@@ -1,7 +1,8 @@
 from django.contrib import admin, messages
 from django.db.models import Sum
 
-from billing import invoicing, prices
+from base.errors import Conflict
+from billing import invoicing, prices, suspension
 from billing.models import (
     BillingAccount,
     FlavorPrice,
@@ -13,10 +14,32 @@ from billing.models import (
     TrafficNotice,
     UsageRecord,
 )
-from portal.api import ConflictError
 from portal.templatetags import units
+from tenants.admin import TenantAdmin
+from tenants.models import Tenant
 
 admin.site.register(PriceList)
+
+
+# Suspending is billing's: it also stops the tenant's instances, and reactivating starts them.
+class BillingTenantAdmin(TenantAdmin):
+    actions = ["suspend", "reactivate"]
+
+    @admin.action(description="Suspend the selected tenants (no new or started instances)")
+    def suspend(self, request, queryset):
+        for tenant in queryset:
+            suspension.tenant_suspend(actor=request.user, tenant=tenant, reason=f"Suspended by {request.user.email}.")
+        self.message_user(request, f"Suspended {queryset.count()} tenant(s).", messages.SUCCESS)
+
+    @admin.action(description="Reactivate the selected tenants")
+    def reactivate(self, request, queryset):
+        for tenant in queryset:
+            suspension.tenant_reactivate(actor=request.user, tenant=tenant)
+        self.message_user(request, f"Reactivated {queryset.count()} tenant(s).", messages.SUCCESS)
+
+
+admin.site.unregister(Tenant)
+admin.site.register(Tenant, BillingTenantAdmin)
 admin.site.register(SlaTier, list_display=["sla_percent", "below", "credit_percent"])
 admin.site.register(BillingAccount, list_display=["tenant", "tax_rate"], search_fields=["tenant__name"])
 
@@ -64,8 +87,8 @@ class InvoiceAdmin(admin.ModelAdmin):
         for invoice in queryset:
             try:
                 fn(invoice=invoice)
-            except ConflictError as exc:
-                self.message_user(request, f"{invoice}: {exc.detail}", messages.WARNING)
+            except Conflict as exc:
+                self.message_user(request, f"{invoice}: {exc.message}", messages.WARNING)
         self.message_user(request, f"{label} done.")
 
     @admin.action(description="Issue the selected drafts")

@@ -16,12 +16,12 @@ from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from base.errors import Conflict
 from billing import prices as price_lookup
 from billing import rating, sla, usage
 from billing.models import BillingAccount, Invoice, InvoiceCounter, InvoiceLine
 from billing.money import ZERO, cents
 from compute.models import HostStatusLog, Instance, InstanceStateLog
-from portal.api import ConflictError
 from tenants.models import AuditEvent, Tenant
 from tenants.services import audit
 
@@ -300,7 +300,7 @@ def invoice_issue(*, invoice: Invoice) -> Invoice:
         if locked.state == Invoice.State.ISSUED:
             return locked
         if locked.state != Invoice.State.DRAFT:
-            raise ConflictError(f"Only a draft invoice can be issued; this one is {locked.state}.")
+            raise Conflict(f"Only a draft invoice can be issued; this one is {locked.state}.")
         _number([locked], counter)
         locked.save(update_fields=ISSUE_FIELDS)
     return locked
@@ -312,7 +312,7 @@ def invoice_mark_paid(*, invoice: Invoice) -> Invoice:
     )
     invoice.refresh_from_db()
     if not updated and invoice.state != Invoice.State.PAID:
-        raise ConflictError(f"Only an issued invoice can be paid; this one is {invoice.state}.")
+        raise Conflict(f"Only an issued invoice can be paid; this one is {invoice.state}.")
     if updated:
         audit(None, "invoice.paid", tenant=invoice.tenant, target=invoice.number, total=str(invoice.total))
     return invoice
@@ -324,7 +324,7 @@ def invoice_void(*, invoice: Invoice) -> Invoice:
     )
     invoice.refresh_from_db()
     if not updated and invoice.state != Invoice.State.VOID:
-        raise ConflictError(f"A {invoice.state} invoice cannot be voided.")
+        raise Conflict(f"A {invoice.state} invoice cannot be voided.")
     if updated:
         audit(None, "invoice.void", tenant=invoice.tenant, target=invoice.number or str(invoice.pk))
     return invoice

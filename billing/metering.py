@@ -23,10 +23,11 @@ from django.utils import timezone
 from billing import prices
 from billing.models import MeterSample, OverPolicy, TrafficNotice
 from billing.money import GIB
-from compute.drivers.base import DomainStats, HostError, TransientHostError
+from compute import hosts as compute_hosts
+from compute import services as compute_services
+from compute.drivers.base import DomainStats
 from compute.lock_objects import lock_host
-from compute.models import Host, Instance, InstanceAction, InstanceState
-from compute.refs import driver
+from compute.models import Host, Instance, InstanceState
 from portal.templatetags import units
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ NOTICE_LEVELS = (80, 100)
 
 
 def collect(host: Host) -> list[DomainStats]:
-    return driver(host).all_stats()
+    return compute_hosts.host_counters(host)
 
 
 def _growth(now: int, before: int | None) -> int:
@@ -128,25 +129,12 @@ def enforce_allowances(*, host: Host, now: datetime) -> dict[str, list[str]]:
 
 
 def _throttle(instance: Instance, *, on: bool) -> bool:
-    """Set the interface's rate and record it; False (to be tried next cycle) if the host refused."""
-    kbytes = (
-        prices.throttle_kbytes() if on else (instance.bandwidth_mbit * 1000 // 8 if instance.host.shaping else None)
-    )
-    try:
-        live = driver(instance.host).set_bandwidth(str(instance.pk), instance.mac_address, kbytes)
-    except (HostError, TransientHostError) as exc:
-        # One domain the host cannot change must not hold up the other instances' enforcement.
-        log.warning("cannot %s %s: %s", "throttle" if on else "unthrottle", instance.pk, exc)
-        return False
-    Instance.objects.filter(pk=instance.pk).update(throttled=on, throttle_kbytes=kbytes if on else None)
-    InstanceAction.objects.create(
-        instance=instance,
-        action="throttle" if on else "unthrottle",
-        step="bandwidth",
-        status=InstanceAction.Status.DONE,
-        detail={"reason": "monthly traffic allowance used up" if on else "new allowance period", "live": live},
-    )
-    return True
+    """Throttle to the price list's rate, or lift it; False (to be tried next cycle) if the host refused."""
+    if on:
+        return compute_services.instance_throttle(
+            instance=instance, kbytes=prices.throttle_kbytes(), reason="monthly traffic allowance used up"
+        )
+    return compute_services.instance_throttle(instance=instance, kbytes=None, reason="new allowance period")
 
 
 def _notify(instance: Instance, period: date, level: int, used: int) -> bool:

@@ -10,11 +10,11 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from base.errors import Conflict
 from billing import prices
 from billing.models import Invoice
 from compute import services as compute_services
 from compute.models import Instance, InstanceState
-from portal.api import ConflictError
 from tenants import services as tenant_services
 from tenants.access import Actor
 from tenants.models import Tenant, User
@@ -24,12 +24,12 @@ def tenant_suspend(*, actor: Actor | User | None, tenant: Tenant, reason: str) -
     """Suspend the tenant and stop its running instances; returns the ids stopped.
 
     `actor`: an Actor, a staff User (the admin), or None for the system."""
-    tenant_services.tenant_suspend(actor=actor, tenant=tenant, reason=reason)
+    tenant_services.tenant_set_suspended(actor=actor, tenant=tenant, reason=reason)
     stopped = []
     for instance in Instance.objects.filter(tenant=tenant, state=InstanceState.RUNNING):
         try:
             compute_services.instance_stop(actor=None, instance=instance)
-        except ConflictError:
+        except Conflict:
             continue  # it changed state meanwhile; the next pass of the caller may retry
         Instance.objects.filter(pk=instance.pk).update(stopped_by_suspension=True)
         stopped.append(str(instance.pk))
@@ -39,7 +39,7 @@ def tenant_suspend(*, actor: Actor | User | None, tenant: Tenant, reason: str) -
 
 def tenant_reactivate(*, actor: Actor | User | None, tenant: Tenant) -> list[str]:
     """Reactivate the tenant and start the instances its suspension stopped."""
-    tenant_services.tenant_reactivate(actor=actor, tenant=tenant)
+    tenant_services.tenant_set_active(actor=actor, tenant=tenant)
     tenant.refresh_from_db()
     started = []
     for instance in Instance.objects.filter(tenant=tenant, stopped_by_suspension=True):
@@ -57,7 +57,7 @@ def stop_running_of_suspended() -> list[str]:
     for instance in Instance.objects.filter(state=InstanceState.RUNNING, tenant__status=Tenant.Status.SUSPENDED):
         try:
             compute_services.instance_stop(actor=None, instance=instance)
-        except ConflictError:
+        except Conflict:
             continue
         Instance.objects.filter(pk=instance.pk).update(stopped_by_suspension=True)
         stopped.append(str(instance.pk))

@@ -1,9 +1,9 @@
 from django import forms
 from django.contrib import admin, messages
 
+from base.errors import Conflict
 from compute import hosts, images, services
 from compute.models import Flavor, Host, IdempotencyKey, Image, Instance, InstanceAction, IpAllocation, IpPool
-from portal.api import ConflictError
 
 
 class IpPoolInline(admin.StackedInline):
@@ -178,8 +178,8 @@ class InstanceAdmin(admin.ModelAdmin):
         for instance in queryset:
             try:
                 service(actor=None, instance=instance)
-            except ConflictError as exc:
-                self.message_user(request, f"{instance.name}: {exc.detail}", messages.WARNING)
+            except Conflict as exc:
+                self.message_user(request, f"{instance.name}: {exc.message}", messages.WARNING)
 
     @admin.action(description="Retry the selected instances in error (builds what is missing, keeps the disk)")
     def retry(self, request, queryset):

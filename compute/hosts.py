@@ -8,12 +8,12 @@ from functools import partial
 
 from django.db import transaction
 
-from compute import history, images
-from compute.drivers.base import HostRef
+from base.errors import Conflict, Invalid
+from compute import history, images, tasks
+from compute.drivers.base import DomainStats, HostRef
 from compute.drivers.libvirt import driver_for
 from compute.models import Host, Image, Instance, InstanceState, IpPool
-from compute.services import InvalidRequest
-from portal.api import ConflictError
+from compute.refs import driver
 from tenants.access import Actor
 from tenants.services import audit
 
@@ -41,9 +41,12 @@ def host_register(
     The probe happens before the transaction: no hypervisor call inside an open one.
     """
     probe = HostRef(name, uri, storage_pool, network, vnc_listen, shaping, domain_type or "qemu")
-    drv = driver_for(probe)
-    info = drv.host_info()
-    net = drv.network_info()
+    try:
+        drv = driver_for(probe)
+        info = drv.host_info()
+        net = drv.network_info()
+    except Exception as exc:  # a wrong URI, pool or network name: libvirt's own words say which
+        raise Invalid("uri", f"Cannot use this host: {exc}") from None
     if domain_type is None:
         domain_type = "test" if uri.startswith("test:") else ("kvm" if info.kvm_available and allow_kvm else "qemu")
     probe = replace(probe, domain_type=domain_type)
@@ -83,11 +86,11 @@ def _check_pool(cidr: str, gateway: str, first: str | None, last: str | None) ->
     subnet = ipaddress.ip_network(cidr)
     low, high = ipaddress.ip_address(first), ipaddress.ip_address(last)
     if low not in subnet or high not in subnet:
-        raise InvalidRequest("pool_first", f"The pool must lie inside the host's network {cidr}.")
+        raise Invalid("pool_first", f"The pool must lie inside the host's network {cidr}.")
     if low > high:
-        raise InvalidRequest("pool_last", "pool_last comes before pool_first.")
+        raise Invalid("pool_last", "pool_last comes before pool_first.")
     if low <= ipaddress.ip_address(gateway) <= high:
-        raise InvalidRequest("pool_first", f"The pool must not include the gateway {gateway}.")
+        raise Invalid("pool_first", f"The pool must not include the gateway {gateway}.")
 
 
 def host_set_status(*, actor: Actor | None, host: Host, status: str) -> Host:
@@ -106,9 +109,9 @@ def image_delete(*, actor: Actor | None, image: Image) -> None:
     instance needs it, now or when the last of them is deleted (compute.tasks.delete)."""
     live = Instance.objects.filter(image=image).exclude(state=InstanceState.DELETED)
     if image.visibility == Image.Visibility.PRIVATE and live.exists() and image.host_id:
-        raise ConflictError("Instances still use this snapshot; delete them first.")
+        raise Conflict("Instances still use this snapshot; delete them first.")
     if image.state == Image.State.PENDING and not image.source_url:
-        raise ConflictError("This image is still being created.")
+        raise Conflict("This image is still being created.")
     Image.objects.filter(pk=image.pk).update(state=Image.State.DELETED)
     audit(actor, "image.delete", target=str(image.pk), name=image.name)
     transaction.on_commit(partial(images.remove_unused_file, str(image.pk)))
@@ -120,6 +123,9 @@ def image_delete(*, actor: Actor | None, image: Image) -> None:
 
 
 def _queue_volume_removal(image_id: str, host_id: str, queue: str) -> None:
-    from compute import tasks  # tasks imports the services this module's callers use
-
     tasks.delete_image_volumes.apply_async(args=[image_id, host_id], queue=queue)
+
+
+def host_counters(host: Host) -> list[DomainStats]:
+    """Every guest's CPU, disk and network counters on the host, in one hypervisor call (metering)."""
+    return driver(host).all_stats()

@@ -37,6 +37,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.db import transaction
 
+from base.errors import Invalid
 from compute.models import Image, Instance, InstanceState
 from tenants.access import Actor
 from tenants.services import audit
@@ -76,13 +77,11 @@ OTHER_FORMATS = (
 )
 
 
-class ImportRefused(Exception):
+class ImportRefused(Invalid):
     """An image that may not be imported, and the input field that is to blame."""
 
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import logging
 import re
 import uuid
 from dataclasses import dataclass
@@ -20,17 +21,18 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from compute import cloudinit, leases, scheduler
+from base.errors import Conflict, Invalid, QuotaExceeded
+from compute import cloudinit, idempotency, leases, scheduler, tasks
 from compute.drivers.base import GuestAgentUnavailable, HostError, TransientHostError
 from compute.lock_objects import lock_instance, lock_quota
 from compute.models import (
     Flavor,
     Host,
-    IdempotencyKey,
     Image,
     Instance,
     InstanceAction,
     InstanceState,
+    InstanceTag,
     IpAllocation,
     IpPool,
 )
@@ -38,19 +40,14 @@ from compute.refs import driver
 from compute.selectors import images_visible_filter, tenant_resource_usage
 from compute.sizing import Size
 from compute.transitions import TRANSITIONS, refusal
-from portal.api import ConflictError, QuotaExceeded
 from tenants.access import Actor
 from tenants.models import SshKey
 from tenants.services import audit
 
-
-class InvalidRequest(Exception):
-    """Input that names something wrong; `field` says which input it was."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-        self.message = message
+log = logging.getLogger(__name__)
+TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,31}")
+MAX_TAGS = 10
+NAME_TAKEN = "An instance with this name already exists in this tenant."
 
 
 @dataclass(frozen=True)
@@ -99,10 +96,8 @@ def record_action(instance: Instance, action: str, *, actor: Actor | None, **det
     )
 
 
-def _enqueue(task_name: str, instance: Instance) -> None:
-    from compute import tasks
-
-    task = getattr(tasks, task_name)
+def _enqueue(task, instance: Instance) -> None:
+    """Queue `task` for the instance on its host's queue, once the transaction commits."""
     queue = instance.host.queue
     instance_id = str(instance.pk)
     transaction.on_commit(lambda: task.apply_async(args=[instance_id], queue=queue))
@@ -121,7 +116,7 @@ def _check_quota(actor: Actor, extra: Size, *, new_instances: int) -> None:
     for name, amount in wanted.items():
         limit = getattr(quota, name)
         if amount > 0 and used[name] + amount > limit:
-            raise QuotaExceeded(f"Quota exceeded for {name}: {used[name]} in use + {amount} requested > limit {limit}.")
+            raise QuotaExceeded(name, in_use=used[name], requested=amount, limit=limit)
 
 
 def _free_address(pool: IpPool) -> str | None:
@@ -155,7 +150,7 @@ def _place_with_address(size: Size, image: Image) -> tuple[Host, IpPool, str]:
             host = scheduler.place(size, image, exclude=[h.pk for h in full])
         except scheduler.NoValidHost as exc:
             if not full:
-                raise ConflictError(str(exc)) from None
+                raise Conflict(str(exc)) from None
             break
         # A host without an address pool (made by hand in the admin) has no address to give.
         pool = IpPool.objects.filter(host=host).first()
@@ -165,8 +160,8 @@ def _place_with_address(size: Size, image: Image) -> tuple[Host, IpPool, str]:
         full.append(host)
     names = ", ".join(h.name for h in full)
     if len(full) == 1:
-        raise ConflictError(f"Host {names} has no free IP address.")
-    raise ConflictError(f"Hosts {names} have no free IP address, and no other host has room.")
+        raise Conflict(f"Host {names} has no free IP address.")
+    raise Conflict(f"Hosts {names} have no free IP address, and no other host has room.")
 
 
 def _resolve_image(actor: Actor, image_id) -> Image:
@@ -176,7 +171,7 @@ def _resolve_image(actor: Actor, image_id) -> Image:
         else None
     )
     if image is None:
-        raise InvalidRequest("image", "Unknown image.")
+        raise Invalid("image", "Unknown image.")
     return image
 
 
@@ -191,15 +186,15 @@ def _is_uuid(value) -> bool:
 def resolve_flavor(flavor_id) -> Flavor:
     flavor = Flavor.objects.filter(pk=flavor_id, active=True).first() if _is_uuid(flavor_id) else None
     if flavor is None:
-        raise InvalidRequest("flavor", "Unknown or retired flavor.")
+        raise Invalid("flavor", "Unknown or retired flavor.")
     return flavor
 
 
 def _check_image_fits(image: Image, size: Size, field: str = "image") -> None:
     if size.disk_gb < image.min_disk_gb:
-        raise InvalidRequest(field, f"This image needs a disk of at least {image.min_disk_gb} GiB.")
+        raise Invalid(field, f"This image needs a disk of at least {image.min_disk_gb} GiB.")
     if size.memory_mb < image.min_memory_mb:
-        raise InvalidRequest(field, f"This image needs at least {image.min_memory_mb} MiB of memory.")
+        raise Invalid(field, f"This image needs at least {image.min_memory_mb} MiB of memory.")
 
 
 def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: str | None = None) -> Instance:
@@ -208,46 +203,33 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
     With an idempotency key, a repeated request returns the instance the first one made.
     """
     if not actor.tenant.is_active:
-        raise ConflictError("This tenant is suspended and cannot create instances.")
+        raise Conflict("This tenant is suspended and cannot create instances.")
     if len(request.user_data.encode()) > settings.MAX_USER_DATA_BYTES:
-        raise InvalidRequest("user_data", f"user_data is over {settings.MAX_USER_DATA_BYTES // 1024} KiB.")
+        raise Invalid("user_data", f"user_data is over {settings.MAX_USER_DATA_BYTES // 1024} KiB.")
     image = _resolve_image(actor, request.image_id)
     _check_image_fits(image, request.size)
     if request.password and request.generate_password:
-        raise InvalidRequest("password", "Give a password, or ask for one to be generated, not both.")
+        raise Invalid("password", "Give a password, or ask for one to be generated, not both.")
     wants_password = bool(request.password or request.generate_password)
     if wants_password and image.format == Image.Format.ISO:
-        raise InvalidRequest("password", "An install ISO sets its passwords itself, in the installer.")
+        raise Invalid("password", "An install ISO sets its passwords itself, in the installer.")
     if request.password:
         check_password(request.password)
     keys = list(SshKey.objects.filter(tenant=actor.tenant, pk__in=[k for k in request.ssh_key_ids if _is_uuid(k)]))
     if len(keys) != len(set(map(str, request.ssh_key_ids))):
-        raise InvalidRequest("ssh_key_ids", "Unknown SSH key.")
+        raise Invalid("ssh_key_ids", "Unknown SSH key.")
     fingerprint = request.fingerprint()
 
     with transaction.atomic():
+        key_row = None
         if idempotency_key:
-            try:
-                with transaction.atomic():
-                    key_row = IdempotencyKey.objects.create(
-                        tenant=actor.tenant, key=idempotency_key, request_hash=fingerprint
-                    )
-            except IntegrityError:
-                # Another request with this key won (possibly just now: the insert waited on it).
-                previous = IdempotencyKey.objects.select_related("instance").get(
-                    tenant=actor.tenant, key=idempotency_key
-                )
-                if previous.request_hash != fingerprint:
-                    raise ConflictError(
-                        "This Idempotency-Key was used with a different request; use a new key."
-                    ) from None
-                if previous.instance is None:
-                    raise ConflictError("The first request with this Idempotency-Key failed; use a new key.") from None
-                return previous.instance
+            key_row, previous = idempotency.claim(actor.tenant, idempotency_key, fingerprint)
+            if previous is not None:
+                return previous
         _check_quota(actor, request.size, new_instances=1)
         live = Instance.objects.filter(tenant=actor.tenant).exclude(state=InstanceState.DELETED)
         if live.filter(name=request.name).exists():
-            raise InvalidRequest("name", "An instance with this name already exists in this tenant.")
+            raise Invalid("name", NAME_TAKEN)
         host, pool, address = _place_with_address(request.size, image)
         plain = cloudinit.generate_password() if request.generate_password else request.password
         instance = Instance(
@@ -267,12 +249,10 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
         instance.ip_address = address
         instance.save()
         IpAllocation.objects.create(pool=pool, address=address, instance=instance)
-        if idempotency_key:
-            key_row.instance = instance
-            key_row.save(update_fields=["instance"])
+        idempotency.bind(key_row, instance)
         record_action(instance, "create", actor=actor, image=str(image.pk), size=request.size.as_json())
         audit(actor, "instance.create", target=str(instance.pk), name=instance.name)
-        _enqueue("provision", instance)
+        _enqueue(tasks.provision, instance)
     if request.generate_password:
         # Shown to the caller this once; an idempotent replay of the request does not have it.
         instance.generated_password = plain
@@ -285,9 +265,9 @@ PASSWORD_LENGTH = (8, 128)
 def check_password(password: str) -> None:
     low, high = PASSWORD_LENGTH
     if not low <= len(password) <= high:
-        raise InvalidRequest("password", f"A password has {low} to {high} characters.")
+        raise Invalid("password", f"A password has {low} to {high} characters.")
     if not password.isprintable():
-        raise InvalidRequest("password", "A password has printable characters only.")
+        raise Invalid("password", "A password has printable characters only.")
 
 
 # Anything else could bring a suspended tenant's instance back to running.
@@ -298,9 +278,9 @@ def _begin(actor: Actor | None, instance: Instance, action: str, **pending) -> I
     """Move a locked instance into the action's in-flight state, or 409 naming why not."""
     locked = lock_instance(instance.pk)
     if reason := refusal(action, locked.state):
-        raise ConflictError(reason)
+        raise Conflict(reason)
     if actor is not None and action not in ALLOWED_WHEN_SUSPENDED and not locked.tenant.is_active:
-        raise ConflictError(f"This tenant is suspended; its instances can only be stopped or deleted, not {action}ed.")
+        raise Conflict(f"This tenant is suspended; its instances can only be stopped or deleted, not {action}ed.")
     locked.pending = {"from_state": locked.state, **pending}
     locked.state = TRANSITIONS[action][1]
     locked.error_step = ""
@@ -315,23 +295,23 @@ def _begin(actor: Actor | None, instance: Instance, action: str, **pending) -> I
 @transaction.atomic
 def instance_start(*, actor: Actor | None, instance: Instance) -> Instance:
     if actor is not None and not actor.tenant.is_active:
-        raise ConflictError("This tenant is suspended; its instances cannot be started.")
+        raise Conflict("This tenant is suspended; its instances cannot be started.")
     locked = _begin(actor, instance, "start")
-    _enqueue("start", locked)
+    _enqueue(tasks.start, locked)
     return locked
 
 
 @transaction.atomic
 def instance_stop(*, actor: Actor | None, instance: Instance) -> Instance:
     locked = _begin(actor, instance, "stop")
-    _enqueue("stop", locked)
+    _enqueue(tasks.stop, locked)
     return locked
 
 
 @transaction.atomic
 def instance_reboot(*, actor: Actor, instance: Instance) -> Instance:
     locked = _begin(actor, instance, "reboot")
-    _enqueue("reboot", locked)
+    _enqueue(tasks.reboot, locked)
     return locked
 
 
@@ -341,9 +321,9 @@ def instance_resize(*, actor: Actor, instance: Instance, size: Size, flavor_id=N
     the change and started again. The host must have room: there is no migration."""
     old = Size.of_instance(instance)
     if size.disk_gb < old.disk_gb:
-        raise InvalidRequest("disk_gb", f"Disks can only grow; this one is {old.disk_gb} GiB.")
+        raise Invalid("disk_gb", f"Disks can only grow; this one is {old.disk_gb} GiB.")
     if size == old:
-        raise InvalidRequest("size", "The instance already has this size.")
+        raise Invalid("size", "The instance already has this size.")
     _check_image_fits(instance.image, size, field="size")
     growth = Size(
         max(size.vcpus - old.vcpus, 0),
@@ -356,9 +336,9 @@ def instance_resize(*, actor: Actor, instance: Instance, size: Size, flavor_id=N
     _check_quota(actor, growth, new_instances=0)
     current = Instance.objects.get(pk=instance.pk)
     if reason := refusal("resize", current.state):
-        raise ConflictError(reason)
+        raise Conflict(reason)
     if not scheduler.claim_delta(current.host_id, old, size):
-        raise ConflictError("The instance's host has no room for this size.")
+        raise Conflict("The instance's host has no room for this size.")
     locked = _begin(
         actor,
         instance,
@@ -367,7 +347,7 @@ def instance_resize(*, actor: Actor, instance: Instance, size: Size, flavor_id=N
         old_size=old.as_json(),
         flavor=str(flavor_id) if flavor_id else None,
     )
-    _enqueue("resize", locked)
+    _enqueue(tasks.resize, locked)
     return locked
 
 
@@ -376,9 +356,9 @@ def instance_rebuild(*, actor: Actor, instance: Instance, image_id) -> Instance:
     image = _resolve_image(actor, image_id)
     _check_image_fits(image, Size.of_instance(instance))
     if image.host_id and image.host_id != instance.host_id:
-        raise InvalidRequest("image", "This snapshot lives on another host than the instance.")
+        raise Invalid("image", "This snapshot lives on another host than the instance.")
     locked = _begin(actor, instance, "rebuild", image=str(image.pk))
-    _enqueue("rebuild", locked)
+    _enqueue(tasks.rebuild, locked)
     return locked
 
 
@@ -386,7 +366,7 @@ def instance_rebuild(*, actor: Actor, instance: Instance, image_id) -> Instance:
 def instance_snapshot(*, actor: Actor, instance: Instance, name: str) -> tuple[Instance, Image]:
     current = Instance.objects.select_related("image").get(pk=instance.pk)
     if reason := refusal("snapshot", current.state):
-        raise ConflictError(reason)
+        raise Conflict(reason)
     image = Image.objects.create(
         name=name,
         os_family=current.image.os_family,
@@ -401,7 +381,7 @@ def instance_snapshot(*, actor: Actor, instance: Instance, name: str) -> tuple[I
         source_instance=current,
     )
     locked = _begin(actor, instance, "snapshot", image=str(image.pk))
-    _enqueue("snapshot", locked)
+    _enqueue(tasks.snapshot, locked)
     return locked, image
 
 
@@ -410,11 +390,11 @@ def instance_detach_iso(*, actor: Actor, instance: Instance) -> Instance:
     """Take the install CD out: the guest boots from its disk from now on."""
     current = Instance.objects.get(pk=instance.pk)
     if reason := refusal("detach_iso", current.state):
-        raise ConflictError(reason)
+        raise Conflict(reason)
     if not current.iso_id:
-        raise ConflictError("No ISO is attached to this instance.")
+        raise Conflict("No ISO is attached to this instance.")
     locked = _begin(actor, instance, "detach_iso", iso=str(current.iso_id))
-    _enqueue("detach_iso", locked)
+    _enqueue(tasks.detach_iso, locked)
     return locked
 
 
@@ -434,18 +414,18 @@ def instance_rescue(*, actor: Actor, instance: Instance) -> Instance:
     is stopped first), so a customer locked out of the guest can repair it from the console."""
     image = rescue_image()
     if image is None:
-        raise ConflictError("Rescue is not offered here: no operator has chosen a rescue image.")
+        raise Conflict("Rescue is not offered here: no operator has chosen a rescue image.")
     if instance.memory_mb < image.min_memory_mb:
-        raise ConflictError(f"The rescue system needs {image.min_memory_mb} MiB of memory; this instance has less.")
+        raise Conflict(f"The rescue system needs {image.min_memory_mb} MiB of memory; this instance has less.")
     locked = _begin(actor, instance, "rescue", rescue_image=str(image.pk))
-    _enqueue("rescue", locked)
+    _enqueue(tasks.rescue, locked)
     return locked
 
 
 @transaction.atomic
 def instance_unrescue(*, actor: Actor, instance: Instance) -> Instance:
     locked = _begin(actor, instance, "unrescue")
-    _enqueue("unrescue", locked)
+    _enqueue(tasks.unrescue, locked)
     return locked
 
 
@@ -457,22 +437,22 @@ def instance_reset_password(*, actor: Actor, instance: Instance, username: str, 
     plain text goes nowhere). Returns the password when it was generated here (shown once).
 
     Done while the caller waits, holding the instance's lease so that no action runs at once;
-    a guest with no agent answering is a ConflictError that says so plainly."""
+    a guest with no agent answering is a Conflict that says so plainly."""
     if not USERNAME.fullmatch(username):
-        raise InvalidRequest("username", "A user name of the guest: a-z, 0-9, _ and -, at most 32.")
+        raise Invalid("username", "A user name of the guest: a-z, 0-9, _ and -, at most 32.")
     if password:
         check_password(password)
     current = Instance.objects.select_related("host", "tenant").get(pk=instance.pk)
     if current.state != InstanceState.RUNNING:
-        raise ConflictError(f"A password can be reset only while the instance runs; it is {current.state}.")
+        raise Conflict(f"A password can be reset only while the instance runs; it is {current.state}.")
     plain = password or cloudinit.generate_password()
     hashed = cloudinit.hash_password(plain)
     lease = leases.Lease(leases.instance_key(current.pk))
     if not lease.acquire():
-        raise ConflictError("Another action is under way on this instance; try again in a moment.")
+        raise Conflict("Another action is under way on this instance; try again in a moment.")
     try:
         if not Instance.objects.filter(pk=current.pk, state=InstanceState.RUNNING).exists():
-            raise ConflictError("The instance stopped running; its password was not reset.")
+            raise Conflict("The instance stopped running; its password was not reset.")
         row = InstanceAction.objects.create(
             instance=current,
             action="reset_password",
@@ -487,11 +467,11 @@ def instance_reset_password(*, actor: Actor, instance: Instance, username: str, 
         except (HostError, TransientHostError) as exc:
             InstanceAction.objects.filter(pk=row.pk).update(status=InstanceAction.Status.FAILED, error=str(exc)[:2000])
             if isinstance(exc, GuestAgentUnavailable):
-                raise ConflictError(
+                raise Conflict(
                     "Password reset is unavailable for this instance: no guest agent answers in it "
                     f"({exc}). It works in images that run qemu-guest-agent; otherwise use rescue mode."
                 ) from None
-            raise ConflictError(f"The instance's host could not reset the password now: {exc}") from None
+            raise Conflict(f"The instance's host could not reset the password now: {exc}") from None
         InstanceAction.objects.filter(pk=row.pk).update(status=InstanceAction.Status.DONE)
     finally:
         lease.release()
@@ -507,7 +487,7 @@ def console_log(*, instance: Instance, max_bytes: int) -> bytes:
     try:
         return driver(current.host).console_log(str(current.pk), max_bytes)
     except (HostError, TransientHostError) as exc:
-        raise ConflictError(f"The console log cannot be read from the instance's host now: {exc}") from None
+        raise Conflict(f"The console log cannot be read from the instance's host now: {exc}") from None
 
 
 @transaction.atomic
@@ -515,7 +495,7 @@ def instance_delete(*, actor: Actor | None, instance: Instance) -> Instance:
     locked = _begin(actor, instance, "delete")
     # A task still working on the instance (a build, say) stops at its next step.
     transaction.on_commit(partial(leases.mark_deleting, str(locked.pk)))
-    _enqueue("delete", locked)
+    _enqueue(tasks.delete, locked)
     return locked
 
 
@@ -526,17 +506,78 @@ def instance_retry(*, actor: Actor | None, instance: Instance) -> Instance:
     (base image, disk, seed, DHCP entry, domain) is made again before the guest is started."""
     locked = lock_instance(instance.pk)
     if locked.state != InstanceState.ERROR:
-        raise ConflictError(f"Only an instance in error can be retried; this one is {locked.state}.")
+        raise Conflict(f"Only an instance in error can be retried; this one is {locked.state}.")
     locked.state = InstanceState.BUILDING
     locked.error_step = ""
     locked.error_message = ""
     locked.save(update_fields=["state", "error_step", "error_message"])
     record_action(locked, "retry", actor=actor)
-    _enqueue("provision", locked)
+    _enqueue(tasks.provision, locked)
     return locked
 
 
-def expire_idempotency_keys(*, older_than_hours: int = 48) -> int:
-    cutoff = timezone.now() - timedelta(hours=older_than_hours)
-    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
-    return deleted
+# -- rename and tags ---------------------------------------------------------------------------
+
+
+def instance_rename(*, actor, instance: Instance, name: str) -> Instance:
+    """Give a live instance another name, unique among the tenant's live instances."""
+    name = name.strip()
+    if not name or "\x00" in name or len(name) > 255:
+        raise Invalid("name", "Give a name of 1 to 255 characters.")
+    try:
+        with transaction.atomic():
+            locked = lock_instance(instance.pk)
+            if locked.state == InstanceState.DELETED:
+                raise Invalid("name", "A deleted instance cannot be renamed.")
+            if locked.name == name:
+                return locked
+            live = Instance.objects.filter(tenant=locked.tenant_id).exclude(state=InstanceState.DELETED)
+            if live.filter(name=name).exclude(pk=locked.pk).exists():
+                raise Invalid("name", NAME_TAKEN)
+            previous, locked.name = locked.name, name
+            locked.save(update_fields=["name"])
+            audit(actor, "instance.rename", target=str(locked.pk), name=name, previous=previous)
+    except IntegrityError:  # a create or rename that took the name meanwhile
+        raise Invalid("name", NAME_TAKEN) from None
+    return locked
+
+
+def instance_set_tags(*, actor, instance: Instance, tags: list[str]) -> list[str]:
+    """Replace the instance's tags: up to MAX_TAGS, each lower case letters, digits and - _ . :"""
+    wanted = sorted({tag.strip().lower() for tag in tags if tag.strip()})
+    for tag in wanted:
+        if not TAG_PATTERN.fullmatch(tag):
+            raise Invalid("tags", f"A tag is 1 to 32 letters, digits, '-', '_', '.' or ':' (not {tag[:40]!r}).")
+    if len(wanted) > MAX_TAGS:
+        raise Invalid("tags", f"At most {MAX_TAGS} tags.")
+    with transaction.atomic():
+        locked = lock_instance(instance.pk)
+        current = set(locked.tags.values_list("name", flat=True))
+        if current == set(wanted):
+            return wanted
+        locked.tags.exclude(name__in=wanted).delete()
+        InstanceTag.objects.bulk_create([InstanceTag(instance=locked, name=t) for t in wanted if t not in current])
+        audit(actor, "instance.tags", target=str(locked.pk), name=locked.name, tags=wanted)
+    return wanted
+
+
+def instance_throttle(*, instance: Instance, kbytes: int | None, reason: str) -> bool:
+    """Cap the guest's interface at `kbytes` KiB/s, or (None) give it its size's rate again,
+    live, and log it on the instance. False when the host refused: the caller tries again on
+    its next cycle, and one guest's host must not hold up the others'."""
+    on = kbytes is not None
+    rate = kbytes if on else (instance.bandwidth_mbit * 1000 // 8 if instance.host.shaping else None)
+    try:
+        live = driver(instance.host).set_bandwidth(str(instance.pk), instance.mac_address, rate)
+    except (HostError, TransientHostError) as exc:
+        log.warning("cannot %s %s: %s", "throttle" if on else "unthrottle", instance.pk, exc)
+        return False
+    Instance.objects.filter(pk=instance.pk).update(throttled=on, throttle_kbytes=rate if on else None)
+    InstanceAction.objects.create(
+        instance=instance,
+        action="throttle" if on else "unthrottle",
+        step="bandwidth",
+        status=InstanceAction.Status.DONE,
+        detail={"reason": reason, "live": live},
+    )
+    return True

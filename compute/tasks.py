@@ -23,11 +23,10 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from compute import images, leases, operations
+from compute import idempotency, images, leases, operations, upkeep
 from compute.drivers.base import TransientHostError
 from compute.host_locks import Busy
 from compute.models import Host, InstanceState
-from compute.services import expire_idempotency_keys
 
 log = logging.getLogger(__name__)
 S = InstanceState
@@ -174,7 +173,7 @@ TASK_FOR_STATE = {
 def reap_stalled() -> list[str]:
     """Beat: queue again the work of instances left in flight with no task holding them."""
     resumed = []
-    for instance_id, state, queue in operations.stalled_instances():
+    for instance_id, state, queue in upkeep.stalled_instances():
         TASK_FOR_STATE[state].apply_async(args=[instance_id], queue=queue)
         resumed.append(instance_id)
     if resumed:
@@ -192,17 +191,17 @@ def delete_image_volumes(image_id: str, host_id: str) -> str:
 
 @shared_task
 def host_heartbeat(host_id: str) -> dict:
-    return operations.heartbeat(host_id)
+    return upkeep.heartbeat(host_id)
 
 
 @shared_task
 def host_sync(host_id: str) -> dict:
-    return operations.sync_power_states(host_id)
+    return upkeep.sync_power_states(host_id)
 
 
 @shared_task
 def host_orphans(host_id: str) -> dict:
-    return operations.report_orphans(host_id)
+    return upkeep.report_orphans(host_id)
 
 
 # Disabled (draining) hosts still run guests: they are watched like any other.
@@ -221,8 +220,8 @@ def _fan_out(task, statuses) -> int:
 def check_hosts() -> dict:
     """Beat: ask every host for a heartbeat; mark hosts down whose worker stayed silent and
     whose hypervisor does not answer either."""
-    report = operations.check_silent_hosts()
-    operations.ask_for_heartbeats(WATCHED)
+    report = upkeep.check_silent_hosts()
+    upkeep.ask_for_heartbeats(WATCHED)
     asked = _fan_out(host_heartbeat, WATCHED)
     return {"asked": asked, **report}
 
@@ -239,7 +238,7 @@ def report_all_orphans() -> int:
 
 @shared_task
 def expire_keys() -> int:
-    return expire_idempotency_keys()
+    return idempotency.expire()
 
 
 # -- images -----------------------------------------------------------------------------------

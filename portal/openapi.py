@@ -11,11 +11,12 @@ from drf_spectacular import openapi
 from drf_spectacular.plumbing import force_instance
 from rest_framework import permissions, serializers
 
-from portal.api import RETRY_AFTER_SECONDS, RejectUnknownFields
+from portal.api.errors import RETRY_AFTER_SECONDS
+from portal.api.inputs import RejectUnknownFields
 
 
 class ApiErrorSerializer(serializers.Serializer):
-    """Every error the API answers (portal.api.exception_handler)."""
+    """Every error the API answers (portal.api.errors.exception_handler)."""
 
     detail = serializers.CharField(help_text="A sentence for people; names the first bad field, if any.")
     code = serializers.CharField(help_text="For programs: invalid, not_found, permission_denied, conflict, ...")

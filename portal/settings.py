@@ -184,16 +184,16 @@ LOGIN_URL = "/accounts/login/"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "tenants.authentication.BearerTokenAuthentication",
+        "portal.api.auth.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["tenants.permissions.TenantRolePermission"],
-    "DEFAULT_PAGINATION_CLASS": "portal.api.Pagination",
+    "DEFAULT_PERMISSION_CLASSES": ["portal.api.permissions.TenantRolePermission"],
+    "DEFAULT_PAGINATION_CLASS": "portal.api.paging.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "portal.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "portal.api.exception_handler",
-    "DEFAULT_RENDERER_CLASSES": ["portal.api.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["portal.api.JSONParser"],
+    "EXCEPTION_HANDLER": "portal.api.errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["portal.api.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["portal.api.inputs.JSONParser"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Cloud Portal API",

@@ -3,27 +3,27 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
-from billing import api as billing_api
-from compute import api as compute_api
 from portal import views
-from portal.api import api_not_found
-from tenants import api as tenants_api
+from portal.api import billing as billing_api
+from portal.api import tenants as tenants_api
+from portal.api.compute import catalogue, instances, operators
+from portal.api.errors import api_not_found
 
 # Uncaught exceptions on /api/ paths answer JSON (a 503 for database faults), not an HTML page.
-handler500 = "portal.api.server_error"
+handler500 = "portal.api.errors.server_error"
 
 router = SimpleRouter(trailing_slash=False)
 router.register("members", tenants_api.MemberViewSet, basename="member")
 router.register("invitations", tenants_api.InvitationViewSet, basename="invitation")
 router.register("tokens", tenants_api.TokenViewSet, basename="token")
 router.register("ssh-keys", tenants_api.SshKeyViewSet, basename="sshkey")
-router.register("images", compute_api.ImageViewSet, basename="image")
-router.register("flavors", compute_api.FlavorViewSet, basename="flavor")
-router.register("instances", compute_api.InstanceViewSet, basename="instance")
+router.register("images", catalogue.ImageViewSet, basename="image")
+router.register("flavors", catalogue.FlavorViewSet, basename="flavor")
+router.register("instances", instances.InstanceViewSet, basename="instance")
 router.register("invoices", billing_api.InvoiceViewSet, basename="invoice")
-router.register("admin/hosts", compute_api.AdminHostViewSet, basename="admin-host")
-router.register("admin/images", compute_api.AdminImageViewSet, basename="admin-image")
-router.register("admin/flavors", compute_api.AdminFlavorViewSet, basename="admin-flavor")
+router.register("admin/hosts", operators.AdminHostViewSet, basename="admin-host")
+router.register("admin/images", operators.AdminImageViewSet, basename="admin-image")
+router.register("admin/flavors", operators.AdminFlavorViewSet, basename="admin-flavor")
 
 api_v1 = [
     path("tenant", tenants_api.CurrentTenantView.as_view(), name="tenant"),

@@ -59,7 +59,7 @@ def _resolve(request) -> Actor | None:
         return None
     token = getattr(request, "auth", None)
     if isinstance(token, ApiToken):
-        if hasattr(token, "member_role"):  # loaded with the token by tenants.authentication
+        if hasattr(token, "member_role"):  # loaded with the token by tenants.tokens
             return Actor(user, token.tenant, token.member_role, token) if token.member_role else None
         membership = Membership.objects.select_related("tenant").filter(user=user, tenant_id=token.tenant_id).first()
         return Actor(user, membership.tenant, membership.role, token) if membership else None

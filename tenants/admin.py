@@ -1,9 +1,8 @@
 from allauth.account.adapter import get_adapter
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin
 
-from billing import suspension  # it also stops the tenant's instances, and starts them again
 from tenants import services
 from tenants.models import ApiToken, AuditEvent, Invitation, Membership, Quota, SshKey, Tenant, User
 
@@ -56,22 +55,9 @@ class TenantAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "status", "personal", "billing_email", "created_at"]
     list_filter = ["status", "personal"]
     search_fields = ["name", "slug", "billing_email"]
-    # Status changes go through the actions below (services), never by editing the field.
+    # Status changes go through billing's admin actions (billing.admin), never by editing the field.
     readonly_fields = ["status", "suspended_reason", "created_at"]
     inlines = [QuotaInline, MembershipInline]
-    actions = ["suspend", "reactivate"]
-
-    @admin.action(description="Suspend the selected tenants (no new or started instances)")
-    def suspend(self, request, queryset):
-        for tenant in queryset:
-            suspension.tenant_suspend(actor=request.user, tenant=tenant, reason=f"Suspended by {request.user.email}.")
-        self.message_user(request, f"Suspended {queryset.count()} tenant(s).", messages.SUCCESS)
-
-    @admin.action(description="Reactivate the selected tenants")
-    def reactivate(self, request, queryset):
-        for tenant in queryset:
-            suspension.tenant_reactivate(actor=request.user, tenant=tenant)
-        self.message_user(request, f"Reactivated {queryset.count()} tenant(s).", messages.SUCCESS)
 
 
 @admin.register(Membership)

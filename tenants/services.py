@@ -18,9 +18,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from portal.api import ConflictError, Unavailable
+from base.errors import Conflict, Invalid, Unavailable
 from tenants.access import Actor
-from tenants.authentication import hash_secret, new_token_material
 from tenants.models import (
     ApiToken,
     AuditEvent,
@@ -34,12 +33,16 @@ from tenants.models import (
     validate_one_line,
 )
 from tenants.sshkeys import parse_public_key
+from tenants.tokens import hash_secret, new_token_material
 
 log = logging.getLogger(__name__)
 
 
-class InvitationInvalid(Exception):
-    pass
+class InvitationInvalid(Invalid):
+    """The invitation token names no open invitation for this user."""
+
+    def __init__(self, message: str):
+        super().__init__("token", message)
 
 
 def audit(actor: Actor | None, action: str, *, tenant: Tenant | None = None, target: str = "", **detail) -> AuditEvent:
@@ -94,7 +97,7 @@ def tenant_create(*, name: str, owner: User, personal: bool = False, billing_ema
         except IntegrityError:  # two signups raced for one slug; the loop picks another
             continue
     else:
-        raise ConflictError("Could not choose a unique tenant slug; try another name.")
+        raise Conflict("Could not choose a unique tenant slug; try another name.")
     Membership.objects.create(user=owner, tenant=tenant, role=Role.OWNER)
     Quota.objects.create(tenant=tenant, **settings.DEFAULT_QUOTA)
     audit(None, "tenant.create", tenant=tenant, target=tenant.slug, owner=owner.email)
@@ -131,11 +134,11 @@ def invitation_create(*, actor: Actor, email: str, role: str) -> tuple[Invitatio
     """An invitation and its single-use token (returned once, e-mailed, stored hashed)."""
     email = email.strip().lower()
     if role == Role.OWNER and not actor.has_role(Role.OWNER):
-        raise ConflictError("Only an owner can invite another owner.")
+        raise Conflict("Only an owner can invite another owner.")
     if Membership.objects.filter(tenant=actor.tenant, user__email__iexact=email).exists():
-        raise ConflictError(f"{email} is already a member of this tenant.")
+        raise Conflict(f"{email} is already a member of this tenant.")
     if Invitation.objects.filter(tenant=actor.tenant, email=email, accepted_at__isnull=True).exists():
-        raise ConflictError(f"{email} already has an open invitation; revoke it first.")
+        raise Conflict(f"{email} already has an open invitation; revoke it first.")
     token = secrets.token_urlsafe(32)
     try:
         # The check above can race with a concurrent invite; the constraint settles it.
@@ -149,7 +152,7 @@ def invitation_create(*, actor: Actor, email: str, role: str) -> tuple[Invitatio
                 expires_at=timezone.now() + timedelta(hours=settings.INVITATION_TTL_HOURS),
             )
     except IntegrityError:
-        raise ConflictError(f"{email} already has an open invitation; revoke it first.") from None
+        raise Conflict(f"{email} already has an open invitation; revoke it first.") from None
     audit(actor, "invitation.create", target=email, role=role)
     link = f"{settings.PORTAL_BASE_URL}/invitations/accept/{token}"
     # The row and its e-mail go together: the mail is the last step of the transaction, so a
@@ -172,7 +175,7 @@ def invitation_create(*, actor: Actor, email: str, role: str) -> tuple[Invitatio
 
 def invitation_revoke(*, actor: Actor, invitation: Invitation) -> None:
     if invitation.accepted_at is not None:
-        raise ConflictError("This invitation was already accepted.")
+        raise Conflict("This invitation was already accepted.")
     invitation.delete()
     audit(actor, "invitation.revoke", target=invitation.email)
 
@@ -215,9 +218,9 @@ def _owner_count(tenant: Tenant) -> int:
 def membership_set_role(*, actor: Actor, membership: Membership, role: str) -> Membership:
     Tenant.objects.select_for_update().get(pk=actor.tenant.pk)  # serialises owner changes
     if Role.OWNER in (role, membership.role) and not actor.has_role(Role.OWNER):
-        raise ConflictError("Only an owner can grant or take away the owner role.")
+        raise Conflict("Only an owner can grant or take away the owner role.")
     if membership.role == Role.OWNER and role != Role.OWNER and _owner_count(actor.tenant) == 1:
-        raise ConflictError("A tenant needs at least one owner.")
+        raise Conflict("A tenant needs at least one owner.")
     membership.role = role
     membership.save(update_fields=["role"])
     audit(actor, "membership.role", target=membership.user.email, role=role)
@@ -229,9 +232,9 @@ def membership_remove(*, actor: Actor, membership: Membership) -> None:
     Tenant.objects.select_for_update().get(pk=actor.tenant.pk)
     if membership.role == Role.OWNER:
         if not actor.has_role(Role.OWNER):
-            raise ConflictError("Only an owner can remove an owner.")
+            raise Conflict("Only an owner can remove an owner.")
         if _owner_count(actor.tenant) == 1:
-            raise ConflictError("A tenant needs at least one owner.")
+            raise Conflict("A tenant needs at least one owner.")
     # The member's tokens for this tenant die with the membership.
     ApiToken.objects.filter(tenant=actor.tenant, user=membership.user, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
@@ -243,7 +246,7 @@ def membership_remove(*, actor: Actor, membership: Membership) -> None:
 def token_create(*, actor: Actor, name: str, scope: str, expires_at: datetime | None = None) -> tuple[ApiToken, str]:
     """A token for the actor's tenant; the full secret is returned once and never stored."""
     if expires_at is not None and expires_at <= timezone.now():
-        raise ConflictError("expires_at must be in the future.")
+        raise Invalid("expires_at", "expires_at must be in the future.")
     prefix, secret, full = new_token_material()
     token = ApiToken.objects.create(
         tenant=actor.tenant,
@@ -269,9 +272,9 @@ def token_revoke(*, actor: Actor, token: ApiToken) -> ApiToken:
 def sshkey_create(*, actor: Actor, name: str, public_key: str) -> SshKey:
     parsed = parse_public_key(public_key)
     if SshKey.objects.filter(tenant=actor.tenant, fingerprint=parsed.fingerprint).exists():
-        raise ConflictError("This key is already registered in this tenant.")
+        raise Conflict("This key is already registered in this tenant.")
     if SshKey.objects.filter(tenant=actor.tenant, name=name).exists():
-        raise ConflictError(f"There is already a key named {name!r}.")
+        raise Conflict(f"There is already a key named {name!r}.")
     try:
         # A concurrent upload of the same key or name passes the checks above; the unique
         # constraints settle it.
@@ -284,7 +287,7 @@ def sshkey_create(*, actor: Actor, name: str, public_key: str) -> SshKey:
                 fingerprint=parsed.fingerprint,
             )
     except IntegrityError:
-        raise ConflictError("This key or key name is already registered in this tenant.") from None
+        raise Conflict("This key or key name is already registered in this tenant.") from None
     audit(actor, "sshkey.create", target=name, fingerprint=parsed.fingerprint)
     return key
 
@@ -304,8 +307,9 @@ def _audit_tenant(actor: Actor | User | None, action: str, tenant: Tenant, **det
 
 
 @transaction.atomic
-def tenant_suspend(*, actor: Actor | User | None, tenant: Tenant, reason: str) -> Tenant:
-    """Suspend a tenant: it can no longer create or start instances. Only the status flips here.
+def tenant_set_suspended(*, actor: Actor | User | None, tenant: Tenant, reason: str) -> Tenant:
+    """Mark a tenant suspended: it can no longer create or start instances. Only the status
+    flips here; billing.suspension.tenant_suspend also stops its instances.
 
     `actor` is the operator (a staff User, from the admin), an Actor, or None for the system.
     """
@@ -318,8 +322,9 @@ def tenant_suspend(*, actor: Actor | User | None, tenant: Tenant, reason: str) -
 
 
 @transaction.atomic
-def tenant_reactivate(*, actor: Actor | User | None, tenant: Tenant) -> Tenant:
-    """Make a suspended tenant active again; its stopped instances stay stopped."""
+def tenant_set_active(*, actor: Actor | User | None, tenant: Tenant) -> Tenant:
+    """Mark a suspended tenant active again; its stopped instances stay stopped
+    (billing.suspension.tenant_reactivate starts them)."""
     locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
     if locked.status == Tenant.Status.ACTIVE:
         return locked

@@ -8,6 +8,8 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
+from base.errors import Invalid
+
 KEY_TYPES = {
     "ssh-ed25519",
     "ssh-rsa",
@@ -20,8 +22,11 @@ KEY_TYPES = {
 MIN_RSA_BITS = 2048
 
 
-class InvalidKey(ValueError):
-    pass
+class InvalidKey(Invalid):
+    """Text that is not an acceptable OpenSSH public key; says what is wrong with it."""
+
+    def __init__(self, message: str):
+        super().__init__("public_key", message)
 
 
 @dataclass(frozen=True)

@@ -9,26 +9,26 @@ from functools import wraps
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse, HttpResponseNotModified
-from rest_framework.exceptions import APIException
 
-from compute.services import InvalidRequest
+from base.errors import Invalid, Refused
 from tenants.access import Actor, actor_for_request
 from tenants.models import Role
-from tenants.services import InvitationInvalid
-from tenants.sshkeys import InvalidKey
 
-# What services raise when they refuse: shown to the person, never a 500. APIException covers
-# ConflictError, QuotaExceeded and DRF's PermissionDenied (console for viewers).
-REFUSALS = (APIException, InvalidRequest, InvalidKey, InvitationInvalid)
+# What services raise when they refuse (base.errors): shown to the person, never a 500.
+REFUSALS = Refused
 
 
-def why(exc: Exception) -> str:
+def why(exc: Refused) -> str:
     """The sentence a refusal carries."""
-    if isinstance(exc, APIException):
-        return str(exc.detail)
-    if isinstance(exc, InvalidRequest):
-        return exc.message
-    return str(exc)
+    return exc.message
+
+
+def refuse_on_form(form, exc: Refused, *, fields: dict[str, str | None] | None = None) -> None:
+    """Show a refusal on the form: next to the field it names (`fields` maps a service's field
+    name to the form's, None for none), else above the form."""
+    field = getattr(exc, "field", None) if isinstance(exc, Invalid) else None
+    field = (fields or {}).get(field, field)
+    form.add_error(field if field in form.fields else None, why(exc))
 
 
 def tenant_page(view):

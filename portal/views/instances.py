@@ -13,28 +13,35 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
+from base.errors import Invalid, QuotaExceeded
 from billing import selectors as billing_selectors
-from compute import console, services
-from compute.api import instance_rename, instance_set_tags
+from compute import console, progress, services
 from compute.models import Host, Instance, InstanceAction, InstanceState, InstanceTag
-from compute.operations import PROVISION_STEPS
 from compute.selectors import tenant_resource_usage
 from compute.sizing import Size
 from compute.transitions import STABLE_STATES, allowed_actions
 from portal import billing_hooks
-from portal.api import QuotaExceeded
 from portal.forms import InstanceCreateForm, InstanceEditForm, RebuildForm, ResizeForm, SizeForm, SnapshotForm
 from portal.templatetags.units import mib
-from portal.views.guards import REFUSALS, minute, require_role, tenant_page, unchanged, version_of, versioned, why
+from portal.views.guards import (
+    REFUSALS,
+    minute,
+    refuse_on_form,
+    require_role,
+    tenant_page,
+    unchanged,
+    version_of,
+    versioned,
+    why,
+)
 from tenants.access import Actor, get_scoped, scoped
 from tenants.models import Quota, Role
 
 # Actions that are one click (a POST form on the instance page); the others have a page of their own.
 POWER_ACTIONS = {"start": services.instance_start, "stop": services.instance_stop, "reboot": services.instance_reboot}
 LOG_LENGTH = 50
-# Form fields the services name in InvalidRequest, by their name in the create form.
+# Form fields the services name in base.errors.Invalid, by their name in the create form.
 SERVICE_FIELDS = {"ssh_key_ids": "ssh_keys", "size": None}
-QUOTA_SIZES = ("vcpus", "memory_mb", "disk_gb")
 
 
 def _instances(actor: Actor):
@@ -172,57 +179,42 @@ def create(request, actor: Actor):
     )
     try:
         instance = services.instance_create(actor=actor, request=create_request)
-    except services.InvalidRequest as exc:
-        field = SERVICE_FIELDS.get(exc.field, exc.field)
-        form.add_error(field if field in form.fields else None, exc.message)
-        return _create_page(request, actor, form, status=400)
     except QuotaExceeded as exc:
-        _quota_error(form, actor, create_request.size, new_instances=1, exc=exc)
+        _quota_error(form, exc)
         return _create_page(request, actor, form, status=409)
+    except Invalid as exc:
+        refuse_on_form(form, exc, fields=SERVICE_FIELDS)
+        return _create_page(request, actor, form, status=400)
     except REFUSALS as exc:
-        form.add_error(None, why(exc))
+        refuse_on_form(form, exc)
         return _create_page(request, actor, form, status=409)
     messages.success(request, f"{instance.name} is being built. Its address is {instance.ip_address}.")
     return redirect("instance", pk=instance.pk)
 
 
-def quota_shortfall(actor: Actor, wanted: dict[str, int]) -> tuple[str, str] | None:
-    """The first limit `wanted` would pass (in the order the service checks them), with the
-    sentence a customer reads next to the field; None if all fit now (the quota changed)."""
-    quota = Quota.objects.filter(tenant=actor.tenant).first()
-    used = tenant_resource_usage(actor.tenant)
-    for name in ("instances", "vcpus", "memory_mb", "disk_gb"):
-        amount, limit = wanted.get(name, 0), getattr(quota, name, 0)
-        if amount <= 0 or used[name] + amount <= limit:
-            continue
-        left = max(limit - used[name], 0)
-        if name == "instances":
-            text = _("Your tenant already has %(used)s of its %(limit)s instances; delete one, or ask for more.")
-        elif name == "vcpus":
-            text = _("This needs %(amount)s vCPUs; your tenant has %(left)s left of %(limit)s.")
-        elif name == "memory_mb":
-            text = _("This needs %(amount)s of memory; your tenant has %(left)s left of %(limit)s.")
-            amount, left, limit = mib(amount), mib(left), mib(limit)
-        else:
-            text = _("This needs %(amount)s GiB of disk; your tenant has %(left)s GiB left of %(limit)s GiB.")
-        return name, text % {"amount": amount, "left": left, "limit": limit, "used": used[name]}
-    return None
-
-
-def _quota_error(form: SizeForm, actor: Actor, size: Size, *, new_instances: int, exc: Exception, base=None) -> None:
-    """Show a quota refusal as a sentence next to the size field it is about."""
-    wanted = {"instances": new_instances, **{n: getattr(size, n) - getattr(base, n, 0) for n in QUOTA_SIZES}}
-    shortfall = quota_shortfall(actor, wanted)
-    if shortfall is None:
-        form.add_error(None, why(exc))
-        return
-    name, sentence = shortfall
-    if name == "instances":
-        form.add_error(None, sentence)
-    elif form.mode() == "flavor":
-        form.add_error("flavor", sentence)
+def quota_sentence(exc: QuotaExceeded) -> str:
+    """The sentence a customer reads about the limit a request would pass."""
+    amount, left, limit, used = exc.requested, exc.left, exc.limit, exc.in_use
+    if exc.resource == "instances":
+        text = _("Your tenant already has %(used)s of its %(limit)s instances; delete one, or ask for more.")
+    elif exc.resource == "vcpus":
+        text = _("This needs %(amount)s vCPUs; your tenant has %(left)s left of %(limit)s.")
+    elif exc.resource == "memory_mb":
+        text = _("This needs %(amount)s of memory; your tenant has %(left)s left of %(limit)s.")
+        amount, left, limit = mib(amount), mib(left), mib(limit)
     else:
-        form.add_error(name, sentence)
+        text = _("This needs %(amount)s GiB of disk; your tenant has %(left)s GiB left of %(limit)s GiB.")
+    return text % {"amount": amount, "left": left, "limit": limit, "used": used}
+
+
+def _quota_error(form: SizeForm, exc: QuotaExceeded) -> None:
+    """Show a quota refusal as a sentence next to the size field it is about."""
+    if exc.resource == "instances":
+        form.add_error(None, quota_sentence(exc))
+    elif form.mode() == "flavor":
+        form.add_error("flavor", quota_sentence(exc))
+    else:
+        form.add_error(exc.resource, quota_sentence(exc))
 
 
 def _create_page(request, actor: Actor, form: InstanceCreateForm, status: int = 200):
@@ -336,23 +328,6 @@ def create_price(request, actor: Actor):
 # -- one instance ----------------------------------------------------------------------------------
 
 
-def _steps(instance: Instance, actions: list[InstanceAction]) -> dict | None:
-    """The latest action's steps, as its log records them; for a build, the steps still to come."""
-    requests = [a for a in actions if not a.step]
-    if not requests:
-        return None
-    latest = requests[-1]
-    ran = {}
-    for row in actions:
-        if row.step and row.id > latest.id:
-            ran[row.step] = row  # a step run twice (a redelivered task) shows its last run
-    expected = list(PROVISION_STEPS) if latest.action in ("create", "retry") else []
-    names = expected + [name for name in ran if name not in expected]
-    steps = [{"name": name, "row": ran.get(name)} for name in names]
-    done = sum(1 for s in steps if s["row"] and s["row"].status == InstanceAction.Status.DONE)
-    return {"action": latest, "steps": steps, "done": done, "total": len(steps) or 1}
-
-
 def _live_version(actor: Actor, instance: Instance) -> str:
     """What the live part shows, cheaply: the row, its host's status, its tags, and its log's
     shape (a step that changes status changes a count); plus the minute, for the cost."""
@@ -377,7 +352,7 @@ def _live_version(actor: Actor, instance: Instance) -> str:
 def _live_context(actor: Actor, instance: Instance) -> dict:
     actions = list(instance.actions.select_related("user").order_by("id"))
     allowed = allowed_actions(instance.state) if actor.may_write(Role.MEMBER) else []
-    steps = _steps(instance, actions)
+    steps = progress.action_steps(actions)
     show_steps = steps is not None and (
         instance.state not in STABLE_STATES
         or (instance.state == InstanceState.ERROR and steps["done"] < steps["total"])
@@ -440,10 +415,10 @@ def edit(request, actor: Actor, pk):
     form = InstanceEditForm(request.POST)
     if form.is_valid():
         try:
-            instance_rename(actor=actor, instance=instance, name=form.cleaned_data["name"])
-            instance_set_tags(actor=actor, instance=instance, tags=form.cleaned_data["tags"])
-        except services.InvalidRequest as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            services.instance_rename(actor=actor, instance=instance, name=form.cleaned_data["name"])
+            services.instance_set_tags(actor=actor, instance=instance, tags=form.cleaned_data["tags"])
+        except REFUSALS as exc:
+            refuse_on_form(form, exc)
         else:
             messages.success(request, _("Saved the name and tags of %(name)s.") % {"name": form.cleaned_data["name"]})
             return redirect("instance", pk=instance.pk)
@@ -571,15 +546,13 @@ def _submit(request, actor: Actor, instance, action: str, form, call, done):
     if form.is_valid():
         try:
             result = call()
-        except services.InvalidRequest as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         except QuotaExceeded as exc:
             if isinstance(form, SizeForm):
-                _quota_error(form, actor, form.size(), new_instances=0, exc=exc, base=instance)
+                _quota_error(form, exc)
             else:
-                form.add_error(None, why(exc))
+                refuse_on_form(form, exc)
         except REFUSALS as exc:
-            form.add_error(None, why(exc))
+            refuse_on_form(form, exc)
         else:
             messages.success(request, done(result))
             return redirect("instance", pk=instance.pk)

@@ -19,7 +19,7 @@ from billing.models import Invoice
 from compute import services as compute_services
 from compute.models import Image, Instance
 from compute.sizing import Size
-from portal.viewsets import TenantScopedViewSet
+from portal.api.viewsets import TenantScopedViewSet
 from tenants import services as tenant_services
 from tenants.models import ApiToken, Invitation, Membership, Role, SshKey
 from tests.conftest import actor, make_user

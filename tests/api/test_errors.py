@@ -9,8 +9,8 @@ from django.core.management import call_command
 from django.test import Client
 from rest_framework.permissions import AllowAny
 
+from portal.api.permissions import IsStaff
 from tenants.models import Membership, Role
-from tenants.permissions import IsStaff
 from tests.api.routes import discover
 from tests.conftest import client_for
 

@@ -13,8 +13,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from compute.models import Instance, InstanceAction, InstanceState
-from compute.operations import PROVISION_STEPS
 from compute.services import mac_for
+from compute.transitions import PROVISION_STEPS
 from tests.conftest import client_for, token_for
 
 DETAIL_ONLY = {"user_data", "actions"}

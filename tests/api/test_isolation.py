@@ -11,7 +11,7 @@ from django.db.models import Model
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
-from portal.viewsets import TenantScopedViewSet
+from portal.api.viewsets import TenantScopedViewSet
 from tenants.models import ApiToken, Quota
 from tests.api.routes import API_PREFIX, Route, discover, missing_factories
 from tests.conftest import client_for, token_for

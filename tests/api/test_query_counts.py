@@ -17,8 +17,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from compute.models import Image, Instance, InstanceAction, InstanceState
-from compute.operations import PROVISION_STEPS
 from compute.services import mac_for
+from compute.transitions import PROVISION_STEPS
 from tenants.models import ApiToken, Invitation, Membership, Role, SshKey, User
 
 ROWS = 210  # more than the largest page (Pagination.max_page_size is 200)

@@ -14,10 +14,10 @@ import time_machine
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
+from base.errors import Conflict
 from billing import exports, invoicing, rating
 from billing.models import BillingAccount, Invoice, InvoiceLine, SlaTier
-from compute import operations, services
-from portal.api import ConflictError
+from compute import services, upkeep
 from tests.billing.conftest import GIB, act, at, create, priced_flavor, sample
 from tests.hostfaults import hypervisor_unreachable, worker_silent_since
 
@@ -157,9 +157,9 @@ def test_it_refuses_illegal_transitions_with_a_conflict(march, tenant_a):
     ]
     for transition, invoice in refusals:
         before = Invoice.objects.get(pk=invoice.pk).state
-        with pytest.raises(ConflictError) as refused:
+        with pytest.raises(Conflict) as refused:
             transition(invoice=invoice)
-        assert refused.value.status_code == 409
+        assert refused.value.code == "conflict"
         assert Invoice.objects.get(pk=invoice.pk).state == before
 
 
@@ -282,9 +282,9 @@ def test_it_applies_an_sla_credit_to_the_next_invoice_even_without_usage_then(
     web = create(alice, tenant_a, image, "web", priced_flavor("small"), at(2026, 3, 1))
     worker_silent_since(host, at(2026, 3, 9, 23, 50))
     with time_machine.travel(at(2026, 3, 10), tick=False), hypervisor_unreachable(host):
-        operations.check_silent_hosts()
+        upkeep.check_silent_hosts()
     with time_machine.travel(at(2026, 3, 12), tick=False):
-        operations.heartbeat(host.pk)
+        upkeep.heartbeat(host.pk)
     act(services.instance_delete, alice, tenant_a, web, at(2026, 3, 31, 23))
     with time_machine.travel(AFTER_MARCH, tick=False):
         invoicing.run_month(period=MARCH)

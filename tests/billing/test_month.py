@@ -12,7 +12,7 @@ import time_machine
 
 from billing import invoicing, metering, usage
 from billing.models import BillingAccount, FlavorPrice, Invoice, MeterSample, OverPolicy, SlaTier, UsageRecord
-from compute import operations, services
+from compute import services, upkeep
 from compute.drivers.base import DomainStats
 from compute.models import Flavor, Host, Instance
 from compute.sizing import Size, custom_size
@@ -114,9 +114,9 @@ def test_it_bills_a_month_of_two_tenants_to_the_cent(eager, simulated_host, imag
     worker_silent_since(host_b, at(2026, 3, 19, 23, 50))
     Host.objects.filter(pk=host_a.pk).update(status=Host.Status.UP, last_heartbeat=at(2026, 3, 20))
     with time_machine.travel(at(2026, 3, 20), tick=False), hypervisor_unreachable(host_b):
-        assert operations.check_silent_hosts()["marked_down"] == [host_b.name]
+        assert upkeep.check_silent_hosts()["marked_down"] == [host_b.name]
     with time_machine.travel(at(2026, 3, 20, 12), tick=False):
-        operations.heartbeat(host_b.pk)
+        upkeep.heartbeat(host_b.pk)
 
     # when: the March run
     with time_machine.travel(at(2026, 4, 1, 0, 30), tick=False):

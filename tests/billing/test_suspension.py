@@ -7,14 +7,14 @@ import pytest
 import time_machine
 from django.urls import reverse
 
+from base.errors import Conflict
 from billing import invoicing, sla, suspension
 from billing.models import Invoice, SlaTier
-from compute import operations, services
+from compute import services, upkeep
 from compute.drivers.libvirt import connect
 from compute.models import Instance, InstanceState
 from compute.refs import driver
 from compute.sizing import Size
-from portal.api import ConflictError
 from tenants.models import AuditEvent, Tenant
 from tests.billing.conftest import act, at, committed, create, priced_flavor
 from tests.conftest import actor, client_for
@@ -63,9 +63,9 @@ def test_it_refuses_a_suspended_tenant_new_or_started_instances(fleet, image, al
     request = services.CreateRequest(
         name="new", image_id=str(image.pk), size=Size.of_flavor(fleet["flavor"]), flavor_id=fleet["flavor"].pk
     )
-    with pytest.raises(ConflictError):
+    with pytest.raises(Conflict):
         services.instance_create(actor=actor(alice, tenant_a), request=request)
-    with pytest.raises(ConflictError):
+    with pytest.raises(Conflict):
         services.instance_start(actor=actor(alice, tenant_a), instance=Instance.objects.get(pk=fleet["web"].pk))
 
     # and through the API
@@ -148,9 +148,9 @@ def test_it_counts_a_host_down_window_as_downtime(running_all_march, host):
     # given: the host misses its heartbeats from March 20 to March 20, 12:00
     worker_silent_since(host, at(2026, 3, 19, 23, 50))
     with time_machine.travel(at(2026, 3, 20), tick=False), hypervisor_unreachable(host):
-        assert operations.check_silent_hosts()["marked_down"] == [host.name]
+        assert upkeep.check_silent_hosts()["marked_down"] == [host.name]
     with time_machine.travel(at(2026, 3, 20, 12), tick=False):
-        operations.heartbeat(host.pk)
+        upkeep.heartbeat(host.pk)
 
     # when
     measured = sla.availability(running_all_march, MARCH, APRIL)
@@ -166,7 +166,7 @@ def test_it_counts_an_instance_failed_by_the_system_as_downtime(running_all_marc
     dom.destroy()
     dom.undefine()
     with time_machine.travel(at(2026, 3, 10), tick=False):
-        assert operations.sync_power_states(host.pk)["missing"] == [str(running_all_march.pk)]
+        assert upkeep.sync_power_states(host.pk)["missing"] == [str(running_all_march.pk)]
     assert state(running_all_march) == S.ERROR
     act(services.instance_rebuild, alice, tenant_a, running_all_march, at(2026, 3, 10, 6), image_id=image.pk)
     assert state(running_all_march) == S.RUNNING
@@ -185,14 +185,14 @@ def test_it_does_not_count_time_the_tenant_had_it_stopped(running_all_march, hos
     act(services.instance_start, alice, tenant_a, running_all_march, at(2026, 3, 7))
     connect(host.uri).lookupByUUIDString(str(running_all_march.pk)).shutdown()
     with time_machine.travel(at(2026, 3, 20), tick=False):
-        assert operations.sync_power_states(host.pk)["stopped"] == [str(running_all_march.pk)]
+        assert upkeep.sync_power_states(host.pk)["stopped"] == [str(running_all_march.pk)]
     act(services.instance_start, alice, tenant_a, running_all_march, at(2026, 3, 21))
     # and the host is down while it is stopped
     worker_silent_since(host, at(2026, 3, 5, 10))
     with time_machine.travel(at(2026, 3, 5, 12), tick=False), hypervisor_unreachable(host):
-        operations.check_silent_hosts()
+        upkeep.check_silent_hosts()
     with time_machine.travel(at(2026, 3, 6), tick=False):
-        operations.heartbeat(host.pk)
+        upkeep.heartbeat(host.pk)
 
     # when
     measured = sla.availability(running_all_march, MARCH, APRIL)

@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from billing import usage
-from compute import operations, tasks
+from compute import operations, tasks, transitions
 from compute.drivers.libvirt import connect, disk_volume, rescue_volume, seed_volume
 from compute.models import Image, Instance, InstanceState, InstanceStateLog
 from compute.transitions import refusal
@@ -161,7 +161,7 @@ def test_it_hands_the_in_flight_states_to_the_reaper():
         (InstanceState.DETACHING_ISO, tasks.detach_iso),
     ]:
         assert tasks.TASK_FOR_STATE[state] is task
-        assert state in operations.IN_FLIGHT
+        assert state in transitions.IN_FLIGHT
 
 
 def test_it_bills_rescue_as_running(eager, api, alice, tenant_a, host, image, flavor, rescue_image):

@@ -6,12 +6,12 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from compute import operations, services
+from base.errors import Conflict
+from compute import operations, services, upkeep
 from compute.drivers.libvirt import connect
 from compute.models import Host, HostStatusLog, Instance, InstanceAction, InstanceStateLog
 from compute.simulated import POOL_GB
 from compute.sizing import Size
-from portal.api import ConflictError
 from tests.conftest import actor
 from tests.hostfaults import hypervisor_unreachable, worker_silent_since
 
@@ -31,7 +31,7 @@ def test_it_refreshes_capacity_and_revives_a_down_host(db, simulated_host):
     host = simulated_host(cpus=6, memory_mb=12288)
     Host.objects.filter(pk=host.pk).update(status=Host.Status.DOWN, vcpus_total=1, last_heartbeat=None)
 
-    operations.heartbeat(host.pk)
+    upkeep.heartbeat(host.pk)
 
     host.refresh_from_db()
     assert (host.vcpus_total, host.memory_mb_total, host.disk_gb_total) == (6, 12288, POOL_GB)
@@ -49,7 +49,7 @@ def test_it_marks_hosts_down_only_when_worker_and_hypervisor_are_both_silent(db,
     Host.objects.filter(pk=disabled.pk).update(status=Host.Status.DISABLED)
 
     with hypervisor_unreachable(dead):
-        report = operations.check_silent_hosts()
+        report = upkeep.check_silent_hosts()
 
     assert report == {"marked_down": [dead.name], "worker_silent": [worker_only.name]}
     assert Host.objects.get(pk=dead.pk).status == Host.Status.DOWN
@@ -65,12 +65,12 @@ def test_it_marks_hosts_down_only_when_worker_and_hypervisor_are_both_silent(db,
 def test_it_takes_a_host_whose_worker_never_answered_down(db, simulated_host, settings):
     # given: a host registered, asked for heartbeats, whose worker never started
     host = simulated_host()
-    operations.ask_for_heartbeats([Host.Status.UP])
+    upkeep.ask_for_heartbeats([Host.Status.UP])
     later = timezone.now() + timedelta(seconds=settings.HOST_DOWN_AFTER_SECONDS + 5)
 
     # when its hypervisor is unreachable too
     with time_machine.travel(later, tick=False), hypervisor_unreachable(host):
-        report = operations.check_silent_hosts()
+        report = upkeep.check_silent_hosts()
 
     # then
     assert report["marked_down"] == [host.name]
@@ -84,7 +84,7 @@ def test_it_judges_no_host_before_asking_after_a_pause(db, simulated_host, setti
 
     # when beat comes back: nothing was asked and left unanswered, so nothing is judged
     with hypervisor_unreachable(host):
-        report = operations.check_silent_hosts()
+        report = upkeep.check_silent_hosts()
 
     assert report["marked_down"] == []
     assert Host.objects.get(pk=host.pk).status == Host.Status.UP
@@ -95,10 +95,10 @@ def test_it_places_nothing_on_a_host_whose_worker_is_silent(db, simulated_host, 
     worker_silent_since(silent, timezone.now() - timedelta(hours=1))
     request = services.CreateRequest(name="x", image_id=str(image.pk), size=Size.of_flavor(flavor), flavor_id=None)
 
-    with pytest.raises(ConflictError) as refused:
+    with pytest.raises(Conflict) as refused:
         services.instance_create(actor=actor(alice, tenant_a), request=request)
 
-    assert "1 host(s) are down or not answering" in str(refused.value.detail)
+    assert "1 host(s) are down or not answering" in refused.value.message
 
 
 def test_it_never_places_instances_on_a_down_host(db, simulated_host, alice, tenant_a, image, flavor):
@@ -109,10 +109,10 @@ def test_it_never_places_instances_on_a_down_host(db, simulated_host, alice, ten
     try:
         services.instance_create(actor=actor(alice, tenant_a), request=request)
         raised = None
-    except Exception as exc:  # ConflictError
+    except Exception as exc:  # Conflict
         raised = exc
 
-    assert raised is not None and "1 host(s) are down or not answering" in str(raised.detail)
+    assert raised is not None and "1 host(s) are down or not answering" in raised.message
     assert not Instance.objects.exists()
 
 
@@ -122,7 +122,7 @@ def test_it_records_a_guest_that_powered_itself_off(db, host, alice, tenant_a, i
     connect(host.uri).lookupByUUIDString(str(instance.pk)).shutdown()
 
     # when
-    report = operations.sync_power_states(host.pk)
+    report = upkeep.sync_power_states(host.pk)
 
     # then
     instance.refresh_from_db()
@@ -131,7 +131,7 @@ def test_it_records_a_guest_that_powered_itself_off(db, host, alice, tenant_a, i
     sync = InstanceAction.objects.get(instance=instance, action="sync")
     assert sync.detail == {"from": "running", "to": "stopped", "power": "shutoff"}
     # and a second sync finds nothing to repair
-    assert not any(operations.sync_power_states(host.pk).values())
+    assert not any(upkeep.sync_power_states(host.pk).values())
 
 
 def test_it_flags_an_instance_whose_domain_vanished(db, host, alice, tenant_a, image, flavor):
@@ -140,7 +140,7 @@ def test_it_flags_an_instance_whose_domain_vanished(db, host, alice, tenant_a, i
     dom.destroy()
     dom.undefine()
 
-    report = operations.sync_power_states(host.pk)
+    report = upkeep.sync_power_states(host.pk)
 
     instance.refresh_from_db()
     assert report["missing"] == [str(instance.pk)]
@@ -153,7 +153,7 @@ def test_it_reports_domains_and_volumes_no_instance_owns(db, host, alice, tenant
     # The database forgets `lost` while its domain and volumes stay on the host.
     Instance.objects.filter(pk=lost.pk).update(state="deleted")
 
-    report = operations.report_orphans(host.pk)
+    report = upkeep.report_orphans(host.pk)
 
     assert report["domains"] == [str(lost.pk)]
     assert sorted(report["volumes"]) == sorted([f"inst-{lost.pk}-disk.qcow2", f"inst-{lost.pk}-seed.iso"])
@@ -170,7 +170,7 @@ def test_it_starts_again_a_guest_the_host_stopped_and_counts_it_as_downtime(
     connect(host.uri).lookupByUUIDString(str(instance.pk)).destroy()
 
     # when
-    report = operations.sync_power_states(host.pk)
+    report = upkeep.sync_power_states(host.pk)
 
     # then: started again, and the gap is logged as the system's downtime
     assert report["restarted"] == [str(instance.pk)]
@@ -186,7 +186,7 @@ def test_it_recovers_an_instance_in_error_whose_guest_runs(db, host, alice, tena
     instance = running_instance(alice, tenant_a, image, flavor)
     Instance.objects.filter(pk=instance.pk).update(state="error", error_step="start")
 
-    report = operations.sync_power_states(host.pk)
+    report = upkeep.sync_power_states(host.pk)
 
     assert report["recovered"] == [str(instance.pk)]
     instance.refresh_from_db()
@@ -210,7 +210,7 @@ def test_it_leaves_out_of_the_claimable_disk_what_images_and_seeds_take(db, host
         0,
     )
 
-    operations.heartbeat(host.pk)
+    upkeep.heartbeat(host.pk)
 
     # then: instances can claim the pool less the image
     host.refresh_from_db()

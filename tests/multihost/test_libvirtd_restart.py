@@ -15,7 +15,7 @@ import time
 import libvirt
 import pytest
 
-from compute import operations, tasks
+from compute import tasks, upkeep
 from compute.drivers.base import TransientHostError
 from compute.models import Instance, InstanceAction, InstanceStateLog
 from tests.conftest import client_for
@@ -167,7 +167,7 @@ def sync_power_states(host_id) -> dict:
     transient, and the next run (a minute later in production, at once here) goes through."""
     for _ in range(3):
         try:
-            return operations.sync_power_states(host_id)
+            return upkeep.sync_power_states(host_id)
         except TransientHostError as exc:
             print("power sync: transient failure, run again:", exc)
     raise AssertionError("the power sync failed three times in a row")

@@ -12,7 +12,7 @@ from django.utils.translation import gettext_lazy
 from rest_framework.renderers import JSONRenderer as DRFRenderer
 from rest_framework.utils.serializer_helpers import ReturnDict, ReturnList
 
-from portal.api import JSONRenderer
+from portal.api.renderers import JSONRenderer
 
 SAMPLES = {
     "text": "naïve ☃ \u2028 line \u2029 para </script>",

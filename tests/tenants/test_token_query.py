@@ -1,6 +1,6 @@
 """The hand-written bearer-token query reads exactly what the ORM would read.
 
-tenants.authentication.TOKEN_SQL is built from model metadata for speed; if a field, a column
+tenants.tokens.TOKEN_SQL is built from model metadata for speed; if a field, a column
 type or a join changes, these tests compare it field by field with the ORM's own answer.
 """
 
@@ -10,8 +10,8 @@ import pytest
 from django.utils import timezone
 
 from tenants import services as tenant_services
-from tenants.authentication import token_from_string
 from tenants.models import ApiToken, Membership, Role
+from tenants.tokens import token_from_string
 from tests.conftest import actor
 
 

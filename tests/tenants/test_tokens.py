@@ -5,8 +5,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from tenants.authentication import hash_secret
 from tenants.models import ApiToken, Membership
+from tenants.tokens import hash_secret
 from tests.conftest import client_for, token_for
 
 

@@ -184,7 +184,7 @@ def test_it_shows_why_the_service_refused_and_never_a_500(alice, tenant_a, host,
     assert full.status_code == 409 and 'role="alert"' in full.content.decode()
 
     # a suspended tenant
-    tenant_services.tenant_suspend(actor=None, tenant=tenant_a, reason="Unpaid invoice.")
+    tenant_services.tenant_set_suspended(actor=None, tenant=tenant_a, reason="Unpaid invoice.")
     suspended = post(client, "/instances/new", create_form(image, flavor, name="web-4"))
     assert suspended.status_code == 409 and "suspended" in suspended.content.decode()
     assert Instance.objects.filter(tenant=tenant_a).count() == 1

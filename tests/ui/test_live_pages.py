@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from playwright.sync_api import expect
 
-from compute import history, operations, services
+from compute import history, operations, services, upkeep
 from compute.drivers.libvirt import connect
 from compute.models import Flavor, Host, Image, Instance
 from compute.sizing import Size
@@ -55,7 +55,7 @@ def test_it_keeps_the_instance_page_and_the_dashboard_live(
 
     # when: the guest powers itself off and the reconciler notices
     connect(host.uri).lookupByUUIDString(str(instance.pk)).shutdown()
-    operations.sync_power_states(host.pk)
+    upkeep.sync_power_states(host.pk)
 
     # then: the open page says Stopped within the poll interval, no reload
     expect(state).to_have_text("Stopped", timeout=WITHIN_MS)

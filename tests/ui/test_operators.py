@@ -76,9 +76,9 @@ def test_it_suspends_and_reactivates_tenants_from_the_admin(superuser, alice, te
 
 
 def test_it_flips_only_the_status_and_records_who(alice, tenant_a):
-    tenant_services.tenant_suspend(actor=None, tenant=tenant_a, reason="Invoice overdue.")
-    tenant_services.tenant_reactivate(actor=None, tenant=tenant_a)
-    tenant_services.tenant_reactivate(actor=None, tenant=tenant_a)  # already active: nothing happens
+    tenant_services.tenant_set_suspended(actor=None, tenant=tenant_a, reason="Invoice overdue.")
+    tenant_services.tenant_set_active(actor=None, tenant=tenant_a)
+    tenant_services.tenant_set_active(actor=None, tenant=tenant_a)  # already active: nothing happens
 
     actions = list(AuditEvent.objects.filter(tenant=tenant_a).values_list("action", "user").order_by("created_at"))
     assert actions[-2:] == [("tenant.suspend", None), ("tenant.reactivate", None)]

@@ -7,13 +7,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from compute.selectors import tenant_resource_usage
-from portal.api import ConflictError, StrictSerializer
-from portal.viewsets import TenantScopedViewSet
+from portal.api.inputs import StrictSerializer
+from portal.api.permissions import WritesNeedAWritableToken
+from portal.api.viewsets import TenantScopedViewSet
 from tenants import services
 from tenants.access import actor_for_request
 from tenants.models import ApiToken, Invitation, Membership, Quota, Role, SshKey, Tenant, validate_one_line
-from tenants.permissions import WritesNeedAWritableToken
-from tenants.sshkeys import InvalidKey
 
 
 class TenantSerializer(serializers.ModelSerializer):
@@ -161,10 +160,7 @@ class InvitationAcceptView(APIView):
     def post(self, request):
         data = InvitationAcceptSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            membership = services.invitation_accept(user=request.user, token=data.validated_data["token"])
-        except services.InvitationInvalid as exc:
-            raise serializers.ValidationError({"token": [str(exc)]}) from None
+        membership = services.invitation_accept(user=request.user, token=data.validated_data["token"])
         return Response(MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
 
 
@@ -210,10 +206,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
     def create(self, request):
         data = TokenCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            token, secret = services.token_create(actor=self.actor, **data.validated_data)
-        except ConflictError as exc:
-            raise serializers.ValidationError({"expires_at": [str(exc.detail)]}) from None
+        token, secret = services.token_create(actor=self.actor, **data.validated_data)
         token.token = secret
         return Response(TokenCreatedSerializer(token).data, status=status.HTTP_201_CREATED)
 
@@ -240,10 +233,7 @@ class SshKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Des
     def create(self, request):
         data = SshKeyCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            key = services.sshkey_create(actor=self.actor, **data.validated_data)
-        except InvalidKey as exc:
-            raise serializers.ValidationError({"public_key": [str(exc)]}) from None
+        key = services.sshkey_create(actor=self.actor, **data.validated_data)
         return Response(SshKeySerializer(key).data, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, key):

@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from billing import exports, selectors
 from billing.models import Invoice, InvoiceLine
-from portal.viewsets import TenantScopedViewSet
+from portal.api.viewsets import TenantScopedViewSet
 from tenants.access import actor_for_request
 from tenants.models import Role
 

@@ -1,0 +1,50 @@
+"""Idempotency keys: a create repeated with the same key returns the instance the first made.
+
+Keys are per tenant; a key remembers the fingerprint of the request body it came with, so
+the same key with another body is refused rather than answered with the wrong instance.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from base.errors import Conflict
+from compute.models import IdempotencyKey, Instance
+from tenants.models import Tenant
+
+KEEP_HOURS = 48
+
+
+def claim(tenant: Tenant, key: str, fingerprint: str) -> tuple[IdempotencyKey | None, Instance | None]:
+    """Claim `key` for this request inside the caller's transaction: (the new key row, None),
+    or (None, the instance an earlier request with the same key and body made).
+
+    Conflict when the key came with another body, or its first request failed."""
+    try:
+        with transaction.atomic():
+            return IdempotencyKey.objects.create(tenant=tenant, key=key, request_hash=fingerprint), None
+    except IntegrityError:
+        # Another request with this key won (possibly just now: the insert waited on it).
+        previous = IdempotencyKey.objects.select_related("instance").get(tenant=tenant, key=key)
+        if previous.request_hash != fingerprint:
+            raise Conflict("This Idempotency-Key was used with a different request; use a new key.") from None
+        if previous.instance is None:
+            raise Conflict("The first request with this Idempotency-Key failed; use a new key.") from None
+        return None, previous.instance
+
+
+def bind(key_row: IdempotencyKey | None, instance: Instance) -> None:
+    """Remember which instance the key's request made."""
+    if key_row is not None:
+        key_row.instance = instance
+        key_row.save(update_fields=["instance"])
+
+
+def expire(*, older_than_hours: int = KEEP_HOURS) -> int:
+    """Forget keys older than a client would retry with; returns how many."""
+    cutoff = timezone.now() - timedelta(hours=older_than_hours)
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

@@ -1,0 +1,1 @@
+"""The compute app's API routes, one module per job."""

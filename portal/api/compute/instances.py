@@ -1,0 +1,294 @@
+"""Routes of a tenant's instances: list, create, power, resize, rebuild, snapshot, console, rescue."""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from compute import console, progress, services
+from compute.models import Instance, InstanceState
+from portal.api.compute.catalogue import ImageSerializer
+from portal.api.compute.presenters import (
+    SUMMARY_COLUMNS,
+    InstanceDetailSerializer,
+    InstanceSerializer,
+    instance_summary,
+)
+from portal.api.compute.serializers import (
+    CONSOLE_LOG_KIB,
+    ConsoleLogSerializer,
+    ConsoleSerializer,
+    EmptySerializer,
+    InstanceCreatedSerializer,
+    InstanceCreateSerializer,
+    InstancePageSerializer,
+    InstanceUpdateSerializer,
+    PasswordResultSerializer,
+    RebuildSerializer,
+    ResetPasswordSerializer,
+    ResizeSerializer,
+    SnapshotSerializer,
+)
+from portal.api.inputs import reject_nul
+from portal.api.paging import NewestFirstCursor
+from portal.api.viewsets import TenantScopedViewSet
+
+
+class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """Virtual machines of the tenant. Writes answer 202: the work happens on the host."""
+
+    queryset = Instance.objects.select_related("image", "flavor", "host")
+    serializer_class = InstanceSerializer
+
+    def get_serializer_class(self):
+        return InstanceDetailSerializer if self.action == "retrieve" else InstanceSerializer
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action == "retrieve":
+            return queryset.prefetch_related("actions__user")
+        if self.action != "list":
+            return queryset
+        # The order the instance_live_page index keeps; the id makes it total for paging.
+        queryset = queryset.order_by("-created_at", "-id")
+        params = self.request.query_params
+        state = params.get("state")
+        if state in InstanceState.values:
+            queryset = queryset.filter(state=state)
+        elif state is not None:  # empty too: the document lists the states
+            raise serializers.ValidationError({"state": [f"Unknown state; one of {', '.join(InstanceState.values)}."]})
+        else:
+            queryset = queryset.exclude(state=InstanceState.DELETED)
+        if name := params.get("name"):
+            queryset = queryset.filter(name__icontains=reject_nul(name, "name")[:255])
+        for field in ("image", "flavor"):
+            if (value := params.get(field)) is not None:
+                if not services._is_uuid(value):
+                    raise serializers.ValidationError({field: ["Must be a valid UUID."]})
+                queryset = queryset.filter(**{f"{field}_id": value})
+        return queryset
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "cursor",
+                str,
+                description="Keyset paging: give it empty for the first page, then follow `next`. "
+                "Such pages have no `count` and cost the same at any depth. A cursor not taken from "
+                "a `next` or `previous` link is a 400 naming `cursor`.",
+            ),
+            OpenApiParameter(
+                "state", str, enum=InstanceState.values, description="Only this state (default: all but deleted)."
+            ),
+            OpenApiParameter("name", str, description="Part of the name, any case."),
+            OpenApiParameter("image", OpenApiTypes.UUID, description="Only instances of this image."),
+            OpenApiParameter("flavor", OpenApiTypes.UUID, description="Only instances of this flavor."),
+        ],
+        responses=InstancePageSerializer,
+    )
+    def list(self, request, *args, **kwargs):
+        queryset = self.filter_queryset(self.get_queryset())
+        if NewestFirstCursor.cursor_query_param in request.query_params:
+            paginator = NewestFirstCursor()
+            rows = paginator.paginate_queryset(queryset.values(*SUMMARY_COLUMNS), request, view=self)
+            return paginator.get_paginated_response(self._summaries({row["id"]: row for row in rows}))
+        # Page through ids only (an index-only scan), then read the page's rows: joining image
+        # and flavor before OFFSET made deep pages read every row above them.
+        ids = self.paginate_queryset(queryset.values_list("pk", flat=True))
+        rows = {row["id"]: row for row in self.scope(Instance.objects.filter(pk__in=ids)).values(*SUMMARY_COLUMNS)}
+        return self.get_paginated_response(self._summaries({pk: rows[pk] for pk in ids if pk in rows}))
+
+    @staticmethod
+    def _summaries(rows: dict) -> list[dict]:
+        """The page's rows (id -> SUMMARY_COLUMNS, in page order) as the API shows them."""
+        done = progress.steps_done([pk for pk, row in rows.items() if row["state"] == InstanceState.BUILDING])
+        return [instance_summary(row, done.get(pk, 0)) for pk, row in rows.items()]
+
+    def retrieve(self, request, *args, **kwargs):
+        return Response(InstanceDetailSerializer(self.get_object()).data)
+
+    @extend_schema(
+        request=InstanceCreateSerializer,
+        responses={202: InstanceCreatedSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                {"type": "string", "minLength": 1, "maxLength": 255},
+                OpenApiParameter.HEADER,
+                required=False,
+                description="Send a create twice with one key: one instance (a 409 if the bodies differ).",
+            )
+        ],
+    )
+    def create(self, request):
+        data = InstanceCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not (0 < len(key) <= 255):
+            raise serializers.ValidationError({"Idempotency-Key": ["Must be 1 to 255 characters."]})
+        create = services.CreateRequest(
+            name=v["name"],
+            image_id=str(v["image"]),
+            size=v["size"],
+            flavor_id=str(v["flavor"]) if v.get("flavor") else None,
+            ssh_key_ids=tuple(str(k) for k in v.get("ssh_key_ids", [])),
+            user_data=v.get("user_data", ""),
+            password=v.get("password", ""),
+            generate_password=v["generate_password"],
+        )
+        instance = services.instance_create(actor=self.actor, request=create, idempotency_key=key)
+        password = getattr(instance, "generated_password", None)
+        instance = self.get_queryset().get(pk=instance.pk)
+        body = {**InstanceSerializer(instance).data, "password": password}
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+    def _accepted(self, instance):
+        fresh = self.get_queryset().get(pk=instance.pk) if instance.state != InstanceState.DELETED else instance
+        return Response(InstanceSerializer(fresh).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={202: InstanceSerializer})
+    def destroy(self, request, pk=None):
+        return self._accepted(services.instance_delete(actor=self.actor, instance=self.get_object()))
+
+    @extend_schema(request=None, responses={202: InstanceSerializer})
+    @action(detail=True, methods=["post"])
+    def start(self, request, pk=None):
+        EmptySerializer(data=request.data or {}).is_valid(raise_exception=True)
+        return self._accepted(services.instance_start(actor=self.actor, instance=self.get_object()))
+
+    @extend_schema(request=None, responses={202: InstanceSerializer})
+    @action(detail=True, methods=["post"])
+    def stop(self, request, pk=None):
+        EmptySerializer(data=request.data or {}).is_valid(raise_exception=True)
+        return self._accepted(services.instance_stop(actor=self.actor, instance=self.get_object()))
+
+    @extend_schema(request=None, responses={202: InstanceSerializer})
+    @action(detail=True, methods=["post"])
+    def reboot(self, request, pk=None):
+        EmptySerializer(data=request.data or {}).is_valid(raise_exception=True)
+        return self._accepted(services.instance_reboot(actor=self.actor, instance=self.get_object()))
+
+    @extend_schema(request=ResizeSerializer, responses={202: InstanceSerializer})
+    @action(detail=True, methods=["post"])
+    def resize(self, request, pk=None):
+        instance = self.get_object()
+        data = ResizeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        instance = services.instance_resize(
+            actor=self.actor,
+            instance=instance,
+            size=data.validated_data["size"],
+            flavor_id=data.validated_data.get("flavor"),
+        )
+        return self._accepted(instance)
+
+    @extend_schema(request=RebuildSerializer, responses={202: InstanceSerializer})
+    @action(detail=True, methods=["post"])
+    def rebuild(self, request, pk=None):
+        instance = self.get_object()
+        data = RebuildSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        instance = services.instance_rebuild(actor=self.actor, instance=instance, image_id=data.validated_data["image"])
+        return self._accepted(instance)
+
+    @extend_schema(request=SnapshotSerializer, responses={202: ImageSerializer})
+    @action(detail=True, methods=["post"])
+    def snapshot(self, request, pk=None):
+        instance = self.get_object()
+        data = SnapshotSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        _instance, image = services.instance_snapshot(actor=self.actor, instance=instance, **data.validated_data)
+        return Response(ImageSerializer(image).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=InstanceUpdateSerializer, responses={200: InstanceSerializer})
+    def partial_update(self, request, pk=None):
+        """Rename: a name used by another live instance of the tenant is a 400 naming `name`,
+        as at create. The guest's hostname stays what it was built with."""
+        instance = self.get_object()
+        data = InstanceUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.instance_rename(actor=self.actor, instance=instance, name=data.validated_data["name"])
+        return Response(InstanceSerializer(self.get_queryset().get(pk=instance.pk)).data)
+
+    @extend_schema(request=None, responses={201: ConsoleSerializer})
+    @action(detail=True, methods=["post"])
+    def console(self, request, pk=None):
+        """A fresh console: the page for a logged-in browser, and a single-use WebSocket URL
+        (good for one connection within CONSOLE_TOKEN_TTL seconds) for any VNC client."""
+        EmptySerializer(data=request.data or {}).is_valid(raise_exception=True)
+        instance = self.get_object()
+        token = console.mint_token(actor=self.actor, instance=instance)
+        body = {
+            "url": f"{settings.PORTAL_BASE_URL}{reverse('instance-console-page', args=[instance.pk])}",
+            "websocket_url": console.websocket_url(token),
+            "expires_in": settings.CONSOLE_TOKEN_TTL,
+        }
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={202: InstanceSerializer})
+    @action(detail=True, methods=["post"], url_path="detach-iso")
+    def detach_iso(self, request, pk=None):
+        """Take the install ISO out (a running guest sees the CD ejected); the disk boots from now on."""
+        instance = self.get_object()
+        EmptySerializer(data=request.data or {}).is_valid(raise_exception=True)
+        return self._accepted(services.instance_detach_iso(actor=self.actor, instance=instance))
+
+    @extend_schema(request=None, responses={202: InstanceSerializer})
+    @action(detail=True, methods=["post"])
+    def rescue(self, request, pk=None):
+        """Boot the operator's rescue system with this instance's disk attached as the second disk
+        (vdb), to repair a guest one cannot log in to; use the console. `unrescue` ends it."""
+        instance = self.get_object()
+        EmptySerializer(data=request.data or {}).is_valid(raise_exception=True)
+        return self._accepted(services.instance_rescue(actor=self.actor, instance=instance))
+
+    @extend_schema(request=None, responses={202: InstanceSerializer})
+    @action(detail=True, methods=["post"])
+    def unrescue(self, request, pk=None):
+        """Leave rescue: the instance boots its own disk again."""
+        instance = self.get_object()
+        EmptySerializer(data=request.data or {}).is_valid(raise_exception=True)
+        return self._accepted(services.instance_unrescue(actor=self.actor, instance=instance))
+
+    @extend_schema(request=ResetPasswordSerializer, responses={200: PasswordResultSerializer})
+    @action(detail=True, methods=["post"], url_path="reset-password")
+    def reset_password(self, request, pk=None):
+        """Set a user's password in the running guest through its guest agent (qemu-guest-agent).
+        A guest with no agent answering gets a 409 saying so; rescue mode is the way in then."""
+        instance = self.get_object()
+        data = ResetPasswordSerializer(data=request.data or {})
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        made_up = services.instance_reset_password(
+            actor=self.actor, instance=instance, username=v["username"], password=v.get("password", "")
+        )
+        return Response({"username": v["username"], "password": made_up})
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "max_kib",
+                {"type": "integer", "minimum": 1, "maximum": CONSOLE_LOG_KIB[1]},
+                description=f"How much of the end of the log, in KiB (default {CONSOLE_LOG_KIB[0]}).",
+            )
+        ],
+        responses={200: ConsoleLogSerializer},
+    )
+    @action(detail=True, methods=["get"], url_path="console-log")
+    def console_log(self, request, pk=None):
+        """The end of what the guest printed on its serial console, across its boots: for a
+        guest that cannot reach the network. Read from the host through libvirt."""
+        instance = self.get_object()
+        raw = request.query_params.get("max_kib", str(CONSOLE_LOG_KIB[0]))
+        if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= CONSOLE_LOG_KIB[1]:
+            raise serializers.ValidationError({"max_kib": [f"A whole number from 1 to {CONSOLE_LOG_KIB[1]}."]})
+        data = services.console_log(instance=instance, max_bytes=int(raw) * 1024)
+        return Response({"log": data.decode(errors="replace"), "size": len(data), "max_kib": int(raw)})
