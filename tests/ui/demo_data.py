@@ -91,7 +91,7 @@ def _age(instance: Instance, by: timedelta) -> None:
     InstanceAction.objects.filter(instance=instance).update(started_at=F("started_at") - by)
 
 
-def _samples(instance: Instance) -> None:
+def meter_samples(instance: Instance) -> None:
     """A working day's curve of CPU and traffic, every 5 minutes."""
     now = timezone.now().replace(second=0, microsecond=0)
     rows, cpu, rx, tx = [], 0, 0, 0
@@ -176,7 +176,7 @@ def make_demo(*, work_dir: Path, image_store: Path, guest_host: Host | None = No
     services.instance_stop(actor=actor, instance=staging)
     for instance in (web, db, staging):
         _age(instance, HISTORY)
-    _samples(web)
+    meter_samples(web)
     _invoices(acme)
 
     other = tenant_services.tenant_create(name="Nordlicht Labs", owner=_user("lea@nordlicht.example"))

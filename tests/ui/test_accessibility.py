@@ -8,6 +8,7 @@ import re
 import pytest
 
 from tests.ui.conftest import DESKTOP
+from tests.ui.demo_data import meter_samples
 from tests.ui.test_browser import Watcher, http_cookies, session_cookie, shot  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("http_cookies")]
@@ -28,18 +29,34 @@ FOCUSED = """() => {
 }"""
 
 
-def luminance(css_colour: str) -> float:
-    """WCAG's relative luminance of an rgb()/rgba() colour as getComputedStyle reports it."""
-    r, g, b = (int(c) / 255 for c in re.findall(r"[\d.]+", css_colour)[:3])
+# Any CSS colour as rgb(), the form luminance() reads.
+RGB = """colour => { const probe = document.createElement('i'); probe.style.color = colour;
+  document.body.append(probe); const rgb = getComputedStyle(probe).color; probe.remove(); return rgb; }"""
 
-    def channel(c: float) -> float:
+
+def channels(css_colour: str) -> list[float]:
+    """r, g, b (0-255) and alpha of an rgb()/rgba() colour as getComputedStyle reports it."""
+    values = [float(v) for v in re.findall(r"[\d.]+", css_colour)]
+    return values[:3] + [values[3] if len(values) > 3 else 1.0]
+
+
+def luminance(css_colour: str) -> float:
+    """WCAG's relative luminance of an opaque colour."""
+
+    def linear(c: float) -> float:
+        c /= 255
         return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
 
-    return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+    r, g, b, _alpha = channels(css_colour)
+    return 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b)
 
 
-def contrast(a: str, b: str) -> float:
-    light, dark = sorted([luminance(a), luminance(b)], reverse=True)
+def contrast(foreground: str, background: str) -> float:
+    """WCAG's contrast ratio, a translucent foreground blended onto the (opaque) background."""
+    *fg, alpha = channels(foreground)
+    bg = channels(background)[:3]
+    blended = "rgb({})".format(", ".join(str(alpha * f + (1 - alpha) * b) for f, b in zip(fg, bg, strict=True)))
+    light, dark = sorted([luminance(blended), luminance(background)], reverse=True)
     return (light + 0.05) / (dark + 0.05)
 
 
@@ -80,6 +97,7 @@ def test_it_follows_the_systems_colour_scheme_within_the_csp(
     chromium, live_server, settings, alice, tenant_a, make_instance, scheme, dark
 ):
     instance = make_instance("web-1")
+    meter_samples(instance)  # so the charts are drawn
     watcher = Watcher()
 
     pages = {"home": "/", "catalogue": "/flavors/", "instance": "/instances/{pk}", "console": "/instances/{pk}/console"}
@@ -94,6 +112,10 @@ def test_it_follows_the_systems_colour_scheme_within_the_csp(
         assert theme == scheme, path
         assert (luminance(background) < 0.1) is dark, (path, background)
         assert contrast(text, background) >= 7, (path, text, background)
+        if name == "instance":  # the charts' ticks and labels read against the page too
+            page.wait_for_function("() => window.Chart && Object.keys(window.Chart.instances).length === 3")
+            ticks = page.evaluate("() => window.Chart.defaults.color")
+            assert contrast(page.evaluate(RGB, ticks), background) >= 4.5, ticks
         page.context.close()
     assert watcher.unexpected() == ""
 
