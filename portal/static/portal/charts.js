@@ -23,6 +23,10 @@
     }
     const labels = (data[names[0]] || []).map((p) => new Date(p.t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
     const asBytes = canvas.dataset.unit === "bytes";
+    // Ticks and grid in the page's colours, so they read in dark mode too (theme.js).
+    const style = getComputedStyle(canvas);
+    window.Chart.defaults.color = style.getPropertyValue("--bs-secondary-color").trim() || "#666";
+    window.Chart.defaults.borderColor = style.getPropertyValue("--bs-border-color-translucent").trim() || "rgba(0,0,0,.1)";
     new window.Chart(canvas, {
       type: "line",
       data: {

@@ -81,7 +81,14 @@
     if (event.target.matches("input[name=ssh_keys]")) showKeyWarning();
   });
 
+  // The serial console log is a box of its own height (portal.css) showing its newest lines.
+  function scrollLogsToEnd() {
+    document.querySelectorAll("pre.console-log").forEach((pre) => { pre.scrollTop = pre.scrollHeight; });
+  }
+  document.addEventListener("htmx:afterSwap", scrollLogsToEnd);
+
   document.addEventListener("DOMContentLoaded", () => {
+    scrollLogsToEnd();
     document.querySelectorAll("input[type=range]").forEach(showSliderValue);
     showSizePanel();
     markFlavorsForImage();
