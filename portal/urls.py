@@ -5,7 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from billing import api as billing_api
 from compute import api as compute_api
-from portal import views
+from portal import i18n, views
 from portal.api import api_not_found
 from tenants import api as tenants_api
 
@@ -53,6 +53,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("healthz", views.healthz, name="healthz"),
+    path("i18n/setlang/", i18n.set_language, name="set_language"),
     path("instances/<uuid:pk>/console", views.instance_console, name="instance-console-page"),
     path("invitations/accept/<str:token>", views.invitation_accept, name="invitation-accept-page"),
     path("tenants/switch", views.tenant_switch, name="tenant-switch"),

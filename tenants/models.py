@@ -14,6 +14,9 @@ class User(AbstractUser):
     """A person. E-mail is the login; the username is filled in by allauth and never shown."""
 
     email = models.EmailField(unique=True)
+    # The interface and mail language the user chose (a code of settings.LANGUAGES); empty: not
+    # chosen yet, the browser's language applies and mails go out in the default language.
+    language = models.CharField(max_length=16, blank=True, default="")
 
 
 class Role(models.TextChoices):
