@@ -80,6 +80,18 @@ class Tenant(models.Model):
     def is_active(self) -> bool:
         return self.status == self.Status.ACTIVE
 
+    @property
+    def mail_language(self) -> str:
+        """The language the tenant's notices are written in (one mail goes to all its
+        recipients): the saved choice of its first owner who made one, else the default."""
+        chosen = (
+            Membership.objects.filter(tenant=self, role=Role.OWNER)
+            .exclude(user__language="")
+            .values_list("user__language", flat=True)
+            .first()
+        )
+        return chosen if chosen in dict(settings.LANGUAGES) else settings.LANGUAGE_CODE
+
 
 class Membership(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
