@@ -249,3 +249,7 @@ class NoticeSettingsForm(forms.ModelForm):
         model = NoticeSettings
         fields = ["incidents", "billing"]
         labels = {"incidents": _("Incidents"), "billing": _("Billing")}
+        help_texts = {
+            "incidents": _("An instance went into error; a host outage affects your instances."),
+            "billing": _("Invoices issued and overdue, suspension (tenant owners only)."),
+        }

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from compute.models import InstanceState
+from portal.forms import ROLE_CHOICES
 from portal.templatetags import units
 from tenants.access import actor_for_request
 from tenants.models import Membership
@@ -73,6 +74,12 @@ POWER_LABELS = {
 @register.filter
 def power_label(power_state: str) -> str:
     return str(POWER_LABELS.get(power_state or "", POWER_LABELS["nostate"]))
+
+
+@register.filter
+def role_label(role: str) -> str:
+    """A member's role in the reader's language (tenants.models keeps the codes)."""
+    return str(dict(ROLE_CHOICES).get(role, role))
 
 
 @register.simple_tag

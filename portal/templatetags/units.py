@@ -20,6 +20,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from django import template
 from django.utils import dateformat, formats, numberformat, timezone
 from django.utils.translation import get_language
+from django.utils.translation import gettext as _
 
 register = template.Library()
 
@@ -133,8 +134,8 @@ def mib_of(used, limit) -> str:
         return NONE
     if limit_amount >= 1024:
         shown = (used_amount / 1024).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
-        return f"{_trim(shown)} of {mib(limit_amount)}"
-    return f"{_trim(used_amount)} of {mib(limit_amount)}"
+        return _("%(used)s of %(limit)s") % {"used": _trim(shown), "limit": mib(limit_amount)}
+    return _("%(used)s of %(limit)s") % {"used": _trim(used_amount), "limit": mib(limit_amount)}
 
 
 @register.filter

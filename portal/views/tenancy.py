@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 from billing import selectors as billing_selectors
 from billing.models import Invoice
 from compute.selectors import tenant_resource_usage
-from portal.forms import InvitationForm, MemberRoleForm, NoticeSettingsForm, SshKeyForm, TokenForm
+from portal.forms import ROLE_CHOICES, InvitationForm, MemberRoleForm, NoticeSettingsForm, SshKeyForm, TokenForm
 from portal.views.guards import REFUSALS, require_role, tenant_page, unchanged, version_of, versioned, why
 from tenants import services as tenant_services
 from tenants.access import Actor, get_scoped, scoped, switch_tenant
@@ -77,7 +77,7 @@ def _members_page(request, actor: Actor, form: InvitationForm | None = None, sta
             "invitations": invitations,
             "form": form or InvitationForm(actor=actor),
             "can_manage": actor.may_write(Role.ADMIN),
-            "roles": Role.choices,
+            "roles": ROLE_CHOICES,
         },
         status=status,
     )
