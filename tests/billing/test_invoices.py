@@ -11,13 +11,12 @@ import time_machine
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import translation
-from pypdf import PdfReader
 
 from billing import exports, invoicing, rating
 from billing.models import BillingAccount, Invoice, InvoiceLine, SlaTier
 from compute import operations, services
 from portal.api import ConflictError
-from tests.billing.conftest import GIB, act, at, create, priced_flavor, sample
+from tests.billing.conftest import GIB, act, at, create, pdf_pages, priced_flavor, sample
 from tests.hostfaults import hypervisor_unreachable, worker_silent_since
 
 MARCH = at(2026, 3, 1).date()
@@ -187,12 +186,6 @@ def test_it_exports_csv_with_lines_totals_and_neutralised_formulas(tasks_inline,
     assert all(row[:3] == [invoice.number, "2026-03", "running"] and row[7] == "5.00" for row in body)
     assert all(row[8] == "EUR" for row in rows[1:])
     assert [(row[2], row[7]) for row in tail] == [("subtotal", "25.00"), ("tax", "0.00"), ("total", "25.00")]
-
-
-def pdf_pages(pdf: bytes) -> list[str]:
-    """The text of each page, read back as a PDF reader does."""
-    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
-    return [page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages]
 
 
 def test_it_exports_a_well_formed_pdf_with_escaped_text(tasks_inline, host, image, alice, tenant_a):
