@@ -71,10 +71,10 @@ def english_ui_strings() -> set[str]:
     """Every English msgid of the active catalogues whose Chinese differs from it."""
     with translation.override("zh-hans"):
         catalog = translation.trans_real.translation("zh-hans")._catalog
+    # A key with a context is "context\x04text".
+    texts = {key.split("\x04")[-1]: value for key, value in catalog.items() if isinstance(key, str)}
     return {
-        key
-        for key, value in catalog.items()
-        if isinstance(key, str) and key and value != key and "%" not in key and re.search(r"[A-Za-z]{2}", key)
+        text for text, value in texts.items() if value != text and "%" not in text and re.search(r"[A-Za-z]{2}", text)
     }
 
 
