@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 from fpdf import FPDF
 
 from billing.models import Invoice
@@ -81,6 +82,12 @@ PDF_ROWS_PER_PAGE = 60
 logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 
+def _state(invoice: Invoice) -> str:
+    # The choice labels are translated in the portal's catalogue, context "status"
+    # (portal.templatetags.portal_ui.STATUS_LABELS).
+    return pgettext("status", invoice.get_state_display())
+
+
 def invoice_pdf(invoice: Invoice) -> bytes:
     """The invoice as a text-only A4 PDF, labels in the active language (the requester's)."""
     currency = invoice.currency
@@ -89,7 +96,7 @@ def invoice_pdf(invoice: Invoice) -> bytes:
         (
             10,
             _("Tenant: %(tenant)s    Period: %(period)s    State: %(state)s")
-            % {"tenant": invoice.tenant.name, "period": units.month(invoice.period), "state": invoice.state},
+            % {"tenant": invoice.tenant.name, "period": units.month(invoice.period), "state": _state(invoice)},
         ),
         (
             10,
