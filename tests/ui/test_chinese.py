@@ -17,7 +17,7 @@ from django.utils import translation
 
 from compute import operations, services
 from tests.conftest import actor
-from tests.ui.test_browser import http_cookies  # noqa: F401 (a fixture)
+from tests.ui.test_browser import http_cookies, shot  # noqa: F401 (http_cookies: a fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PASSWORD = "correct horse battery"
@@ -131,6 +131,11 @@ def test_it_switches_every_page_to_chinese_and_keeps_the_choice(
         assert response.status in (200, 409), (path, response.status)
         assert page.url == f"{base}{path.format(pk=running.pk, stopped=stopped.pk)}", page.url  # not sent to log in
         assert_chinese(page, english)
+        shot(
+            page,
+            "zh-"
+            + (path.strip("/").replace("/", "-").replace("{pk}", "instance").replace("{stopped}", "stopped") or "home"),
+        )
     alice.refresh_from_db()
     assert alice.language == "zh-hans"
 
