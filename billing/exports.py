@@ -1,11 +1,17 @@
-"""Invoices as CSV and PDF. The PDF is written directly (text only, standard Helvetica), so
-no rendering library is needed; every string placed in it is escaped."""
+"""Invoices as CSV and PDF. The PDF is made with fpdf2 in a CJK font, so names and labels in
+any language show as written."""
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 from decimal import Decimal
+from pathlib import Path
+
+from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
+from fpdf import FPDF
 
 from billing.models import Invoice
 from portal.templatetags import units
@@ -68,16 +74,35 @@ def _csv_safe(text: str) -> str:
     return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _pdf_text(text: str) -> str:
-    latin = text.encode("latin-1", "replace").decode("latin-1")
-    return latin.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)").replace("\r", " ").replace("\n", " ")
+# A CJK TrueType font from a Debian package (fonts-wqy-microhei, in system-deps.sh): Chinese
+# tenant names and labels need glyphs that PDF's standard fonts do not have.
+PDF_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
+PDF_ROWS_PER_PAGE = 60
+# fontTools logs every glyph of the font subset at INFO.
+logging.getLogger("fontTools").setLevel(logging.WARNING)
+
+
+def _state(invoice: Invoice) -> str:
+    # The choice labels are translated in the portal's catalogue, context "status"
+    # (portal.templatetags.portal_ui.STATUS_LABELS).
+    return pgettext("status", invoice.get_state_display())
 
 
 def invoice_pdf(invoice: Invoice) -> bytes:
+    """The invoice as a text-only A4 PDF, labels in the active language (the requester's)."""
+    currency = invoice.currency
     rows = [
-        (16, f"Invoice {invoice.number or invoice.pk}"),
-        (10, f"Tenant: {invoice.tenant.name}    Period: {units.month(invoice.period)}    State: {invoice.state}"),
-        (10, f"Issued: {units.day(invoice.issued_at)}    Due: {units.day(invoice.due_at)}"),
+        (16, _("Invoice %(number)s") % {"number": invoice.number or invoice.pk}),
+        (
+            10,
+            _("Tenant: %(tenant)s    Period: %(period)s    State: %(state)s")
+            % {"tenant": invoice.tenant.name, "period": units.month(invoice.period), "state": _state(invoice)},
+        ),
+        (
+            10,
+            _("Issued: %(issued)s    Due: %(due)s")
+            % {"issued": units.day(invoice.issued_at), "due": units.day(invoice.due_at)},
+        ),
         (10, ""),
     ]
     for line in invoice.lines.all():
@@ -85,45 +110,30 @@ def invoice_pdf(invoice: Invoice) -> bytes:
         rows.append(
             (
                 9,
-                f"      {_quantity(line.quantity)} {line.unit} x {units.rate(line.unit_price, invoice.currency)}"
-                f" = {units.money(line.amount, invoice.currency)}",
+                f"      {_quantity(line.quantity)} {line.unit} x {units.rate(line.unit_price, currency)}"
+                f" = {units.money(line.amount, currency)}",
             )
         )
     rows += [
         (10, ""),
-        (10, f"Subtotal: {units.money(invoice.subtotal, invoice.currency)}"),
-        (10, f"Tax ({units.percent(invoice.tax_rate * 100)} %): {units.money(invoice.tax, invoice.currency)}"),
-        (12, f"Total: {units.money(invoice.total, invoice.currency)}"),
+        (10, _("Subtotal: %(amount)s") % {"amount": units.money(invoice.subtotal, currency)}),
+        (
+            10,
+            _("Tax (%(rate)s %%): %(amount)s")
+            % {"rate": units.percent(invoice.tax_rate * 100), "amount": units.money(invoice.tax, currency)},
+        ),
+        (12, _("Total: %(amount)s") % {"amount": units.money(invoice.total, currency)}),
     ]
-    pages = [rows[i : i + 60] for i in range(0, len(rows), 60)] or [[]]
-    objects: list[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]  # 2: pages, filled below
-    font_id = 3
-    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
-    page_ids = []
-    for page_rows in pages:
-        y, parts = 800, []
-        for size, text in page_rows:
-            parts.append(f"BT /F1 {size} Tf 50 {y} Td ({_pdf_text(text)}) Tj ET")
-            y -= size + 4
-        stream = "\n".join(parts).encode("latin-1")
-        objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
-        content_id = len(objects)
-        objects.append(
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 %d 0 R >> >> "
-            b"/Contents %d 0 R >>" % (font_id, content_id)
-        )
-        page_ids.append(len(objects))
-    kids = " ".join(f"{i} 0 R" for i in page_ids).encode()
-    objects[1] = b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % len(page_ids)
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
-    for offset in offsets:
-        out.write(b"%010d 00000 n \n" % offset)
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref))
-    return out.getvalue()
+    pdf = FPDF(format="A4", unit="pt")
+    pdf.set_auto_page_break(False)
+    pdf.set_title(rows[0][1])
+    pdf.add_font("cjk", fname=str(PDF_FONT))
+    for first in range(0, len(rows), PDF_ROWS_PER_PAGE):
+        pdf.add_page()
+        y = 42.0
+        for size, text in rows[first : first + PDF_ROWS_PER_PAGE]:
+            pdf.set_font("cjk", size=size)
+            # Line breaks in user text would start a new text line: one row stays one line.
+            pdf.text(50, y, " ".join(text.split()) if text.strip() else "")
+            y += size + 4
+    return bytes(pdf.output())

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time
 from django import forms
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from compute.models import Flavor, Image
 from compute.selectors import images_visible_filter
@@ -15,13 +16,22 @@ from tenants.access import Actor
 from tenants.models import ApiToken, NoticeSettings, Role, SshKey
 from tenants.sshkeys import InvalidKey, parse_public_key
 
+# The choices of tenants.models in the reader's language (the model keeps its English labels).
+ROLE_CHOICES = [
+    (Role.VIEWER, _("Viewer")),
+    (Role.MEMBER, _("Member")),
+    (Role.ADMIN, _("Admin")),
+    (Role.OWNER, _("Owner")),
+]
+SCOPE_CHOICES = [(ApiToken.Scope.READ, _("Read only")), (ApiToken.Scope.WRITE, _("Read and write"))]
+
 CUSTOM_FIELDS = ("vcpus", "memory_mb", "disk_gb", "bandwidth_mbit", "traffic_gb")
 CUSTOM_LABELS = {
-    "vcpus": ("vCPUs", ""),
-    "memory_mb": ("Memory", "MiB"),
-    "disk_gb": ("Disk", "GiB"),
-    "bandwidth_mbit": ("Bandwidth", "Mbit/s"),
-    "traffic_gb": ("Monthly traffic", "GiB"),
+    "vcpus": (_("vCPUs"), ""),
+    "memory_mb": (_("Memory"), "MiB"),
+    "disk_gb": (_("Disk"), "GiB"),
+    "bandwidth_mbit": (_("Bandwidth"), "Mbit/s"),
+    "traffic_gb": (_("Monthly traffic"), "GiB"),
 }
 # Where the sliders start: a small useful machine, moved inside the operator's limits.
 CUSTOM_START = {"vcpus": 1, "memory_mb": 1024, "disk_gb": 10, "bandwidth_mbit": 100, "traffic_gb": 1000}
@@ -36,10 +46,10 @@ def _step(name: str, low: int, high: int) -> int:
 class SizeForm(forms.Form):
     """A standard flavor, or a custom size inside settings.CUSTOM_SIZE_LIMITS."""
 
-    MODES = [("flavor", "Standard flavor"), ("custom", "Custom size")]
-    size_mode = forms.ChoiceField(choices=MODES, widget=forms.RadioSelect, initial="flavor", label="Size")
+    MODES = [("flavor", _("Standard flavor")), ("custom", _("Custom size"))]
+    size_mode = forms.ChoiceField(choices=MODES, widget=forms.RadioSelect, initial="flavor", label=_("Size"))
     flavor = forms.ModelChoiceField(
-        queryset=Flavor.objects.none(), required=False, widget=forms.RadioSelect, empty_label=None
+        queryset=Flavor.objects.none(), required=False, widget=forms.RadioSelect, empty_label=None, label=_("Flavor")
     )
 
     def __init__(self, *args, **kwargs):
@@ -56,7 +66,7 @@ class SizeForm(forms.Form):
                 max_value=high,
                 initial=min(max(CUSTOM_START[name], low), high),
                 widget=forms.NumberInput(attrs={"type": "range", "step": _step(name, low, high), "data-unit": unit}),
-                help_text=f"{low} to {high} {unit}".strip(),
+                help_text=(_("%(low)s to %(high)s") % {"low": low, "high": high} + f" {unit}").strip(),
             )
         first_flavor = self.fields["flavor"].queryset.first()
         if first_flavor is None:
@@ -82,7 +92,7 @@ class SizeForm(forms.Form):
             self.errors.pop(name, None)
         if data.get("size_mode") == "flavor":
             if not data.get("flavor") and "flavor" not in self.errors:
-                self.add_error("flavor", "Choose a flavor, or switch to a custom size.")
+                self.add_error("flavor", _("Choose a flavor, or switch to a custom size."))
         elif data.get("size_mode") == "custom":
             values = {name: data.get(name) for name in CUSTOM_FIELDS if name not in self.errors}
             for name, messages in custom_size_errors(values).items():
@@ -106,17 +116,19 @@ def visible_images(actor: Actor):
 
 
 class InstanceCreateForm(SizeForm):
-    name = forms.CharField(max_length=255, help_text="Also the guest's hostname, made DNS-safe.")
-    image = forms.ModelChoiceField(queryset=Image.objects.none(), widget=forms.RadioSelect, empty_label=None)
+    name = forms.CharField(max_length=255, label=_("Name"), help_text=_("Also the guest's hostname, made DNS-safe."))
+    image = forms.ModelChoiceField(
+        queryset=Image.objects.none(), widget=forms.RadioSelect, empty_label=None, label=_("Image")
+    )
     ssh_keys = forms.ModelMultipleChoiceField(
-        queryset=SshKey.objects.none(), required=False, widget=forms.CheckboxSelectMultiple, label="SSH keys"
+        queryset=SshKey.objects.none(), required=False, widget=forms.CheckboxSelectMultiple, label=_("SSH keys")
     )
     user_data = forms.CharField(
         required=False,
         strip=False,
         widget=forms.Textarea(attrs={"rows": 5, "spellcheck": "false", "class": "font-monospace"}),
-        help_text="Optional cloud-init user-data, e.g. a #cloud-config document.",
-        label="User data",
+        help_text=_("Optional cloud-init user-data, e.g. a #cloud-config document."),
+        label=_("User data"),
     )
 
     field_order = ["name", "image", "size_mode", "flavor", *CUSTOM_FIELDS, "ssh_keys", "user_data"]
@@ -132,7 +144,7 @@ class InstanceCreateForm(SizeForm):
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
         if "\x00" in name:
-            raise forms.ValidationError("Null characters are not allowed.")
+            raise forms.ValidationError(_("Null characters are not allowed."))
         return name
 
 
@@ -141,17 +153,20 @@ class ResizeForm(SizeForm):
 
 
 class InstanceEditForm(forms.Form):
-    name = forms.CharField(max_length=255, help_text="The guest's hostname stays the one it was built with.")
+    name = forms.CharField(
+        max_length=255, label=_("Name"), help_text=_("The guest's hostname stays the one it was built with.")
+    )
     tags = forms.CharField(
+        label=_("Tags"),
         required=False,
         max_length=400,
-        help_text="Separated by commas or spaces, e.g. prod, web. Letters, digits, - _ . : (up to 32 each).",
+        help_text=_("Separated by commas or spaces, e.g. prod, web. Letters, digits, - _ . : (up to 32 each)."),
     )
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
         if "\x00" in name:
-            raise forms.ValidationError("Null characters are not allowed.")
+            raise forms.ValidationError(_("Null characters are not allowed."))
         return name
 
     def clean_tags(self) -> list[str]:
@@ -159,7 +174,9 @@ class InstanceEditForm(forms.Form):
 
 
 class RebuildForm(forms.Form):
-    image = forms.ModelChoiceField(queryset=Image.objects.none(), widget=forms.RadioSelect, empty_label=None)
+    image = forms.ModelChoiceField(
+        queryset=Image.objects.none(), widget=forms.RadioSelect, empty_label=None, label=_("Image")
+    )
 
     def __init__(self, *args, actor: Actor, **kwargs):
         super().__init__(*args, **kwargs)
@@ -167,40 +184,42 @@ class RebuildForm(forms.Form):
 
 
 class SnapshotForm(forms.Form):
-    name = forms.CharField(max_length=100, help_text="The snapshot becomes a private image of this tenant.")
+    name = forms.CharField(
+        max_length=100, label=_("Name"), help_text=_("The snapshot becomes a private image of this tenant.")
+    )
 
 
 class InvitationForm(forms.Form):
-    email = forms.EmailField(max_length=254)
-    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+    email = forms.EmailField(max_length=254, label=_("E-mail"))
+    role = forms.ChoiceField(choices=ROLE_CHOICES, initial=Role.MEMBER, label=_("Role"))
 
     def __init__(self, *args, actor: Actor, **kwargs):
         super().__init__(*args, **kwargs)
         if not actor.has_role(Role.OWNER):
-            self.fields["role"].choices = [c for c in Role.choices if c[0] != Role.OWNER]
+            self.fields["role"].choices = [c for c in ROLE_CHOICES if c[0] != Role.OWNER]
 
 
 class MemberRoleForm(forms.Form):
-    role = forms.ChoiceField(choices=Role.choices)
+    role = forms.ChoiceField(choices=ROLE_CHOICES, label=_("Role"))
 
 
 class TokenForm(forms.Form):
     # A fresh random value in each rendered form: the same form sent twice (a reload of the
     # answer page resends it) must not make a second token.
     once = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
-    name = forms.CharField(max_length=100)
-    scope = forms.ChoiceField(choices=ApiToken.Scope.choices, initial=ApiToken.Scope.WRITE)
+    name = forms.CharField(max_length=100, label=_("Name"))
+    scope = forms.ChoiceField(choices=SCOPE_CHOICES, initial=ApiToken.Scope.WRITE, label=_("Scope"))
     expires_on = forms.DateField(
         required=False,
         widget=forms.DateInput(attrs={"type": "date"}),
-        label="Expires on",
-        help_text="Optional; the token stops working at the end of that day (UTC).",
+        label=_("Expires on"),
+        help_text=_("Optional; the token stops working at the end of that day (UTC)."),
     )
 
     def clean_expires_on(self):
         day = self.cleaned_data.get("expires_on")
         if day and day < timezone.now().date():
-            raise forms.ValidationError("Pick today or a later day.")
+            raise forms.ValidationError(_("Pick today or a later day."))
         return day
 
     def expires_at(self) -> datetime | None:
@@ -209,11 +228,11 @@ class TokenForm(forms.Form):
 
 
 class SshKeyForm(forms.Form):
-    name = forms.CharField(max_length=100)
+    name = forms.CharField(max_length=100, label=_("Name"))
     public_key = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "class": "font-monospace"}),
-        help_text="One line from your ~/.ssh/id_ed25519.pub (or an RSA key of 2048 bits or more).",
-        label="Public key",
+        help_text=_("One line from your ~/.ssh/id_ed25519.pub (or an RSA key of 2048 bits or more)."),
+        label=_("Public key"),
     )
 
     def clean_public_key(self) -> str:
@@ -229,4 +248,8 @@ class NoticeSettingsForm(forms.ModelForm):
     class Meta:
         model = NoticeSettings
         fields = ["incidents", "billing"]
-        labels = {"incidents": "Incidents", "billing": "Billing"}
+        labels = {"incidents": _("Incidents"), "billing": _("Billing")}
+        help_texts = {
+            "incidents": _("An instance went into error; a host outage affects your instances."),
+            "billing": _("Invoices issued and overdue, suspension (tenant owners only)."),
+        }

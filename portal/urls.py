@@ -3,7 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
-from portal import views
+from portal import i18n, views
 from portal.api import billing as billing_api
 from portal.api import tenants as tenants_api
 from portal.api.compute import catalogue, instances, operators
@@ -53,6 +53,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("healthz", views.healthz, name="healthz"),
+    path("i18n/setlang/", i18n.set_language, name="set_language"),
     path("instances/<uuid:pk>/console", views.instance_console, name="instance-console-page"),
     path("invitations/accept/<str:token>", views.invitation_accept, name="invitation-accept-page"),
     path("tenants/switch", views.tenant_switch, name="tenant-switch"),

@@ -14,6 +14,9 @@ class User(AbstractUser):
     """A person. E-mail is the login; the username is filled in by allauth and never shown."""
 
     email = models.EmailField(unique=True)
+    # The interface and mail language the user chose (a code of settings.LANGUAGES); empty: not
+    # chosen yet, the browser's language applies and mails go out in the default language.
+    language = models.CharField(max_length=16, blank=True, default="")
 
 
 class Role(models.TextChoices):
@@ -76,6 +79,18 @@ class Tenant(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == self.Status.ACTIVE
+
+    @property
+    def mail_language(self) -> str:
+        """The language the tenant's notices are written in (one mail goes to all its
+        recipients): the saved choice of its first owner who made one, else the default."""
+        chosen = (
+            Membership.objects.filter(tenant=self, role=Role.OWNER)
+            .exclude(user__language="")
+            .values_list("user__language", flat=True)
+            .first()
+        )
+        return chosen if chosen in dict(settings.LANGUAGES) else settings.LANGUAGE_CODE
 
 
 class Membership(models.Model):

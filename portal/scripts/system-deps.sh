@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
   qemu-system-x86 qemu-utils dnsmasq-base redis-server postgresql
+  # translations: makemessages/compilemessages and the catalogue test (msgattrib); the invoice PDF's CJK font
+  gettext fonts-wqy-microhei
   chromium nodejs npm gcc python3-dev python3-venv
   # network namespaces and veth pairs (second-host.sh, the shaping probe): libvirt only recommends it
   iproute2

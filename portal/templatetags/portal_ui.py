@@ -5,8 +5,10 @@ from __future__ import annotations
 from django import forms, template
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext, pgettext_lazy
 
 from compute.models import InstanceState
+from portal.forms import ROLE_CHOICES
 from portal.templatetags import units
 from tenants.access import actor_for_request
 from tenants.models import Membership
@@ -73,6 +75,59 @@ POWER_LABELS = {
 @register.filter
 def power_label(power_state: str) -> str:
     return str(POWER_LABELS.get(power_state or "", POWER_LABELS["nostate"]))
+
+
+@register.filter
+def role_label(role: str) -> str:
+    """A member's role in the reader's language (tenants.models keeps the codes)."""
+    return str(dict(ROLE_CHOICES).get(role, role))
+
+
+# The labels of the models' choices (states and statuses of compute, billing and tenants, which
+# keep them in English) and the traffic policies' codes, marked here for the catalogue under the
+# context "status" (Suspended is 已暂停 for a tenant, not the 已挂起 of a power state).
+STATUS_LABELS = [
+    pgettext_lazy("status", "Building"),
+    pgettext_lazy("status", "Running"),
+    pgettext_lazy("status", "Stopping"),
+    pgettext_lazy("status", "Stopped"),
+    pgettext_lazy("status", "Starting"),
+    pgettext_lazy("status", "Rebooting"),
+    pgettext_lazy("status", "Resizing"),
+    pgettext_lazy("status", "Rebuilding"),
+    pgettext_lazy("status", "Snapshotting"),
+    pgettext_lazy("status", "Deleting"),
+    pgettext_lazy("status", "Deleted"),
+    pgettext_lazy("status", "Error"),
+    pgettext_lazy("status", "Detaching ISO"),
+    pgettext_lazy("status", "Entering rescue"),
+    pgettext_lazy("status", "Rescue"),
+    pgettext_lazy("status", "Leaving rescue"),
+    pgettext_lazy("status", "Requested"),
+    pgettext_lazy("status", "Done"),
+    pgettext_lazy("status", "Failed"),
+    pgettext_lazy("status", "Up"),
+    pgettext_lazy("status", "Down"),
+    pgettext_lazy("status", "Disabled"),
+    pgettext_lazy("status", "Pending"),
+    pgettext_lazy("status", "Active"),
+    pgettext_lazy("status", "Suspended"),
+    pgettext_lazy("status", "Draft"),
+    pgettext_lazy("status", "Issued"),
+    pgettext_lazy("status", "Paid"),
+    pgettext_lazy("status", "Void"),
+    pgettext_lazy("status", "KVM"),
+    pgettext_lazy("status", "QEMU (software emulation)"),
+    pgettext_lazy("status", "libvirt test driver"),
+    pgettext_lazy("status", "bill"),
+    pgettext_lazy("status", "throttle"),
+]
+
+
+@register.filter
+def status_label(label) -> str:
+    """A choice's label (`obj.get_state_display`) in the reader's language."""
+    return pgettext("status", str(label))
 
 
 @register.simple_tag

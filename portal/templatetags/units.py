@@ -2,7 +2,11 @@
 
 Each function is a template filter (`{% load units %}`) and a plain function that mails and
 exports import. Rules:
-- dates as 2026-03-14, moments as 2026-03-14 09:05 UTC (in TIME_ZONE, zone named);
+- dates as 2026-03-14, moments as 2026-03-14 09:05 UTC (in TIME_ZONE, zone named); in
+  Chinese as Chinese portals and Django's zh_Hans formats write them: 2026年3月14日,
+  2026年3月14日 09:05 UTC, periods as 2026年3月;
+- numbers grouped and pointed by the active locale (formats.number_format); unit words
+  (GiB, MiB) and currency codes stay as they are in every language;
 - sizes in binary units: bytes as B/KiB/MiB/GiB/TiB, memory from MiB ("512 MiB", "1.5 GiB");
 - amounts of money to the cent, with the currency after; a positive amount under a cent is
   "< 0.01 EUR", never "0.00 EUR"; rates (per hour, per GiB) keep up to 4 decimals.
@@ -14,7 +18,9 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from django import template
-from django.utils import dateformat, timezone
+from django.utils import dateformat, formats, numberformat, timezone
+from django.utils.translation import get_language
+from django.utils.translation import gettext as _
 
 register = template.Library()
 
@@ -24,6 +30,31 @@ RATE = Decimal("0.0001")
 DATE_FORMAT = "Y-m-d"
 DATETIME_FORMAT = "Y-m-d H:i T"
 DATETIME_SECONDS_FORMAT = "Y-m-d H:i:s T"
+MONTH_FORMAT = "F Y"
+# (date, moment, moment with seconds, billing period) by language; English is the default.
+DATE_FORMATS = {
+    "zh-hans": ("Y年n月j日", "Y年n月j日 H:i T", "Y年n月j日 H:i:s T", "Y年n月"),
+}
+
+
+def _date_formats() -> tuple[str, str, str, str]:
+    english = (DATE_FORMAT, DATETIME_FORMAT, DATETIME_SECONDS_FORMAT, MONTH_FORMAT)
+    return DATE_FORMATS.get((get_language() or "").lower(), english)
+
+
+def _grouped(amount: Decimal, decimals: int) -> str:
+    # The locale's separators, in groups of three everywhere: Django's zh_Hans groups by four
+    # (1234,5678), but Chinese cloud consoles and invoices write 12,345,678.00.
+    return numberformat.format(
+        amount,
+        formats.get_format("DECIMAL_SEPARATOR"),
+        decimal_pos=decimals,
+        grouping=3,
+        thousand_sep=formats.get_format("THOUSAND_SEPARATOR") or ",",
+        force_grouping=True,
+    )
+
+
 BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
@@ -48,7 +79,7 @@ def money(value, currency: str = "") -> str:
     amount = _decimal(value)
     if amount is None:
         return NONE
-    text = f"< {CENT}" if 0 < amount < CENT else f"{amount.quantize(CENT, rounding=ROUND_HALF_UP):,}"
+    text = f"< {_grouped(CENT, 2)}" if 0 < amount < CENT else _grouped(amount.quantize(CENT, rounding=ROUND_HALF_UP), 2)
     return f"{text} {currency}".strip()
 
 
@@ -59,10 +90,8 @@ def rate(value, currency: str = "") -> str:
     if amount is None:
         return NONE
     amount = amount.quantize(RATE, rounding=ROUND_HALF_UP)
-    text = f"{amount:,f}"
-    whole, _, fraction = text.partition(".")
-    fraction = fraction.rstrip("0").ljust(2, "0")
-    return f"{whole}.{fraction} {currency}".strip()
+    decimals = max(2, len(f"{amount:f}".partition(".")[2].rstrip("0")))
+    return f"{_grouped(amount, decimals)} {currency}".strip()
 
 
 @register.filter
@@ -105,8 +134,8 @@ def mib_of(used, limit) -> str:
         return NONE
     if limit_amount >= 1024:
         shown = (used_amount / 1024).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
-        return f"{_trim(shown)} of {mib(limit_amount)}"
-    return f"{_trim(used_amount)} of {mib(limit_amount)}"
+        return _("%(used)s of %(limit)s") % {"used": _trim(shown), "limit": mib(limit_amount)}
+    return _("%(used)s of %(limit)s") % {"used": _trim(used_amount), "limit": mib(limit_amount)}
 
 
 @register.filter
@@ -116,7 +145,7 @@ def day(value) -> str:
         return NONE
     if isinstance(value, datetime):
         value = timezone.localtime(value) if timezone.is_aware(value) else value
-    return dateformat.format(value, DATE_FORMAT)
+    return dateformat.format(value, _date_formats()[0])
 
 
 @register.filter
@@ -128,13 +157,14 @@ def moment(value, precision: str = "") -> str:
         value = timezone.localtime(value) if timezone.is_aware(value) else value
     elif isinstance(value, date):
         return day(value)
-    return dateformat.format(value, DATETIME_SECONDS_FORMAT if precision == "s" else DATETIME_FORMAT)
+    _, minutes, seconds, _ = _date_formats()
+    return dateformat.format(value, seconds if precision == "s" else minutes)
 
 
 @register.filter
 def month(value) -> str:
     """A billing period: March 2026."""
-    return dateformat.format(value, "F Y") if value else NONE
+    return dateformat.format(value, _date_formats()[3]) if value else NONE
 
 
 @register.filter

@@ -9,6 +9,7 @@ from functools import wraps
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse, HttpResponseNotModified
+from django.utils.translation import gettext as _
 
 from base.errors import Invalid, Refused
 from tenants.access import Actor, actor_for_request
@@ -39,7 +40,7 @@ def tenant_page(view):
     def wrapper(request, *args, **kwargs):
         actor = actor_for_request(request)
         if actor is None:
-            raise Http404("You are not a member of any tenant.")
+            raise Http404(_("You are not a member of any tenant."))
         return view(request, actor, *args, **kwargs)
 
     return wrapper
@@ -48,7 +49,10 @@ def tenant_page(view):
 def require_role(actor: Actor, needed: str = Role.MEMBER) -> None:
     """403 unless the actor's role in the tenant allows this write."""
     if not actor.may_write(needed):
-        raise PermissionDenied(f"This needs the {needed} role in {actor.tenant.name}; you are {actor.role}.")
+        raise PermissionDenied(
+            _("This needs the %(needed)s role in %(tenant)s; you are %(role)s.")
+            % {"needed": needed, "tenant": actor.tenant.name, "role": actor.role}
+        )
 
 
 def staff_page(view):
@@ -56,7 +60,7 @@ def staff_page(view):
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         if not request.user.is_staff:
-            raise PermissionDenied("The operator dashboard is for staff only.")
+            raise PermissionDenied(_("The operator dashboard is for staff only."))
         return view(request, *args, **kwargs)
 
     return wrapper

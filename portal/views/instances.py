@@ -11,6 +11,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from base.errors import Invalid, QuotaExceeded
@@ -280,8 +281,8 @@ def image_groups(cards: list[dict]) -> list[dict]:
         groups.append(
             {
                 "family": "snapshot",
-                "label": "Your snapshots",
-                "versions": [{"version": "", "label": "Snapshots", "cards": snapshots}],
+                "label": _("Your snapshots"),
+                "versions": [{"version": "", "label": _("Snapshots"), "cards": snapshots}],
             }
         )
     return groups
@@ -434,9 +435,9 @@ CONFIRMED = {"stop"}
 @tenant_page
 def power(request, actor: Actor, pk, action: str):
     if action not in POWER_ACTIONS or request.method not in ("GET", "POST"):
-        raise Http404("No such action.")
+        raise Http404(_("No such action."))
     if request.method == "GET" and action not in CONFIRMED:
-        raise Http404("No such page.")
+        raise Http404(_("No such page."))
     instance = get_scoped(actor, _instances(actor), pk)
     if request.method == "GET":
         return render(request, f"portal/instances/{action}.html", {"actor": actor, "instance": instance})
@@ -497,7 +498,7 @@ def resize(request, actor: Actor, pk):
         "resize",
         form,
         lambda: services.instance_resize(actor=actor, instance=instance, size=form.size(), flavor_id=form.flavor_id()),
-        lambda _: f"Resize of {instance.name} requested.",
+        lambda _result: _("Resize of %(name)s requested.") % {"name": instance.name},
     )
 
 
@@ -516,7 +517,7 @@ def rebuild(request, actor: Actor, pk):
         "rebuild",
         form,
         lambda: services.instance_rebuild(actor=actor, instance=instance, image_id=form.cleaned_data["image"].pk),
-        lambda _: f"Rebuild of {instance.name} requested: its disk starts afresh.",
+        lambda _result: _("Rebuild of %(name)s requested: its disk starts afresh.") % {"name": instance.name},
     )
 
 
@@ -536,7 +537,7 @@ def snapshot(request, actor: Actor, pk):
         "snapshot",
         form,
         lambda: services.instance_snapshot(actor=actor, instance=instance, name=form.cleaned_data["name"])[1],
-        lambda image: f"Snapshot {image.name} is being taken; it becomes an image of this tenant.",
+        lambda image: _("Snapshot %(name)s is being taken; it becomes an image of this tenant.") % {"name": image.name},
     )
 
 
@@ -567,7 +568,7 @@ def instance_console(request, actor: Actor, pk):
     except REFUSALS as exc:
         reason = why(exc)
         if instance.state == InstanceState.RUNNING and not instance.vnc_port:
-            reason = "The instance runs, but its host gave it no VNC display (simulated hosts have none)."
+            reason = _("The instance runs, but its host gave it no VNC display (simulated hosts have none).")
         return render(
             request,
             "portal/console_unavailable.html",
@@ -582,9 +583,15 @@ def instance_console(request, actor: Actor, pk):
 # How much of the console log the instance page shows.
 CONSOLE_LOG_BYTES = 16 * 1024
 SELF_HELP = {
-    "rescue": (services.instance_rescue, "Rescue of {name} requested: its disk becomes the rescue system's vdb."),
+    "rescue": (
+        services.instance_rescue,
+        gettext_lazy("Rescue of {name} requested: its disk becomes the rescue system's vdb."),
+    ),
     "unrescue": (services.instance_unrescue, "{name} leaves rescue and boots its own disk again."),
-    "detach-iso": (services.instance_detach_iso, "The ISO comes out of {name}; it boots from its disk from now on."),
+    "detach-iso": (
+        services.instance_detach_iso,
+        gettext_lazy("The ISO comes out of {name}; it boots from its disk from now on."),
+    ),
 }
 
 
@@ -605,7 +612,7 @@ def console_log(request, actor: Actor, pk):
 @tenant_page
 def self_help(request, actor: Actor, pk, action: str):
     if action not in SELF_HELP:
-        raise Http404("No such action.")
+        raise Http404(_("No such action."))
     instance = get_scoped(actor, _instances(actor), pk)
     require_role(actor, Role.MEMBER)
     call, done = SELF_HELP[action]

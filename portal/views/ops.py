@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Count, Q
 from django.shortcuts import render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
 from compute.models import Host, Image, Instance, InstanceAction, InstanceState
@@ -25,8 +26,8 @@ def _host_rows() -> list[dict]:
                 "host": host,
                 "bars": [
                     ("vCPU", host.vcpus_used, capacity["vcpus"], ""),
-                    ("Memory", host.memory_mb_used, capacity["memory_mb"], "MiB"),
-                    ("Disk", host.disk_gb_used, capacity["disk_gb"], "GiB"),
+                    (_("Memory"), host.memory_mb_used, capacity["memory_mb"], "MiB"),
+                    (_("Disk"), host.disk_gb_used, capacity["disk_gb"], "GiB"),
                 ],
             }
         )

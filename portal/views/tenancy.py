@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 from billing import selectors as billing_selectors
 from billing.models import Invoice
 from compute.selectors import tenant_resource_usage
-from portal.forms import InvitationForm, MemberRoleForm, NoticeSettingsForm, SshKeyForm, TokenForm
+from portal.forms import ROLE_CHOICES, InvitationForm, MemberRoleForm, NoticeSettingsForm, SshKeyForm, TokenForm
 from portal.views.guards import REFUSALS, require_role, tenant_page, unchanged, version_of, versioned, why
 from tenants import services as tenant_services
 from tenants.access import Actor, get_scoped, scoped, switch_tenant
@@ -37,7 +37,10 @@ def invitation_accept(request, token: str):
         except tenant_services.InvitationInvalid as exc:
             return render(request, "portal/invitation.html", {"error": str(exc)}, status=400)
         switch_tenant(request, membership.tenant_id)
-        messages.success(request, f"You joined {membership.tenant.name} as {membership.role}.")
+        messages.success(
+            request,
+            _("You joined %(tenant)s as %(role)s.") % {"tenant": membership.tenant.name, "role": membership.role},
+        )
         return redirect("home")
     return render(request, "portal/invitation.html", {"token": token})
 
@@ -49,9 +52,9 @@ def tenant_switch(request):
     try:
         actor = switch_tenant(request, tenant_id)
     except (Http404, ValueError, ValidationError):
-        messages.error(request, "You are not a member of that tenant.")
+        messages.error(request, _("You are not a member of that tenant."))
     else:
-        messages.info(request, f"You now act for {actor.tenant.name}.")
+        messages.info(request, _("You now act for %(tenant)s.") % {"tenant": actor.tenant.name})
     return redirect(
         request.POST.get("next")
         if url_has_allowed_host_and_scheme(request.POST.get("next"), allowed_hosts={request.get_host()})
@@ -74,7 +77,7 @@ def _members_page(request, actor: Actor, form: InvitationForm | None = None, sta
             "invitations": invitations,
             "form": form or InvitationForm(actor=actor),
             "can_manage": actor.may_write(Role.ADMIN),
-            "roles": Role.choices,
+            "roles": ROLE_CHOICES,
         },
         status=status,
     )
@@ -97,7 +100,7 @@ def invitation_create(request, actor: Actor):
         except REFUSALS as exc:
             form.add_error("email", why(exc))
         else:
-            messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
+            messages.success(request, _("Invitation sent to %(email)s.") % {"email": form.cleaned_data["email"]})
             return redirect("tenant-members")
     return _members_page(request, actor, form, status=400)
 
@@ -112,7 +115,7 @@ def invitation_revoke(request, actor: Actor, pk):
     except REFUSALS as exc:
         messages.error(request, why(exc))
     else:
-        messages.success(request, f"The invitation of {invitation.email} is revoked.")
+        messages.success(request, _("The invitation of %(email)s is revoked.") % {"email": invitation.email})
     return redirect("tenant-members")
 
 
@@ -123,7 +126,7 @@ def member_role(request, actor: Actor, pk):
     membership = get_scoped(actor, Membership.objects.select_related("user"), pk)
     form = MemberRoleForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Choose one of the roles.")
+        messages.error(request, _("Choose one of the roles."))
         return redirect("tenant-members")
     try:
         tenant_services.membership_set_role(actor=actor, membership=membership, role=form.cleaned_data["role"])
@@ -218,8 +221,10 @@ def tokens(request, actor: Actor):
     if form.cleaned_data["once"] and not cache.add(marker, True, timeout=TOKEN_FORM_SECONDS):
         messages.warning(
             request,
-            "This form was already sent and its token made; its secret was shown that once. "
-            "If you did not copy it, revoke that token and make a new one.",
+            _(
+                "This form was already sent and its token made; its secret was shown that once. "
+                "If you did not copy it, revoke that token and make a new one."
+            ),
         )
         return _tokens_page(request, actor, status=409)
     try:
@@ -231,7 +236,9 @@ def tokens(request, actor: Actor):
         form.add_error("expires_on", why(exc))
         return _tokens_page(request, actor, form, status=400)
     # The secret is rendered into this one response and kept nowhere: a reload cannot show it again.
-    messages.success(request, f"Token {token.name} created. Copy its secret now: it is shown only once.")
+    messages.success(
+        request, _("Token %(name)s created. Copy its secret now: it is shown only once.") % {"name": token.name}
+    )
     return _tokens_page(request, actor, secret=secret, status=201)
 
 
@@ -241,7 +248,7 @@ def token_revoke(request, actor: Actor, pk):
     require_role(actor, Role.ADMIN)
     token = get_scoped(actor, ApiToken.objects, pk)
     tenant_services.token_revoke(actor=actor, token=token)
-    messages.success(request, f"Token {token.name} is revoked.")
+    messages.success(request, _("Token %(name)s is revoked.") % {"name": token.name})
     return redirect("tenant-tokens")
 
 
@@ -261,7 +268,10 @@ def ssh_keys(request, actor: Actor):
             except REFUSALS as exc:
                 form.add_error("public_key", why(exc))
             else:
-                messages.success(request, f"Key {key.name} added ({key.fingerprint}).")
+                messages.success(
+                    request,
+                    _("Key %(name)s added (%(fingerprint)s).") % {"name": key.name, "fingerprint": key.fingerprint},
+                )
                 return redirect("tenant-ssh-keys")
         status = 400
     keys = scoped(actor, SshKey.objects.select_related("created_by"))
@@ -281,7 +291,7 @@ def ssh_key_delete(request, actor: Actor, pk):
         return render(request, "portal/tenant/ssh_key_delete.html", {"actor": actor, "key": key})
     require_role(actor, Role.MEMBER)
     tenant_services.sshkey_delete(actor=actor, key=key)
-    messages.success(request, f"Key {key.name} deleted. Instances that have it keep it.")
+    messages.success(request, _("Key %(name)s deleted. Instances that have it keep it.") % {"name": key.name})
     return redirect("tenant-ssh-keys")
 
 

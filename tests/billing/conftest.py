@@ -3,12 +3,14 @@ services (run eagerly on libvirt's test driver), and traffic samples in the driv
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 import time_machine
 from django.test import TestCase
+from pypdf import PdfReader
 
 from billing import metering
 from billing.models import FlavorPrice, OverPolicy, StoppedPolicy
@@ -46,6 +48,12 @@ def committed(fn, *args, **kwargs):
     """Call a service as a request would, running what it queued on commit."""
     with TestCase.captureOnCommitCallbacks(execute=True):
         return fn(*args, **kwargs)
+
+
+def pdf_pages(pdf: bytes) -> list[str]:
+    """The text of each page of a PDF, read back as a PDF reader does."""
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    return [page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages]
 
 
 def at(*args) -> datetime:
