@@ -14,10 +14,12 @@ run: setup services
 test: setup services checks
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS)
 
-# Part of `make test`: lint, formatting, and no model change without its migration.
+# Part of `make test`: lint, formatting, the layer contracts (pyproject.toml), and no model
+# change without its migration.
 checks: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres $(PY) manage.py makemigrations --check --dry-run
 
 bench: setup services

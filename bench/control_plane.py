@@ -1,6 +1,6 @@
 """Item 1: control-plane overhead, API POST -> RUNNING on libvirt's test driver.
 
-Hosts are simulated (compute.simulated): one node file each, registered through
+Hosts are simulated (tests.simulated): one node file each, registered through
 `host_register`. libvirt's test driver keeps a host's state in the process that opened it,
 so each host's queue is served by exactly one of the two Celery worker processes
 (`-P threads -c 4`, as `make run` starts them); the hosts' queues alternate between them.
@@ -33,13 +33,13 @@ from bench.load import request_json
 from bench.memory import RssSampler
 from bench.report import Figure, percentile
 from compute import cloudinit
+from compute.driver_refs import host_ref, image_ref
 from compute.drivers import libvirt_xml as lx
 from compute.drivers.base import DomainSpec
 from compute.drivers.libvirt import disk_volume, domain_name, driver_for, forget_connection, seed_volume
 from compute.hosts import host_register
 from compute.models import Host, Instance, InstanceState
-from compute.refs import host_ref, image_ref
-from compute.simulated import write_host
+from tests.simulated import write_host
 
 AREA = "control-plane"
 FULL = {"hosts": [1, 10, 50], "batches": [1, 50, 200], "repeats": 10}

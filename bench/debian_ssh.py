@@ -34,11 +34,11 @@ from bench.load import request_json
 from bench.real_vm import destroy, remove_everything, unavailable
 from bench.report import Figure, percentile, skipped
 from compute import cloudinit, localhost
+from compute.driver_refs import host_ref, image_ref
 from compute.drivers.base import DomainSpec
 from compute.drivers.libvirt import domain_name, driver_for
 from compute.hosts import host_register
 from compute.models import Image, Instance, InstanceState, IpPool
-from compute.refs import host_ref, image_ref
 from compute.services import mac_for
 from tenants.models import SshKey
 

@@ -30,11 +30,11 @@ from bench.environment import BASE_DIR, BenchEnvironment
 from bench.load import request_json
 from bench.report import Figure, percentile, skipped
 from compute import cloudinit, localhost
+from compute.driver_refs import host_ref, image_ref
 from compute.drivers import libvirt_xml as lx
 from compute.drivers.libvirt import disk_volume, domain_name, driver_for, seed_volume
 from compute.hosts import host_register
 from compute.models import Image, Instance, InstanceAction, InstanceState, IpPool
-from compute.refs import host_ref, image_ref
 from compute.services import mac_for
 
 AREA = "real-vm"

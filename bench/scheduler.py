@@ -88,7 +88,7 @@ def measure(size: Size, image) -> tuple[list[float], list[float]]:
 def run(env: BenchEnvironment, *, quick: bool = False) -> list[Figure]:
     env.reset_data()
     image = seed.image()
-    size = Size(1, 1024, 10, 100, 100, Decimal("99.9"))
+    size = Size(vcpus=1, memory_mb=1024, disk_gb=10, bandwidth_mbit=100, traffic_gb=100, sla_percent=Decimal("99.9"))
     rng = random.Random(7)
     counts = HOSTS_QUICK if quick else HOSTS_FULL
     p50: dict[int, float] = {}

@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import Sum
 
+from base import units
 from base.errors import Conflict
 from billing import invoicing, prices, suspension
 from billing.models import (
@@ -14,7 +15,7 @@ from billing.models import (
     TrafficNotice,
     UsageRecord,
 )
-from portal.templatetags import units
+from tenants.access import operator_actor
 from tenants.admin import TenantAdmin
 from tenants.models import Tenant
 
@@ -86,7 +87,7 @@ class InvoiceAdmin(admin.ModelAdmin):
     def _apply(self, request, queryset, fn, label):
         for invoice in queryset:
             try:
-                fn(invoice=invoice)
+                fn(invoice=invoice, actor=operator_actor(request.user, invoice.tenant))
             except Conflict as exc:
                 self.message_user(request, f"{invoice}: {exc.message}", messages.WARNING)
         self.message_user(request, f"{label} done.")

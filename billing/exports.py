@@ -13,8 +13,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import pgettext
 from fpdf import FPDF
 
+from base import units
 from billing.models import Invoice
-from portal.templatetags import units
 
 # CSV holds plain numbers a spreadsheet reads (no currency, no thousands separator): amounts to
 # the cent, unit prices to 4 decimals, as the pages and the PDF round them.

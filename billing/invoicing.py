@@ -22,6 +22,7 @@ from billing import rating, sla, usage
 from billing.models import BillingAccount, Invoice, InvoiceCounter, InvoiceLine
 from billing.money import ZERO, cents
 from compute.models import HostStatusLog, Instance, InstanceStateLog
+from tenants.access import Actor
 from tenants.models import AuditEvent, Tenant
 from tenants.services import audit
 
@@ -98,15 +99,15 @@ def sla_credit_lines(*, period: date, tenant_ids=None) -> dict:
         credit = cents(base * percent / 100)
         lines[instance.tenant_id].append(
             rating.Line(
-                K.SLA_CREDIT,
-                f"{instance.name}: SLA credit {percent}% for {period:%B %Y} "
+                kind=K.SLA_CREDIT,
+                description=f"{instance.name}: SLA credit {percent}% for {period:%B %Y} "
                 f"(availability {measured.percent}%, {measured.downtime_seconds} s down)",
-                percent,
-                "percent",
-                -base / 100,
-                -credit,
-                instance.pk,
-                {
+                quantity=percent,
+                unit="percent",
+                unit_price=-base / 100,
+                amount=-credit,
+                instance_id=instance.pk,
+                detail={
                     "month": f"{period:%Y-%m}",
                     "availability": str(measured.percent),
                     "sla": str(instance.sla_percent),
@@ -139,14 +140,14 @@ def carried_in_lines(*, period: date, tenant_ids=None) -> dict:
         source = f"invoice {number}" if number else f"{previous_month(period):%B %Y}"
         lines[tenant_id].append(
             rating.Line(
-                K.CARRIED_IN,
-                f"Credit carried from {source}",
-                Decimal(1),
-                "credit",
-                -amount,
-                -amount,
-                None,
-                {"from_invoice": number},
+                kind=K.CARRIED_IN,
+                description=f"Credit carried from {source}",
+                quantity=Decimal(1),
+                unit="credit",
+                unit_price=-amount,
+                amount=-amount,
+                instance_id=None,
+                detail={"from_invoice": number},
             )
         )
     return lines
@@ -172,7 +173,14 @@ def _carry_out(lines: list, period: date) -> list:
         return lines
     _start, following = month_bounds(period)
     rest = -subtotal
-    carried = rating.Line(K.CARRIED_OUT, f"Credit carried to {following:%B %Y}", Decimal(1), "credit", rest, rest)
+    carried = rating.Line(
+        kind=K.CARRIED_OUT,
+        description=f"Credit carried to {following:%B %Y}",
+        quantity=Decimal(1),
+        unit="credit",
+        unit_price=rest,
+        amount=rest,
+    )
     return [*lines, carried]
 
 
@@ -292,7 +300,7 @@ def invoice_generate(*, tenant: Tenant, period: date, aggregate: bool = True) ->
         return write_invoices(period=period, lines=lines, tenant_ids=[tenant.pk], issue=False).get(tenant.pk)
 
 
-def invoice_issue(*, invoice: Invoice) -> Invoice:
+def invoice_issue(*, invoice: Invoice, actor: Actor | None = None) -> Invoice:
     """Freeze a draft: it gets its number and due date and never changes again."""
     with transaction.atomic():
         counter = _lock_counter(invoice.period)
@@ -303,10 +311,11 @@ def invoice_issue(*, invoice: Invoice) -> Invoice:
             raise Conflict(f"Only a draft invoice can be issued; this one is {locked.state}.")
         _number([locked], counter)
         locked.save(update_fields=ISSUE_FIELDS)
+        audit(actor, "invoice.issue", tenant=locked.tenant, target=locked.number, total=str(locked.total))
     return locked
 
 
-def invoice_mark_paid(*, invoice: Invoice) -> Invoice:
+def invoice_mark_paid(*, invoice: Invoice, actor: Actor | None = None) -> Invoice:
     updated = Invoice.objects.filter(pk=invoice.pk, state=Invoice.State.ISSUED).update(
         state=Invoice.State.PAID, paid_at=timezone.now()
     )
@@ -314,11 +323,11 @@ def invoice_mark_paid(*, invoice: Invoice) -> Invoice:
     if not updated and invoice.state != Invoice.State.PAID:
         raise Conflict(f"Only an issued invoice can be paid; this one is {invoice.state}.")
     if updated:
-        audit(None, "invoice.paid", tenant=invoice.tenant, target=invoice.number, total=str(invoice.total))
+        audit(actor, "invoice.paid", tenant=invoice.tenant, target=invoice.number, total=str(invoice.total))
     return invoice
 
 
-def invoice_void(*, invoice: Invoice) -> Invoice:
+def invoice_void(*, invoice: Invoice, actor: Actor | None = None) -> Invoice:
     updated = Invoice.objects.filter(pk=invoice.pk, state__in=[Invoice.State.DRAFT, Invoice.State.ISSUED]).update(
         state=Invoice.State.VOID
     )
@@ -326,7 +335,7 @@ def invoice_void(*, invoice: Invoice) -> Invoice:
     if not updated and invoice.state != Invoice.State.VOID:
         raise Conflict(f"A {invoice.state} invoice cannot be voided.")
     if updated:
-        audit(None, "invoice.void", tenant=invoice.tenant, target=invoice.number or str(invoice.pk))
+        audit(actor, "invoice.void", tenant=invoice.tenant, target=invoice.number or str(invoice.pk))
     return invoice
 
 

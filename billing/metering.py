@@ -20,15 +20,15 @@ from django.db import transaction
 from django.db.models import OuterRef, Subquery, Sum
 from django.utils import timezone
 
+from base import units
 from billing import prices
 from billing.models import MeterSample, OverPolicy, TrafficNotice
 from billing.money import GIB
 from compute import hosts as compute_hosts
 from compute import services as compute_services
 from compute.drivers.base import DomainStats
-from compute.lock_objects import lock_host
 from compute.models import Host, Instance, InstanceState
-from portal.templatetags import units
+from compute.row_locks import lock_host
 
 log = logging.getLogger(__name__)
 NOTICE_LEVELS = (80, 100)

@@ -14,7 +14,7 @@ K = InvoiceLine.Kind
 SIX = Decimal("0.000001")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Line:
     kind: str
     description: str
@@ -51,14 +51,19 @@ def rate_instance(
             if seconds:
                 lines.append(
                     Line(
-                        K.RUNNING,
-                        f"{label}: {flavor.name}, {hours} h",
-                        hours,
-                        "hour",
-                        fp.hourly,
-                        cents(min(exact, fp.monthly_cap)),
-                        instance.pk,
-                        {"flavor": flavor.name, "seconds": seconds, "cap_applied": capped, "cap": str(fp.monthly_cap)},
+                        kind=K.RUNNING,
+                        description=f"{label}: {flavor.name}, {hours} h",
+                        quantity=hours,
+                        unit="hour",
+                        unit_price=fp.hourly,
+                        amount=cents(min(exact, fp.monthly_cap)),
+                        instance_id=instance.pk,
+                        detail={
+                            "flavor": flavor.name,
+                            "seconds": seconds,
+                            "cap_applied": capped,
+                            "cap": str(fp.monthly_cap),
+                        },
                     )
                 )
             if stopped and fp.stopped_policy == StoppedPolicy.DISK:
@@ -71,14 +76,14 @@ def rate_instance(
                 hours = _hours(billable)
                 lines.append(
                     Line(
-                        K.CUSTOM,
-                        f"{label}: {vcpus} vCPU, {memory_mb} MiB, {hours} h",
-                        hours,
-                        "hour",
-                        rate,
-                        cents(min(exact, cap)),
-                        instance.pk,
-                        {
+                        kind=K.CUSTOM,
+                        description=f"{label}: {vcpus} vCPU, {memory_mb} MiB, {hours} h",
+                        quantity=hours,
+                        unit="hour",
+                        unit_price=rate,
+                        amount=cents(min(exact, cap)),
+                        instance_id=instance.pk,
+                        detail={
                             "vcpu_hours": str(hours * vcpus),
                             "ram_gb_hours": str(hours * memory_mb / 1024),
                             "seconds": billable,
@@ -99,14 +104,14 @@ def _disk_line(kind, label, disk_gb, seconds, period_seconds, prices, instance_i
     gib_months = (Decimal(disk_gb) * seconds / period_seconds).quantize(SIX)
     exact = Decimal(disk_gb) * seconds / period_seconds * prices.disk_gb_month
     return Line(
-        kind,
-        f"{label}: disk {disk_gb} GiB, {gib_months} GiB-months",
-        gib_months,
-        "GiB-month",
-        prices.disk_gb_month,
-        cents(exact),
-        instance_id,
-        {"seconds": seconds},
+        kind=kind,
+        description=f"{label}: disk {disk_gb} GiB, {gib_months} GiB-months",
+        quantity=gib_months,
+        unit="GiB-month",
+        unit_price=prices.disk_gb_month,
+        amount=cents(exact),
+        instance_id=instance_id,
+        detail={"seconds": seconds},
     )
 
 
@@ -118,14 +123,14 @@ def _overage(instance: Instance, tx_bytes: int, prices: PriceList) -> list[Line]
     over_gib = Decimal(tx_bytes - allowance) / GIB
     return [
         Line(
-            K.OVERAGE,
-            f"{instance.name}: traffic over the {instance.traffic_gb} GiB allowance",
-            over_gib.quantize(SIX),
-            "GiB",
-            unit_price,
-            cents(over_gib * unit_price),
-            instance.pk,
-            {"tx_bytes": tx_bytes, "allowance_bytes": allowance},
+            kind=K.OVERAGE,
+            description=f"{instance.name}: traffic over the {instance.traffic_gb} GiB allowance",
+            quantity=over_gib.quantize(SIX),
+            unit="GiB",
+            unit_price=unit_price,
+            amount=cents(over_gib * unit_price),
+            instance_id=instance.pk,
+            detail={"tx_bytes": tx_bytes, "allowance_bytes": allowance},
         )
     ]
 

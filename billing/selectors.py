@@ -77,7 +77,7 @@ def throttle_reason(instance: Instance) -> str:
     )
 
 
-def revenue_this_month() -> dict:
+def revenue_last_month() -> dict:
     """Invoiced and unpaid totals of the last invoiced month, for operators."""
     today = timezone.now().date()
     return invoicing.revenue(period=invoicing.previous_month(today))

@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from base.errors import Conflict
 from compute import hosts, images, services
 from compute.models import Flavor, Host, IdempotencyKey, Image, Instance, InstanceAction, IpAllocation, IpPool
+from tenants.access import operator_actor
 
 
 class IpPoolInline(admin.StackedInline):
@@ -35,12 +36,12 @@ class HostAdmin(admin.ModelAdmin):
     @admin.action(description="Disable the selected hosts (no new instances)")
     def disable(self, request, queryset):
         for host in queryset:
-            hosts.host_set_status(actor=None, host=host, status=Host.Status.DISABLED)
+            hosts.host_set_status(actor=operator_actor(request.user), host=host, status=Host.Status.DISABLED)
 
     @admin.action(description="Enable the selected hosts")
     def enable(self, request, queryset):
         for host in queryset:
-            hosts.host_set_status(actor=None, host=host, status=Host.Status.UP)
+            hosts.host_set_status(actor=operator_actor(request.user), host=host, status=Host.Status.UP)
 
 
 @admin.register(IpAllocation)
@@ -58,6 +59,7 @@ class ImageImportForm(forms.ModelForm):
     """Add an image: upload a file, or give a URL and its SHA-256 (downloaded by a worker).
     The checks are compute.images', as in the API; a refusal is shown on the field to blame."""
 
+    operator = None  # the staff user adding the image (set by ImageAdmin.get_form)
     file = forms.FileField(required=False, help_text="A qcow2 or raw image file.")
     url = forms.URLField(required=False, max_length=2000, assume_scheme="https", help_text="Or: http(s) URL")
     sha256 = forms.CharField(required=False, max_length=71, help_text="Required with a URL; checked when given.")
@@ -76,11 +78,15 @@ class ImageImportForm(forms.ModelForm):
         meta = {k: data[k] for k in ("name", "os_family", "os_version", "min_memory_mb")}
         try:
             if url:
-                self.imported = images.start_url_import(actor=None, url=url, sha256=data.get("sha256", ""), **meta)
+                self.imported = images.start_url_import(
+                    actor=operator_actor(self.operator), url=url, sha256=data.get("sha256", ""), **meta
+                )
             else:
                 sha256 = images.parse_sha256(data.get("sha256"))
                 staged = images.stage_chunks(upload.chunks(images.CHUNK))
-                self.imported = images.import_upload(actor=None, staged=staged, sha256=sha256, **meta)
+                self.imported = images.import_upload(
+                    actor=operator_actor(self.operator), staged=staged, sha256=sha256, **meta
+                )
         except images.ImportRefused as exc:
             self.add_error(exc.field if exc.field in self.fields else None, exc.message)
         return data
@@ -106,7 +112,7 @@ class ImageAdmin(admin.ModelAdmin):
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
-            kwargs["form"] = ImageImportForm
+            kwargs["form"] = type("ImageImportForm", (ImageImportForm,), {"operator": request.user})
             kwargs["fields"] = None
         return super().get_form(request, obj, **kwargs)
 
@@ -128,11 +134,11 @@ class ImageAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
 
     def delete_model(self, request, obj):
-        hosts.image_delete(actor=None, image=obj)
+        hosts.image_delete(actor=operator_actor(request.user), image=obj)
 
     def delete_queryset(self, request, queryset):
         for image in queryset.exclude(state=Image.State.DELETED):
-            hosts.image_delete(actor=None, image=image)
+            hosts.image_delete(actor=operator_actor(request.user), image=image)
 
     @admin.display(description="Import")
     def progress(self, image: Image) -> str:
@@ -174,10 +180,10 @@ class InstanceAdmin(admin.ModelAdmin):
     actions = ["retry", "start", "stop", "delete_instances"]
 
     def _each(self, request, queryset, service) -> None:
-        """Run an operator action (actor None: the system) on each instance; refusals are listed, not raised."""
+        """Run an operator action on each instance, as the operator; refusals are listed, not raised."""
         for instance in queryset:
             try:
-                service(actor=None, instance=instance)
+                service(actor=operator_actor(request.user, instance.tenant), instance=instance)
             except Conflict as exc:
                 self.message_user(request, f"{instance.name}: {exc.message}", messages.WARNING)
 

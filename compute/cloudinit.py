@@ -78,18 +78,3 @@ def build_seed(*, uuid: str, hostname: str, ssh_keys: list[str], user_data: str,
     iso.write_fp(out)
     iso.close()
     return out.getvalue()
-
-
-def read_seed(iso: bytes) -> dict[str, bytes]:
-    """The files of a seed ISO by their Joliet names (used to check what a guest will see)."""
-    reader = pycdlib.PyCdlib()
-    reader.open_fp(io.BytesIO(iso))
-    files = {}
-    try:
-        for name in SEED_FILES:
-            out = io.BytesIO()
-            reader.get_file_from_iso_fp(out, joliet_path=f"/{name}")
-            files[name] = out.getvalue()
-    finally:
-        reader.close()
-    return files

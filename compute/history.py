@@ -6,21 +6,13 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from compute.models import Host, HostStatusLog, Instance, InstanceState, InstanceStateLog
-
-# The states billing and SLA care about; in-flight states keep whatever the last one was.
-SETTLED = {
-    InstanceState.RUNNING,
-    InstanceState.STOPPED,
-    InstanceState.ERROR,
-    InstanceState.DELETED,
-    InstanceState.RESCUE,  # billed as running (billing.usage)
-}
+from compute.models import Host, HostStatusLog, Instance, InstanceStateLog
+from compute.transitions import SETTLED_STATES
 
 
 def record_state(instance_id, state: str, *, cause: str = "tenant", at: datetime | None = None) -> None:
     """Log that the instance settled into `state` (a no-op for in-flight states)."""
-    if state not in SETTLED:
+    if state not in SETTLED_STATES:  # a rescued guest is billed as running (billing.usage)
         return
     row = Instance.objects.filter(pk=instance_id).values("flavor_id", "vcpus", "memory_mb", "disk_gb").first()
     if row is None:

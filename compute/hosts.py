@@ -10,10 +10,10 @@ from django.db import transaction
 
 from base.errors import Conflict, Invalid
 from compute import history, images, tasks
+from compute.driver_refs import driver
 from compute.drivers.base import DomainStats, HostRef
 from compute.drivers.libvirt import driver_for
 from compute.models import Host, Image, Instance, InstanceState, IpPool
-from compute.refs import driver
 from tenants.access import Actor
 from tenants.services import audit
 

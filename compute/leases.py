@@ -7,7 +7,7 @@ over; a worker that merely runs a long step keeps it. Every step checks the leas
 check) before it touches the host, so a holder that lost its lease stops at the next step.
 
 Instance leases serialize every task on one instance (a delete waits for the build it
-supersedes to stop). Host locks (`compute.host_locks`) use the same mechanism for work that
+supersedes to stop). Host locks (`compute.redis_locks`) use the same mechanism for work that
 must not run twice at once on one host.
 """
 

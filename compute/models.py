@@ -168,7 +168,9 @@ class Image(models.Model):
         return f"img-{self.id}.{self.format}"
 
 
-SIZE_FIELDS = ("vcpus", "memory_mb", "disk_gb", "bandwidth_mbit", "traffic_gb", "sla_percent")
+# What a customer may choose for a custom size; the SLA of a custom size is the operator's.
+CUSTOM_SIZE_FIELDS = ("vcpus", "memory_mb", "disk_gb", "bandwidth_mbit", "traffic_gb")
+SIZE_FIELDS = (*CUSTOM_SIZE_FIELDS, "sla_percent")
 
 
 class Flavor(models.Model):

@@ -18,11 +18,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from compute import cloudinit, history, host_locks, leases, scheduler
+from compute import cloudinit, history, leases, redis_locks, scheduler
+from compute.driver_refs import driver, image_ref
 from compute.drivers.base import DomainSpec, HostError, TransientHostError
-from compute.lock_objects import lock_host, lock_instance
 from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpAllocation
-from compute.refs import driver, image_ref
+from compute.row_locks import lock_host, lock_instance
 from compute.sizing import Size
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def _build(instance: Instance, action: str, image: Image) -> None:
     drv = driver(instance.host)
     uuid = str(instance.pk)
     # Two builds of one image on one host would write the same volume.
-    with step(instance, action, "image"), host_locks.held(instance.host_id, f"image:{image.pk}"):
+    with step(instance, action, "image"), redis_locks.held(instance.host_id, f"image:{image.pk}"):
         _fault_pause(action, "upload")
         drv.ensure_base_image(image_ref(image))
     with step(instance, action, "disk"):
@@ -367,7 +367,7 @@ def rescue(instance_id) -> str:
     drv = driver(instance.host)
     uuid = str(instance.pk)
     _stop(instance, "rescue")
-    with step(instance, "rescue", "image"), host_locks.held(instance.host_id, f"image:{image.pk}"):
+    with step(instance, "rescue", "image"), redis_locks.held(instance.host_id, f"image:{image.pk}"):
         drv.ensure_base_image(image_ref(image))
     with step(instance, "rescue", "disk"):
         drv.ensure_rescue_disk(uuid, image_ref(image), image.min_disk_gb)
@@ -405,7 +405,7 @@ def delete(instance_id) -> str:
     if instance is None:
         return "skipped"
     with step(instance, "delete", "destroy"):
-        driver(instance.host).delete(str(instance.pk), instance.mac_address, instance.ip_address)
+        driver(instance.host).delete(str(instance.pk), instance.mac_address)
     with transaction.atomic():
         lock_host(instance.host_id)
         # The conditional update makes the release happen exactly once, however often this runs.

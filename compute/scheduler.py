@@ -69,7 +69,14 @@ def claim(host_id, size: Size) -> bool:
 
 def claim_delta(host_id, old: Size, new: Size) -> bool:
     """Grow (or shrink) an existing claim on the same host, as a resize does."""
-    delta = Size(new.vcpus - old.vcpus, new.memory_mb - old.memory_mb, new.disk_gb - old.disk_gb, 0, 0, new.sla_percent)
+    delta = Size(
+        vcpus=new.vcpus - old.vcpus,
+        memory_mb=new.memory_mb - old.memory_mb,
+        disk_gb=new.disk_gb - old.disk_gb,
+        bandwidth_mbit=0,
+        traffic_gb=0,
+        sla_percent=new.sla_percent,
+    )
     return (
         Host.objects.filter(_fits(delta), pk=host_id).update(
             vcpus_used=F("vcpus_used") + delta.vcpus,

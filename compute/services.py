@@ -23,9 +23,10 @@ from django.utils import timezone
 
 from base.errors import Conflict, Invalid, QuotaExceeded
 from compute import cloudinit, idempotency, leases, scheduler, tasks
+from compute.driver_refs import driver
 from compute.drivers.base import GuestAgentUnavailable, HostError, TransientHostError
-from compute.lock_objects import lock_instance, lock_quota
 from compute.models import (
+    CUSTOM_SIZE_FIELDS,
     Flavor,
     Host,
     Image,
@@ -36,9 +37,9 @@ from compute.models import (
     IpAllocation,
     IpPool,
 )
-from compute.refs import driver
+from compute.row_locks import lock_instance, lock_quota
 from compute.selectors import images_visible_filter, tenant_resource_usage
-from compute.sizing import Size
+from compute.sizing import Size, custom_size_errors
 from compute.transitions import TRANSITIONS, refusal
 from tenants.access import Actor
 from tenants.models import SshKey
@@ -183,6 +184,17 @@ def _is_uuid(value) -> bool:
     return True
 
 
+def _check_custom_size(size: Size, flavor_id) -> None:
+    """A size without a flavor must lie inside the operator's custom limits (the API's and the
+    pages' forms say so first, field by field; this is the rule they show)."""
+    if flavor_id is not None:
+        return
+    errors = custom_size_errors({name: getattr(size, name) for name in CUSTOM_SIZE_FIELDS})
+    if errors:
+        field, messages = next(iter(errors.items()))
+        raise Invalid(field, messages[0])
+
+
 def resolve_flavor(flavor_id) -> Flavor:
     flavor = Flavor.objects.filter(pk=flavor_id, active=True).first() if _is_uuid(flavor_id) else None
     if flavor is None:
@@ -206,6 +218,7 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
         raise Conflict("This tenant is suspended and cannot create instances.")
     if len(request.user_data.encode()) > settings.MAX_USER_DATA_BYTES:
         raise Invalid("user_data", f"user_data is over {settings.MAX_USER_DATA_BYTES // 1024} KiB.")
+    _check_custom_size(request.size, request.flavor_id)
     image = _resolve_image(actor, request.image_id)
     _check_image_fits(image, request.size)
     if request.password and request.generate_password:
@@ -319,6 +332,7 @@ def instance_reboot(*, actor: Actor, instance: Instance) -> Instance:
 def instance_resize(*, actor: Actor, instance: Instance, size: Size, flavor_id=None) -> Instance:
     """Change vCPUs, memory and disk (disks only grow). A running instance is stopped for
     the change and started again. The host must have room: there is no migration."""
+    _check_custom_size(size, flavor_id)
     old = Size.of_instance(instance)
     if size.disk_gb < old.disk_gb:
         raise Invalid("disk_gb", f"Disks can only grow; this one is {old.disk_gb} GiB.")
@@ -326,12 +340,12 @@ def instance_resize(*, actor: Actor, instance: Instance, size: Size, flavor_id=N
         raise Invalid("size", "The instance already has this size.")
     _check_image_fits(instance.image, size, field="size")
     growth = Size(
-        max(size.vcpus - old.vcpus, 0),
-        max(size.memory_mb - old.memory_mb, 0),
-        max(size.disk_gb - old.disk_gb, 0),
-        0,
-        0,
-        size.sla_percent,
+        vcpus=max(size.vcpus - old.vcpus, 0),
+        memory_mb=max(size.memory_mb - old.memory_mb, 0),
+        disk_gb=max(size.disk_gb - old.disk_gb, 0),
+        bandwidth_mbit=0,
+        traffic_gb=0,
+        sla_percent=size.sla_percent,
     )
     _check_quota(actor, growth, new_instances=0)
     current = Instance.objects.get(pk=instance.pk)

@@ -7,10 +7,10 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from compute.models import Flavor
+from compute.models import SIZE_FIELDS, Flavor
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Size:
     vcpus: int
     memory_mb: int
@@ -21,25 +21,11 @@ class Size:
 
     @classmethod
     def of_flavor(cls, flavor: Flavor) -> Size:
-        return cls(
-            flavor.vcpus,
-            flavor.memory_mb,
-            flavor.disk_gb,
-            flavor.bandwidth_mbit,
-            flavor.traffic_gb,
-            flavor.sla_percent,
-        )
+        return cls(**{name: getattr(flavor, name) for name in SIZE_FIELDS})
 
     @classmethod
     def of_instance(cls, instance) -> Size:
-        return cls(
-            instance.vcpus,
-            instance.memory_mb,
-            instance.disk_gb,
-            instance.bandwidth_mbit,
-            instance.traffic_gb,
-            instance.sla_percent,
-        )
+        return cls(**{name: getattr(instance, name) for name in SIZE_FIELDS})
 
     def as_fields(self) -> dict:
         return asdict(self)

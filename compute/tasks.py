@@ -25,8 +25,8 @@ from django.db import InterfaceError, OperationalError
 
 from compute import idempotency, images, leases, operations, upkeep
 from compute.drivers.base import TransientHostError
-from compute.host_locks import Busy
 from compute.models import Host, InstanceState
+from compute.redis_locks import Busy
 
 log = logging.getLogger(__name__)
 S = InstanceState

@@ -31,23 +31,20 @@ ACTION_OF_IN_FLIGHT: dict[str, str] = {
 }
 IN_FLIGHT = frozenset(ACTION_OF_IN_FLIGHT)
 
-# Where each in-flight state lands when its work is done.
-SETTLES_TO = {
-    S.BUILDING: S.RUNNING,
-    S.STARTING: S.RUNNING,
-    S.STOPPING: S.STOPPED,
-    S.REBOOTING: S.RUNNING,
-    S.DELETING: S.DELETED,
-    S.RESCUING: S.RESCUE,
-    S.UNRESCUING: S.RUNNING,
-}
-
 # States in which nothing happens by itself. A rescued guest runs (and bills) as running.
 STABLE_STATES = frozenset({S.RUNNING, S.STOPPED, S.RESCUE})
+# States an instance rests in until someone acts: pages stop polling it, and the state log
+# (billing, SLA) records only these; in-flight states keep whatever the last one was.
+SETTLED_STATES = STABLE_STATES | {S.ERROR, S.DELETED}
 
 
-def allowed_actions(state: str) -> list[str]:
-    return [action for action, (sources, _target) in TRANSITIONS.items() if state in sources]
+def allowed_actions(state: str, *, has_iso: bool = False) -> list[str]:
+    """What may start from `state`; detaching the install ISO only while one is attached."""
+    return [
+        action
+        for action, (sources, _target) in TRANSITIONS.items()
+        if state in sources and (has_iso or action != "detach_iso")
+    ]
 
 
 def refusal(action: str, state: str) -> str | None:

@@ -13,9 +13,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from compute import history, leases
+from compute.driver_refs import driver
 from compute.drivers.base import COMPLETE_SUFFIX, HostError, TransientHostError
 from compute.models import Host, Image, Instance, InstanceAction, InstanceState
-from compute.refs import driver
 from compute.transitions import ACTION_OF_IN_FLIGHT, IN_FLIGHT
 
 log = logging.getLogger(__name__)
@@ -140,11 +140,20 @@ def sync_power_states(host_id) -> dict[str, list[str]]:
     - A domain that vanished is an error of the system's making, for an operator.
     - An ERROR instance whose guest runs (a build or action that failed after the guest was
       up, say through a lost connection) is running: it is recorded so.
+    - A rescue system stays in rescue whatever its power (the customer may shut it down and
+      then leave rescue); its power state is kept true for the page. Gone, it is an error.
     """
     host = Host.objects.get(pk=host_id)
     seen = {stats.uuid: stats for stats in driver(host).all_stats()}
-    report: dict[str, list[str]] = {"stopped": [], "started": [], "missing": [], "restarted": [], "recovered": []}
-    for instance in Instance.objects.filter(host=host, state__in=[S.RUNNING, S.STOPPED, S.ERROR]):
+    report: dict[str, list[str]] = {
+        "stopped": [],
+        "started": [],
+        "missing": [],
+        "restarted": [],
+        "recovered": [],
+        "rescue_power": [],
+    }
+    for instance in Instance.objects.filter(host=host, state__in=[S.RUNNING, S.STOPPED, S.ERROR, S.RESCUE]):
         stats = seen.get(str(instance.pk))
         power = stats.power if stats else "missing"
         if instance.state == S.ERROR:
@@ -155,6 +164,11 @@ def sync_power_states(host_id) -> dict[str, list[str]]:
                 instance, S.ERROR, "missing", error_step="sync", error_message="The domain is missing on its host."
             ):
                 report["missing"].append(str(instance.pk))
+        elif instance.state == S.RESCUE:
+            if power != instance.power_state and Instance.objects.filter(pk=instance.pk, state=S.RESCUE).update(
+                power_state=power
+            ):
+                report["rescue_power"].append(str(instance.pk))
         elif instance.state == S.RUNNING and power in ("shutoff", "crashed"):
             if stats.stopped_by == "guest":
                 if _settle_sync(instance, S.STOPPED, power, vnc_port=None):

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from compute.models import Flavor, Image
+from compute.models import CUSTOM_SIZE_FIELDS, Flavor, Image
 from compute.selectors import images_visible_filter
 from compute.sizing import Size, custom_size, custom_size_errors
 from tenants.access import Actor
@@ -25,7 +25,7 @@ ROLE_CHOICES = [
 ]
 SCOPE_CHOICES = [(ApiToken.Scope.READ, _("Read only")), (ApiToken.Scope.WRITE, _("Read and write"))]
 
-CUSTOM_FIELDS = ("vcpus", "memory_mb", "disk_gb", "bandwidth_mbit", "traffic_gb")
+CUSTOM_FIELDS = CUSTOM_SIZE_FIELDS
 CUSTOM_LABELS = {
     "vcpus": (_("vCPUs"), ""),
     "memory_mb": (_("Memory"), "MiB"),

@@ -114,7 +114,7 @@ AUTHENTICATION_BACKENDS = [
 # it); allauth and Django bring their own zh_Hans catalogues.
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
-LOCALE_PATHS = [BASE_DIR / "portal" / "locale"]
+LOCALE_PATHS = [BASE_DIR / "portal" / "locale", BASE_DIR / "base" / "locale"]
 LANGUAGE_COOKIE_NAME = "portal_language"
 LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
 LANGUAGE_COOKIE_SAMESITE = "Lax"

@@ -37,6 +37,12 @@ class Actor:
         return self.has_role(needed) and not self.token_read_only
 
 
+def operator_actor(user: User, tenant: Tenant | None = None) -> Actor:
+    """An operator (staff) acting from the admin, on a tenant's things or on none (hosts,
+    public images): recorded as the user in the audit log and on action rows."""
+    return Actor(user=user, tenant=tenant, role=Role.OWNER)
+
+
 def actor_for_request(request) -> Actor | None:
     """The actor of a request: the token's tenant, or the tenant chosen in the session.
 

@@ -113,6 +113,7 @@ def personal_tenant_for(user: User) -> Tenant:
     return tenant_create(name=f"{label}'s projects", owner=user, personal=True)
 
 
+@transaction.atomic
 def tenant_update(*, actor: Actor, name: str | None = None, billing_email: str | None = None) -> Tenant:
     tenant = actor.tenant
     if name is not None:
@@ -173,6 +174,7 @@ def invitation_create(*, actor: Actor, email: str, role: str) -> tuple[Invitatio
     return invitation, token
 
 
+@transaction.atomic
 def invitation_revoke(*, actor: Actor, invitation: Invitation) -> None:
     if invitation.accepted_at is not None:
         raise Conflict("This invitation was already accepted.")
@@ -243,6 +245,7 @@ def membership_remove(*, actor: Actor, membership: Membership) -> None:
     audit(actor, "membership.remove", target=membership.user.email)
 
 
+@transaction.atomic
 def token_create(*, actor: Actor, name: str, scope: str, expires_at: datetime | None = None) -> tuple[ApiToken, str]:
     """A token for the actor's tenant; the full secret is returned once and never stored."""
     if expires_at is not None and expires_at <= timezone.now():
@@ -261,6 +264,7 @@ def token_create(*, actor: Actor, name: str, scope: str, expires_at: datetime | 
     return token, full
 
 
+@transaction.atomic
 def token_revoke(*, actor: Actor, token: ApiToken) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
@@ -269,6 +273,7 @@ def token_revoke(*, actor: Actor, token: ApiToken) -> ApiToken:
     return token
 
 
+@transaction.atomic
 def sshkey_create(*, actor: Actor, name: str, public_key: str) -> SshKey:
     parsed = parse_public_key(public_key)
     if SshKey.objects.filter(tenant=actor.tenant, fingerprint=parsed.fingerprint).exists():
@@ -292,6 +297,7 @@ def sshkey_create(*, actor: Actor, name: str, public_key: str) -> SshKey:
     return key
 
 
+@transaction.atomic
 def sshkey_delete(*, actor: Actor, key: SshKey) -> None:
     key.delete()
     audit(actor, "sshkey.delete", target=key.name, fingerprint=key.fingerprint)

@@ -14,11 +14,11 @@ from rest_framework.test import APIClient
 
 from compute.hosts import host_register
 from compute.models import Flavor, Image
-from compute.simulated import write_host
 from portal.celery import app as celery_app
 from tenants import services as tenant_services
 from tenants.access import Actor
 from tenants.models import ApiToken, Membership, Role, User
+from tests.simulated import write_host
 
 RUN_ID = uuid.uuid4().hex[:8]
 # Everything this run puts in Redis (queued tasks, results, cache entries, console tokens)
@@ -50,6 +50,13 @@ def _isolated_settings(settings, tmp_path):
         }
     }
     settings.INSTANCE_STOP_TIMEOUT = 5
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # A fast hasher for the users the fixtures make: Django's default costs ~0.1 s per user,
+    # and logging in checks a password the same way with any hasher.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def make_user(email: str, *, staff: bool = False) -> User:

@@ -171,7 +171,7 @@ class ComputeDriver(abc.ABC):
         """Copy the stopped instance's disk, flattened, into a new image volume; its size."""
 
     @abc.abstractmethod
-    def delete(self, uuid: str, mac: str, ip: str) -> None:
+    def delete(self, uuid: str, mac: str) -> None:
         """Remove domain, disk and seed volumes and the DHCP entry. Whatever is already gone
         is skipped, so a delete that failed half-way can simply run again."""
 

@@ -489,7 +489,7 @@ class LibvirtDriver(ComputeDriver):
             pool.createXML(lx.volume_xml(complete_marker(image.volume), 0, "raw"), 0)
             return vol.info()[1]
 
-    def delete(self, uuid: str, mac: str, ip: str) -> None:
+    def delete(self, uuid: str, mac: str) -> None:
         with self._translated(f"delete {uuid}"):
             dom = self._domain(uuid)
             if dom is not None:

@@ -7,9 +7,9 @@ from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext, pgettext_lazy
 
+from base import units
 from compute.models import InstanceState
 from portal.forms import ROLE_CHOICES
-from portal.templatetags import units
 from tenants.access import actor_for_request
 from tenants.models import Membership
 
@@ -54,7 +54,7 @@ def state_colour(state: str) -> str:
     return STATE_COLOURS.get(state, "warning")
 
 
-# The number formats live in portal.templatetags.units; these names stay for older templates.
+# The number formats live in base.units; these names stay for older templates.
 register.filter("mib", units.mib)
 register.filter("percent", units.percent)
 

@@ -15,15 +15,15 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from base.errors import Invalid, QuotaExceeded
+from base.units import mib
 from billing import selectors as billing_selectors
 from compute import console, progress, services
 from compute.models import Host, Instance, InstanceAction, InstanceState, InstanceTag
 from compute.selectors import tenant_resource_usage
 from compute.sizing import Size
-from compute.transitions import STABLE_STATES, allowed_actions
-from portal import billing_hooks
+from compute.transitions import SETTLED_STATES, STABLE_STATES, allowed_actions
+from portal import billing_figures
 from portal.forms import InstanceCreateForm, InstanceEditForm, RebuildForm, ResizeForm, SizeForm, SnapshotForm
-from portal.templatetags.units import mib
 from portal.views.guards import (
     REFUSALS,
     minute,
@@ -49,12 +49,8 @@ def _instances(actor: Actor):
     return scoped(actor, Instance.objects.select_related("image", "flavor", "host"))
 
 
-# States in which nothing happens by itself: pages stop polling an instance that reached one.
-SETTLED = STABLE_STATES | {InstanceState.ERROR, InstanceState.DELETED}
-
-
 def _in_flight(instances) -> bool:
-    return any(i.state not in SETTLED for i in instances)
+    return any(i.state not in SETTLED_STATES for i in instances)
 
 
 # -- the dashboard ---------------------------------------------------------------------------------
@@ -128,7 +124,7 @@ def dashboard(request, actor: Actor):
         return not_modified
     by_id = _instances(actor).prefetch_related("tags").in_bulk(ids)
     instances = [by_id[pk] for pk in ids if pk in by_id]
-    costs = billing_hooks.costs_so_far(actor.tenant, instances)
+    costs = billing_figures.costs_so_far(actor.tenant, instances)
     context = {
         "actor": actor,
         "rows": [{"instance": i, "cost": costs[i.pk]} for i in instances],
@@ -297,7 +293,7 @@ def _size_context(form: SizeForm) -> dict:
             {
                 "widget": widget,
                 "flavor": flavor,
-                "price": billing_hooks.monthly_estimate(Size.of_flavor(flavor), flavor.pk),
+                "price": billing_figures.monthly_estimate(Size.of_flavor(flavor), flavor.pk),
             }
         )
     return {"flavor_cards": cards, "price": _price(form)}
@@ -312,10 +308,10 @@ def _price(form: SizeForm) -> dict:
         data.update(form.initial)
     probe = SizeForm(data)
     if not probe.is_valid():
-        return {"size": None, "price": billing_hooks.NOT_YET}
+        return {"size": None, "price": billing_figures.NOT_YET}
     size = probe.size()
     # A standard flavor has its own price; only a custom size is priced by its parts.
-    return {"size": size, "price": billing_hooks.monthly_estimate(size, probe.flavor_id())}
+    return {"size": size, "price": billing_figures.monthly_estimate(size, probe.flavor_id())}
 
 
 @require_GET
@@ -352,7 +348,9 @@ def _live_version(actor: Actor, instance: Instance) -> str:
 
 def _live_context(actor: Actor, instance: Instance) -> dict:
     actions = list(instance.actions.select_related("user").order_by("id"))
-    allowed = allowed_actions(instance.state) if actor.may_write(Role.MEMBER) else []
+    allowed = (
+        allowed_actions(instance.state, has_iso=instance.iso_id is not None) if actor.may_write(Role.MEMBER) else []
+    )
     steps = progress.action_steps(actions)
     show_steps = steps is not None and (
         instance.state not in STABLE_STATES
@@ -365,10 +363,10 @@ def _live_context(actor: Actor, instance: Instance) -> dict:
         "power_actions": [a for a in ("start", "stop", "reboot") if a in allowed],
         "progress": steps if show_steps else None,
         "log": list(reversed(actions))[:LOG_LENGTH],
-        "in_flight": instance.state not in SETTLED,
+        "in_flight": instance.state not in SETTLED_STATES,
         "host_down": instance.host.status == Host.Status.DOWN,
         "console_ready": instance.state in console.CONSOLE_STATES and actor.may_write(Role.MEMBER),
-        "cost": billing_hooks.cost_so_far(instance),
+        "cost": billing_figures.cost_so_far(instance),
         "tags": list(instance.tags.all()),
         "throttle_reason": billing_selectors.throttle_reason(instance),
     }
@@ -401,7 +399,7 @@ def live(request, actor: Actor, pk):
 def usage(request, actor: Actor, pk):
     """Chart data of the instance page: 5-minute points of CPU, traffic and disk."""
     instance = get_scoped(actor, _instances(actor), pk)
-    return JsonResponse(billing_hooks.usage_series(instance))
+    return JsonResponse(billing_figures.usage_series(instance))
 
 
 @tenant_page
@@ -474,7 +472,7 @@ def _action_page(request, actor: Actor, instance: Instance, action: str, form, s
             "actor": actor,
             "instance": instance,
             "form": form,
-            "allowed": action in allowed_actions(instance.state),
+            "allowed": action in allowed_actions(instance.state, has_iso=instance.iso_id is not None),
             **(_size_context(form) if isinstance(form, SizeForm) else {}),
         },
         status=status,

@@ -8,7 +8,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
 from compute.models import Host, Image, Instance, InstanceAction, InstanceState
-from portal import billing_hooks
+from portal import billing_figures
 from portal.views.guards import minute, staff_page, unchanged, version_of, versioned
 from tenants.models import Tenant
 
@@ -63,7 +63,7 @@ def dashboard(request):
         "tenants": tenants[:RECENT],
         "tenant_count": Tenant.objects.count(),
         "suspended_count": Tenant.objects.filter(status=Tenant.Status.SUSPENDED).count(),
-        "revenue": billing_hooks.revenue_this_month(),
+        "revenue": billing_figures.revenue_last_month(),
         **_image_rows(),
     }
     context["version"] = _hosts_version(context["hosts"])

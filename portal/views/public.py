@@ -9,7 +9,7 @@ from django.shortcuts import redirect, render
 
 from compute.models import Flavor
 from compute.sizing import Size
-from portal import billing_hooks
+from portal import billing_figures
 from tenants.access import actor_for_request
 
 
@@ -17,8 +17,8 @@ def catalogue_context() -> dict:
     rows = [
         {
             "flavor": flavor,
-            "price": billing_hooks.monthly_estimate(Size.of_flavor(flavor), flavor.pk),
-            "hourly": billing_hooks.hourly_estimate(Size.of_flavor(flavor), flavor.pk),
+            "price": billing_figures.monthly_estimate(Size.of_flavor(flavor), flavor.pk),
+            "hourly": billing_figures.hourly_estimate(Size.of_flavor(flavor), flavor.pk),
         }
         for flavor in Flavor.objects.filter(active=True)
     ]

@@ -6,12 +6,6 @@ from tests.api.routes import FACTORIES, Route, factory_hint
 SHARED_ROWS = {"Host": "host", "Flavor": "flavor", "Image": "image"}
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    # These tests never log in with a password; the default hasher costs ~0.1 s per user.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def owned(request, alice, tenant_a):
     """A row that `route` serves: owned by tenant A for tenant-scoped routes."""

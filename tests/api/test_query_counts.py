@@ -122,11 +122,6 @@ LISTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.mark.parametrize("url", list(LISTS))
 def test_it_lists_in_the_same_number_of_queries_for_any_page_size(api, alice, tenant_a, host, image, flavor, url):
     # given: more rows than the largest page

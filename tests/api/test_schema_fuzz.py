@@ -25,11 +25,6 @@ MAX_EXAMPLES = 5
 
 
 @pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def _keep_the_test_connection():
     """As Django's test client does: the WSGI handler closes connections that are not in
     autocommit at each request's start and end, and the test's transaction is one."""

@@ -24,12 +24,6 @@ from tests.conftest import actor
 MIB, GIB = 1024**2, 1024**3
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    # The personas' passwords are hashed with PBKDF2 otherwise: a third of a second each.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def tasks_inline(db):
     """Run each queued task in this process when the test's transaction would commit.

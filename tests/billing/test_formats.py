@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
+from base import units
 from billing import exports
 from billing.models import Invoice, InvoiceLine
-from portal.templatetags import units
 from tests.billing.conftest import pdf_pages
 
 

@@ -294,7 +294,14 @@ def test_it_takes_a_carried_credit_off_the_next_charges_before_tax(tasks_inline,
     BillingAccount.objects.create(tenant=tenant_a, tax_rate=Decimal("0.19"))
 
     def line(kind, amount):
-        return rating.Line(kind, kind, Decimal(1), "x", Decimal(amount), Decimal(amount))
+        return rating.Line(
+            kind=kind,
+            description=kind,
+            quantity=Decimal(1),
+            unit="x",
+            unit_price=Decimal(amount),
+            amount=Decimal(amount),
+        )
 
     march = invoicing.write_invoices(
         period=MARCH,

@@ -11,9 +11,9 @@ from base.errors import Conflict
 from billing import invoicing, sla, suspension
 from billing.models import Invoice, SlaTier
 from compute import services, upkeep
+from compute.driver_refs import driver
 from compute.drivers.libvirt import connect
 from compute.models import Instance, InstanceState
-from compute.refs import driver
 from compute.sizing import Size
 from tenants.models import AuditEvent, Tenant
 from tests.billing.conftest import act, at, committed, create, priced_flavor

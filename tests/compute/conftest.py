@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from compute import refs, services
+from compute import driver_refs, services
 from compute.models import Flavor, Host
 from compute.sizing import Size
 from tenants import services as tenant_services
@@ -43,12 +43,6 @@ def queued():
 
     yield count
     client.close()
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    # Personas get real passwords; PBKDF2 at full strength costs a quarter second each.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -131,7 +125,7 @@ def use_driver(monkeypatch):
     """Make the worker side build its driver from `cls` (a subclass of the real LibvirtDriver)."""
 
     def use(cls) -> None:
-        monkeypatch.setattr(refs, "driver_for", cls)
+        monkeypatch.setattr(driver_refs, "driver_for", cls)
 
     return use
 

@@ -12,14 +12,14 @@ from xml.sax.saxutils import escape, quoteattr
 
 import pytest
 
-from compute.cloudinit import read_seed
+from compute.driver_refs import image_ref
 from compute.drivers.base import HostError
 from compute.drivers.libvirt import connect
 from compute.models import Image, Instance
-from compute.refs import image_ref
 from tenants.models import Quota
 from tests.compute.hypervisor import expected_volumes, holdings, recording_driver
 from tests.conftest import client_for
+from tests.seeds import read_seed
 
 CUSTOM = {"vcpus": 2, "memory_mb": 1024, "disk_gb": 20, "bandwidth_mbit": 100, "traffic_gb": 500}
 

@@ -11,10 +11,10 @@ import threading
 
 import pytest
 
-from compute import host_locks, tasks
+from compute import redis_locks, tasks
+from compute.driver_refs import host_ref, image_ref
 from compute.drivers.libvirt import complete_marker, connect, driver_for
 from compute.drivers.libvirt_xml import volume_xml
-from compute.refs import host_ref, image_ref
 from tests.compute.hypervisor import assert_built_once
 
 
@@ -61,10 +61,10 @@ def test_two_builds_of_one_image_on_one_host_take_turns(host):
     entered = threading.Event()
 
     def second_build():
-        with host_locks.held(host.pk, "image:turns", wait=10):
+        with redis_locks.held(host.pk, "image:turns", wait=10):
             entered.set()
 
-    with host_locks.held(host.pk, "image:turns"):
+    with redis_locks.held(host.pk, "image:turns"):
         waiting = threading.Thread(target=second_build)
         waiting.start()
         assert not entered.wait(0.5)  # held: the second build waits
@@ -74,8 +74,8 @@ def test_two_builds_of_one_image_on_one_host_take_turns(host):
 
 def test_a_build_that_cannot_get_the_lock_in_time_is_retried_later(host):
     with (
-        host_locks.held(host.pk, "image:busy"),
-        pytest.raises(host_locks.Busy, match="busy"),
-        host_locks.held(host.pk, "image:busy", wait=0.2),
+        redis_locks.held(host.pk, "image:busy"),
+        pytest.raises(redis_locks.Busy, match="busy"),
+        redis_locks.held(host.pk, "image:busy", wait=0.2),
     ):
         pass

@@ -11,8 +11,9 @@ import xml.etree.ElementTree as ET
 import pycdlib
 import pytest
 
-from compute.cloudinit import build_seed, hostname_for, read_seed
+from compute.cloudinit import build_seed, hostname_for
 from compute.drivers.libvirt_xml import DomainConfig, domain_xml
+from tests.seeds import read_seed
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEX me@laptop: {x}"
 

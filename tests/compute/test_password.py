@@ -10,12 +10,13 @@ import libvirt
 import pytest
 from passlib.hash import sha512_crypt
 
-from compute import cloudinit, operations
+from compute import operations
 from compute.drivers.libvirt import LibvirtDriver, connect
 from compute.drivers.libvirt_xml import GUEST_AGENT_CHANNEL
 from compute.models import IdempotencyKey, Instance, InstanceAction
 from tenants.models import AuditEvent
 from tests.compute.hypervisor import libvirt_error
+from tests.seeds import read_seed
 
 PASSWORD = "correct horse battery"
 
@@ -26,7 +27,7 @@ def create(client, image, flavor, **extra):
 
 
 def vendor_data(instance: Instance) -> dict:
-    text = cloudinit.read_seed(operations._seed(instance))["vendor-data"].decode()
+    text = read_seed(operations._seed(instance))["vendor-data"].decode()
     assert text.startswith("#cloud-config\n")
     return json.loads(text.removeprefix("#cloud-config\n"))
 

@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from billing import usage
-from compute import operations, tasks, transitions
+from compute import operations, tasks, transitions, upkeep
 from compute.drivers.libvirt import connect, disk_volume, rescue_volume, seed_volume
 from compute.models import Image, Instance, InstanceState, InstanceStateLog
 from compute.transitions import refusal
@@ -177,3 +177,30 @@ def test_it_bills_rescue_as_running(eager, api, alice, tenant_a, host, image, fl
     assert [row.state for row in logs] == ["running", "stopped", "rescue", "running"]
     assert kinds[-2:] == ["running", "running"]
     assert kinds[1] == "stopped"
+
+
+def test_it_keeps_a_rescue_in_rescue_when_its_system_powers_off_and_errs_when_it_vanishes(
+    eager, api, alice, tenant_a, host, image, flavor, rescue_image
+):
+    # given: an instance in rescue
+    client = api(alice)
+    uuid = create_running(client, image, flavor)["id"]
+    assert client.post(f"/api/v1/instances/{uuid}/rescue").status_code == 202
+    conn = connect(host.uri)
+
+    # when: the rescue system is shut down on the host, and the reconciler runs
+    conn.lookupByUUIDString(uuid).destroy()
+    report = upkeep.sync_power_states(str(host.pk))
+
+    # then: still in rescue (the customer leaves it with unrescue), shown as shut off
+    assert report["rescue_power"] == [uuid]
+    body = client.get(f"/api/v1/instances/{uuid}").json()
+    assert (body["state"], body["power_state"]) == ("rescue", "shutoff")
+    assert upkeep.sync_power_states(str(host.pk))["rescue_power"] == []  # nothing new to record
+
+    # when: its domain vanishes
+    conn.lookupByUUIDString(uuid).undefine()
+    upkeep.sync_power_states(str(host.pk))
+
+    # then: an error for an operator, like any instance whose domain is gone
+    assert Instance.objects.get(pk=uuid).state == InstanceState.ERROR

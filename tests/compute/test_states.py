@@ -134,7 +134,10 @@ def test_it_follows_the_transition_table_for(api, alice, created, other_image, a
         # given: the instance in `state`, with nothing in flight
         Instance.objects.filter(pk=created.pk).update(state=state, pending={})
         listed = client.get(f"/api/v1/instances/{created.pk}").json()
-        assert listed["allowed_actions"] == allowed_actions(state)
+        # detaching an ISO is offered only to an instance that has one (the precondition above)
+        has_iso = Instance.objects.filter(pk=created.pk, iso__isnull=False).exists()
+        assert listed["allowed_actions"] == allowed_actions(state, has_iso=has_iso)
+        assert ("detach_iso" in listed["allowed_actions"]) == (has_iso and state in TRANSITIONS["detach_iso"][0])
         assert (action in listed["allowed_actions"]) == (state in sources)
         before = everything_about(created)
         # when

@@ -10,10 +10,10 @@ from base.errors import Conflict
 from compute import operations, services, upkeep
 from compute.drivers.libvirt import connect
 from compute.models import Host, HostStatusLog, Instance, InstanceAction, InstanceStateLog
-from compute.simulated import POOL_GB
 from compute.sizing import Size
 from tests.conftest import actor
 from tests.hostfaults import hypervisor_unreachable, worker_silent_since
+from tests.simulated import POOL_GB
 
 
 def running_instance(alice, tenant_a, image, flavor, name="vm"):
@@ -221,7 +221,7 @@ def test_it_removes_a_deleted_images_volume_once_its_last_instance_is_gone(
     transactional_db, eager, host, alice, tenant_a, image, flavor, operator
 ):
     from compute import hosts as host_services
-    from compute.refs import image_ref
+    from compute.driver_refs import image_ref
 
     instance = running_instance(alice, tenant_a, image, flavor)
     pool = connect(host.uri).storagePoolLookupByName(host.storage_pool)
@@ -244,7 +244,7 @@ def test_it_removes_an_unused_deleted_images_volume_at_once(
     transactional_db, eager, host, alice, tenant_a, image, flavor
 ):
     from compute import hosts as host_services
-    from compute.refs import image_ref
+    from compute.driver_refs import image_ref
 
     instance = running_instance(alice, tenant_a, image, flavor)
     services.instance_delete(actor=actor(alice, tenant_a), instance=instance)
@@ -268,7 +268,7 @@ def test_it_shows_a_tenant_that_the_host_of_an_instance_is_down(db, api, host, a
 
 
 def test_it_registers_a_host_with_an_address_pool_apart_from_dhcps_range(db, api, operator, tmp_path):
-    from compute.simulated import write_host
+    from tests.simulated import write_host
 
     args = write_host(tmp_path, name="reg-pool", subnet=77)
     client = api(operator)

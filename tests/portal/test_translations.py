@@ -19,9 +19,10 @@ from django.core.management import call_command
 from tests.portal.template_text import untranslated
 
 BASE = Path(settings.BASE_DIR)
-# The apps whose strings have a catalogue of their own: the pages (portal) and the invoice
-# PDF (billing/exports.py). makemessages runs inside each, so each catalogue holds its app only.
-CATALOGUES = {"portal": ["static", "scripts", "locale"], "billing": ["locale", "migrations"]}
+# The packages whose strings have a catalogue of their own: the pages (portal), the invoice
+# PDF (billing/exports.py) and the number formats (base/units.py). makemessages runs inside
+# each, so each catalogue holds its package only.
+CATALOGUES = {"portal": ["static", "scripts", "locale"], "billing": ["locale", "migrations"], "base": ["locale"]}
 PO = "locale/zh_Hans/LC_MESSAGES/django.po"
 # Builds its HTML tag names from variables and holds no text of its own.
 NO_TEXT = {"allauth/elements/button.html"}

@@ -15,9 +15,3 @@ def _cache_per_test(settings):
     cache = dict(settings.CACHES["default"])
     cache["KEY_PREFIX"] = f"{cache['KEY_PREFIX']}-{uuid.uuid4().hex[:8]}"
     settings.CACHES = {"default": cache}
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    # The default hasher costs ~0.1 s per password; what is tested here does not depend on it.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

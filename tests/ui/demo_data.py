@@ -26,11 +26,11 @@ from billing.models import Invoice, MeterSample
 from compute import services
 from compute.hosts import host_register
 from compute.models import Flavor, Host, Image, Instance, InstanceAction, InstanceState, InstanceStateLog
-from compute.simulated import write_host
 from compute.sizing import Size
 from tenants import services as tenant_services
 from tenants.access import Actor
 from tenants.models import Membership, Role, User
+from tests.simulated import write_host
 from tests.ui.test_tenant_pages import ed25519_key
 
 IMAGES = [

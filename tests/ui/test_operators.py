@@ -6,8 +6,8 @@ import pytest
 from django.contrib import admin
 from django.urls import reverse
 
+from base import units
 from compute.models import Instance, InstanceAction, InstanceState
-from portal.templatetags import units
 from tenants import services as tenant_services
 from tenants.models import AuditEvent, Tenant
 from tests.conftest import make_user

@@ -31,6 +31,7 @@ SUMMARY_COLUMNS = (
     "created_at",
     "launched_at",
     "deleted_at",
+    "iso_id",
 )
 
 
@@ -69,7 +70,7 @@ def instance_summary(row, steps_done: int = 0) -> dict:
         "throttled": row["throttled"],
         # The host is down: the guest's real state is unknown until it answers again.
         "host_down": row["host__status"] == Host.Status.DOWN,
-        "allowed_actions": allowed_actions(state),
+        "allowed_actions": allowed_actions(state, has_iso=row["iso_id"] is not None),
         "error": {"step": row["error_step"], "message": row["error_message"]} if row["error_message"] else None,
         "created_at": _when(row["created_at"]),
         "launched_at": _when(row["launched_at"]),

@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from compute import services
+from compute.models import CUSTOM_SIZE_FIELDS
 from compute.sizing import Size, custom_limits, custom_size, custom_size_errors
 from portal.api.compute.presenters import InstanceSerializer
 from portal.api.inputs import StrictSerializer, reject_nul
@@ -19,7 +20,7 @@ class SizeInputMixin(serializers.Serializer):
     bandwidth_mbit = serializers.IntegerField(required=False, min_value=1, max_value=100000)
     traffic_gb = serializers.IntegerField(required=False, min_value=0, max_value=10**7)
 
-    CUSTOM = ("vcpus", "memory_mb", "disk_gb", "bandwidth_mbit", "traffic_gb")
+    CUSTOM = CUSTOM_SIZE_FIELDS
 
     def documented_variants(self) -> list[dict]:
         """For the OpenAPI document (portal.openapi): a flavor, or every custom dimension within

@@ -6,14 +6,14 @@ from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 
+from base import units
 from billing import prices, selectors
-from portal.templatetags import units
 
 NOT_YET = "—"
 
 
 def money(value, currency: str = "") -> str:
-    """An amount as every page shows it (portal.templatetags.units.money)."""
+    """An amount as every page shows it (base.units.money)."""
     if value is None:
         return NOT_YET
     if isinstance(value, Decimal | int | float):
@@ -41,9 +41,9 @@ def hourly_estimate(size, flavor_id=None) -> str:
     return units.rate(prices.estimate_hourly(size, flavor_id), prices.price_list().currency)
 
 
-def revenue_this_month() -> dict:
+def revenue_last_month() -> dict:
     """Last invoiced month's invoiced and unpaid totals, formatted with the currency."""
-    figures = selectors.revenue_this_month()
+    figures = selectors.revenue_last_month()
     currency = prices.price_list().currency
     return {"invoiced": money(figures["invoiced"], currency), "unpaid": money(figures["unpaid"], currency)}
 
