@@ -36,22 +36,15 @@ celery_app.conf.result_backend_transport_options = {
 }
 
 
-# Under xdist, the tests that boot real guests run in three lanes, one process each: the two
-# cores emulate guests (TCG), and four guest tests at once slowed each other down several-fold
-# (a Debian test took 1,146 s instead of 290). Each lane is about nine minutes of a serial run
-# (the seconds below, measured in one, docs/performance.md), led by a Debian test, the longest;
-# the other processes run everything else meanwhile. A new module of guest tests joins the
+# Under xdist, the tests that boot real guests run in three lanes (`xdist_group("guests-N")`
+# in their modules), one process each: the two cores emulate the guests (TCG), and four guest
+# tests at once slowed each other down several-fold (a Debian test took 1,146 s instead of
+# 290). Each lane is about nine minutes of a serial run, led by a Debian test, the longest:
+#   guests-1: test_debian_guest 293 s, test_rescue 194 s
+#   guests-2: test_debian_password 227 s, multihost/test_libvirtd_restart 202 s, test_real_vm 137 s
+#   guests-3: test_faults 340 s, test_address_churn 133 s, test_iso_install 85 s
+# The other processes run everything else meanwhile. A new module of guest tests joins the
 # shortest lane.
-GUEST_LANES = {
-    "tests/e2e/test_debian_guest.py": "guests-1",  # 293 s
-    "tests/e2e/test_rescue.py": "guests-1",  # 194 s
-    "tests/e2e/test_debian_password.py": "guests-2",  # 227 s
-    "tests/multihost/test_libvirtd_restart.py": "guests-2",  # 202 s
-    "tests/e2e/test_real_vm.py": "guests-2",  # 137 s
-    "tests/e2e/test_faults.py": "guests-3",  # 340 s
-    "tests/e2e/test_address_churn.py": "guests-3",  # 133 s
-    "tests/e2e/test_iso_install.py": "guests-3",  # 85 s
-}
 
 
 def start_order(item: pytest.Item) -> int:
@@ -68,13 +61,10 @@ def start_order(item: pytest.Item) -> int:
     return 3
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+@pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config, items):
+    yield  # after pytest-django's own order (tests without real commits first)
     items.sort(key=start_order)  # stable: files keep their order within each tier
-    for item in items:
-        lane = GUEST_LANES.get(item.nodeid.split("::")[0])
-        if lane:
-            item.add_marker(pytest.mark.xdist_group(lane))
 
 
 @pytest.fixture(autouse=True)
