@@ -36,15 +36,35 @@ celery_app.conf.result_backend_transport_options = {
 }
 
 
-# Under xdist, the tests that boot real guests run in three lanes (`xdist_group("guests-N")`
-# in their modules), one process each: the two cores emulate the guests (TCG), and four guest
-# tests at once slowed each other down several-fold (a Debian test took 1,146 s instead of
-# 290). Each lane is about nine minutes of a serial run, led by a Debian test, the longest:
-#   guests-1: test_debian_guest 293 s, test_rescue 194 s
-#   guests-2: test_debian_password 227 s, multihost/test_libvirtd_restart 202 s, test_real_vm 137 s
-#   guests-3: test_faults 340 s, test_address_churn 133 s, test_iso_install 85 s
-# The other processes run everything else meanwhile. A new module of guest tests joins the
-# shortest lane.
+# Under xdist, the tests that boot real guests run in three lanes, each lane in one process,
+# its tests one after the other: the two cores emulate the guests (TCG), and four guest tests at
+# once slowed each other down several-fold (a Debian test took 1,146 s instead of 290). Each
+# lane is about nine minutes of a serial run (the seconds below), led by a Debian test, the
+# longest; the other processes run everything else meanwhile. A new module of guest tests
+# joins the shortest lane.
+GUEST_LANES = {
+    "tests/e2e/test_debian_guest.py": "guests-1",  # 293 s
+    "tests/e2e/test_rescue.py": "guests-1",  # 194 s
+    "tests/e2e/test_debian_password.py": "guests-2",  # 227 s
+    "tests/multihost/test_libvirtd_restart.py": "guests-2",  # 202 s
+    "tests/e2e/test_real_vm.py": "guests-2",  # 137 s
+    "tests/e2e/test_faults.py": "guests-3",  # 340 s
+    "tests/e2e/test_address_churn.py": "guests-3",  # 133 s
+    "tests/e2e/test_iso_install.py": "guests-3",  # 85 s
+}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's scheduler by scope, with a lane as the scope of its tests and each other test a
+    scope of its own. (`xdist_group` marks would do it, but pytest-xdist 3.8 marks a group by
+    rewriting `item._nodeid`, which pytest 9 no longer reads: they are silently ignored.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LaneScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return GUEST_LANES.get(nodeid.split("::")[0], nodeid)
+
+    return LaneScheduling(config, log)
 
 
 def start_order(item: pytest.Item) -> int:

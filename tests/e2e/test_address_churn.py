@@ -16,7 +16,7 @@ import pytest
 from compute.models import Flavor
 from tests.conftest import client_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("guests-3"), pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 ROUNDS = 10
 
 

@@ -23,7 +23,7 @@ from compute.drivers.libvirt import disk_volume, seed_volume
 from compute.models import Flavor, IpAllocation
 from tests.conftest import RUN_ID, client_for, token_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("guests-1"), pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = Path(django_settings.BASE_DIR) / "tests" / "artifacts"
 BOOT_WITHIN = 420.0  # TCG on a 2-core machine: SSH came up 56 s after boot at load 1-2, 235 s at load 7
 STOP_WITHIN = 150

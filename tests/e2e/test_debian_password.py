@@ -15,7 +15,7 @@ import pytest
 from compute.models import Flavor, Instance, InstanceAction
 from tests.conftest import RUN_ID, client_for, token_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("guests-2"), pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 BOOT_WITHIN = 420.0  # TCG on a 2-core machine under load (see test_debian_guest.py)
 
 

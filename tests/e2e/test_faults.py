@@ -22,7 +22,7 @@ from compute.models import Flavor, Instance, InstanceAction, InstanceStateLog
 from compute.sizing import Size
 from tests.conftest import actor
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("guests-3"), pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 LEASE = "3"
 RESUME_WITHIN = 120.0  # what the issue asks: within two minutes

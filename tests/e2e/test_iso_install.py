@@ -19,7 +19,7 @@ import pytest
 from compute.models import Flavor, Image
 from tests.conftest import client_for, token_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("guests-3"), pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 # isolinux announces itself on the serial port (SERIAL below) when the CD boots; an empty disk
 # prints nothing. (Its SAY and DISPLAY text reached the screen only, not the serial port.)
 MARKER = "ISOLINUX 6."

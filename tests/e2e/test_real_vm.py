@@ -26,7 +26,7 @@ from compute.models import Flavor, Instance, IpAllocation
 from tests.conftest import client_for, token_for
 from tests.processes import CHROMIUM_FLAGS, console_proxy
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("guests-2"), pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = Path(django_settings.BASE_DIR) / "tests" / "artifacts"
 SENT_PACKETS, PAYLOAD = 200, 1000  # UDP datagrams sent to the guest when metering is checked
 

@@ -16,7 +16,7 @@ import pytest
 from compute.models import Flavor, Image
 from tests.conftest import client_for, token_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("guests-1"), pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def wait_for(what: str, check, within: float, every: float = 0.5):

@@ -21,12 +21,7 @@ from compute.models import Instance, InstanceAction, InstanceStateLog
 from tests.conftest import client_for
 from tests.multihost.conftest import LEASE_SECONDS
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.xdist_group("guests-2"),
-    pytest.mark.worker,
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 PAUSE_SECONDS = "3"  # long enough to restart the daemon in (under a second when idle)
 SETTLE_WITHIN = 180.0  # generous: two cores shared with other suites' guests
