@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/cloudportal
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+# Test processes (pytest-xdist). The suite mostly waits (on guests under TCG, Celery workers,
+# timeouts), not on the two cores: see docs/performance.md, "How the test suite runs in parallel".
+TEST_WORKERS ?= 4
 
 .PHONY: run test checks bench lint format setup system-deps services
 
@@ -12,7 +15,7 @@ run: setup services
 	$(PY) manage.py runportal
 
 test: setup services checks
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS)
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Part of `make test`: lint, formatting, the layer contracts (pyproject.toml), and no model
 # change without its migration.

@@ -57,6 +57,8 @@ set -euo pipefail
 
 SELF=$(readlink -f "$0")
 STATE_ROOT=${PORTAL_HOSTS_DIR:-/var/lib/portal-hosts}
+# Outside STATE_ROOT, which the last `down` removes: a lock on it would be lost with it.
+LOCK_FILE=${PORTAL_HOSTS_LOCK:-/run/lock/portal-hosts.lock}
 SUBNET_PREFIX=10.243
 READY_WITHIN=60
 STOP_WITHIN=30
@@ -310,15 +312,17 @@ cmd_up() {
   if [ -d "$STATE" ]; then
     cmd_down "$NAME" >/dev/null  # half up (or up with another index): start again from nothing
   fi
-  mkdir -p "$STATE_ROOT"
+  mkdir -p "$(dirname "$LOCK_FILE")"
   (
-    # One `up` at a time chooses its addresses.
+    # One `up` at a time chooses its addresses; and no `down` removes the (empty) state root
+    # between its mkdir and ours.
     flock 9
+    mkdir -p "$STATE_ROOT"
     EXIT_CODE=3
     subnet_taken "$2" && die "$SUBNET_PREFIX.$2.0/30 is in use on this machine; try another ADDR_INDEX"
     mkdir "$STATE"
     echo "$2" >"$STATE/index"
-  ) 9<"$STATE_ROOT"
+  ) 9>"$LOCK_FILE"
   load "$NAME"
   if ! {
     ip netns add "$NAME" \
@@ -369,7 +373,7 @@ cmd_down() {
     die "$NAME: something is mounted under $STATE; not removing it"
   fi
   rm -rf "$STATE"
-  rmdir "$STATE_ROOT" 2>/dev/null || true
+  (flock 9 && rmdir "$STATE_ROOT" 2>/dev/null || true) 9>"$LOCK_FILE"
   echo "NAME=$NAME"
   echo "DOWN=1"
 }

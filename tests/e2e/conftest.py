@@ -8,10 +8,12 @@ has the qdisc libvirt needs.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import libvirt
@@ -28,6 +30,24 @@ BUILD_SCRIPT = Path(django_settings.BASE_DIR) / "portal" / "scripts" / "build-ti
 TINY_IMAGE = Path(django_settings.BASE_DIR) / "var" / "cache" / "tiny-image" / "tiny.qcow2"
 DEBIAN_BUILD_SCRIPT = Path(django_settings.BASE_DIR) / "portal" / "scripts" / "build-debian-image.sh"
 DEBIAN_IMAGE = Path(django_settings.BASE_DIR) / "var" / "cache" / "debian-image" / "debian-12.qcow2"
+# One lock for the whole machine, not per checkout: every test run on it shares qemu:///system.
+NETWORKS_LOCK = Path("/run/lock/cloudportal-test-networks.lock")
+
+
+@contextmanager
+def networks_lock():
+    """Held while a test run picks a free subnet on qemu:///system and defines its network.
+
+    compute.localhost.free_subnet reads the networks defined, then the network is defined:
+    two test processes (xdist workers, or two people's runs) in between both pick the same
+    /24, and the second network cannot start. Under this lock the second one sees the first."""
+    NETWORKS_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with NETWORKS_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +74,8 @@ def tiny_image_file(hypervisor) -> Path:
 def real_host(hypervisor, transactional_db):
     name = f"e2e-{RUN_ID}"
     pool_dir = Path("/var/lib/libvirt/images") / f"portal-{name}"
-    args = localhost.prepare(URI, pool=name, pool_dir=pool_dir, network=name, bridge=f"vbe2e{RUN_ID[:6]}")
+    with networks_lock():
+        args = localhost.prepare(URI, pool=name, pool_dir=pool_dir, network=name, bridge=f"vbe2e{RUN_ID[:6]}")
     try:
         host = host_register(
             name=name, shaping=localhost.kernel_can_shape(), allow_kvm=django_settings.ALLOW_KVM, **args
@@ -72,7 +93,12 @@ def real_host(hypervisor, transactional_db):
 
 
 def _on_network(dom: libvirt.virDomain, network: str) -> bool:
-    return f"<source network='{network}'" in dom.XMLDesc(0)
+    try:
+        return f"<source network='{network}'" in dom.XMLDesc(0)
+    except libvirt.libvirtError:
+        # Another process's guest (another xdist worker, another run) that went away since
+        # the listing: not this run's, and nothing to remove.
+        return False
 
 
 @pytest.fixture
