@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils import timezone
 
-from billing import invoicing, metering, rating, usage
+from billing import invoicing, metering, periods, rating, usage
 from billing import prices as price_lookup
 from billing.models import MeterSample
 from billing.money import GIB, ZERO
@@ -32,7 +32,7 @@ def month_to_date(*, tenant: Tenant, now: datetime | None = None, instance_ids=N
         traffic[hour.instance_id] += hour.tx_bytes
     instances = Instance.objects.in_bulk(list(segments))
     flavors = {str(pk): f for pk, f in Flavor.objects.in_bulk().items()}
-    _start, end = invoicing.month_bounds(start.date())
+    _start, end = periods.month_bounds(start.date())
     period_seconds = int((end - start).total_seconds())
     rows, total = [], ZERO
     for instance_id in sorted(segments, key=str):
@@ -80,7 +80,7 @@ def throttle_reason(instance: Instance) -> str:
 def revenue_last_month() -> dict:
     """Invoiced and unpaid totals of the last invoiced month, for operators."""
     today = timezone.now().date()
-    return invoicing.revenue(period=invoicing.previous_month(today))
+    return invoicing.revenue(period=periods.previous_month(today))
 
 
 def instance_usage_series(instance: Instance, *, hours: int = 48) -> dict:

@@ -8,7 +8,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from billing import invoicing, metering, suspension, usage
+from billing import invoicing, metering, periods, suspension, usage
 from billing import notices as billing_notices
 from billing import prices as price_lookup
 from compute import notices as compute_notices
@@ -41,7 +41,7 @@ def aggregate_recent_hours() -> int:
 @shared_task
 def invoice_last_month() -> dict:
     today = timezone.now().date()
-    report = invoicing.run_month(period=invoicing.previous_month(today))
+    report = invoicing.run_month(period=periods.previous_month(today))
     return {"invoices": report["invoices"], "total": str(report["total"])}
 
 

@@ -6,7 +6,7 @@ from rest_framework.routers import SimpleRouter
 from portal import i18n, views
 from portal.api import billing as billing_api
 from portal.api import tenants as tenants_api
-from portal.api.compute import catalogue, instances, operators
+from portal.api.compute import catalogue, instances, operators, quota
 from portal.api.errors import api_not_found
 
 # Uncaught exceptions on /api/ paths answer JSON (a 503 for database faults), not an HTML page.
@@ -28,7 +28,7 @@ router.register("admin/flavors", operators.AdminFlavorViewSet, basename="admin-f
 api_v1 = [
     path("tenant", tenants_api.CurrentTenantView.as_view(), name="tenant"),
     path("tenants", tenants_api.MyTenantsView.as_view(), name="tenants"),
-    path("quota", tenants_api.QuotaView.as_view(), name="quota"),
+    path("quota", quota.QuotaView.as_view(), name="quota"),
     path("usage", billing_api.UsageView.as_view(), name="usage"),
     path("invitations/accept", tenants_api.InvitationAcceptView.as_view(), name="invitation-accept"),
     *router.urls,

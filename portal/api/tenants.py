@@ -6,13 +6,12 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from compute.selectors import tenant_resource_usage
 from portal.api.inputs import StrictSerializer
 from portal.api.permissions import WritesNeedAWritableToken
 from portal.api.viewsets import TenantScopedViewSet
 from tenants import services
 from tenants.access import actor_for_request
-from tenants.models import ApiToken, Invitation, Membership, Quota, Role, SshKey, Tenant, validate_one_line
+from tenants.models import ApiToken, Invitation, Membership, Role, SshKey, Tenant, validate_one_line
 
 
 class TenantSerializer(serializers.ModelSerializer):
@@ -59,22 +58,6 @@ class MyTenantsView(APIView):
     def get(self, request):
         memberships = Membership.objects.filter(user=request.user).select_related("tenant")
         return Response([TenantSerializer(m.tenant, context={"role": m.role}).data for m in memberships])
-
-
-class QuotaSerializer(serializers.Serializer):
-    limits = serializers.DictField(child=serializers.IntegerField())
-    usage = serializers.DictField(child=serializers.IntegerField())
-
-
-class QuotaView(APIView):
-    """The tenant's limits and what its instances hold now."""
-
-    @extend_schema(responses=QuotaSerializer)
-    def get(self, request):
-        tenant = actor_for_request(request).tenant
-        quota = Quota.objects.get(tenant=tenant)
-        limits = {name: getattr(quota, name) for name in Quota.LIMITS}
-        return Response({"limits": limits, "usage": tenant_resource_usage(tenant)})
 
 
 class MemberSerializer(serializers.ModelSerializer):

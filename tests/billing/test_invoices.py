@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import translation
 
 from base.errors import Conflict
-from billing import exports, invoicing, rating
+from billing import exports, invoice_lines, invoicing, rating
 from billing.models import BillingAccount, Invoice, InvoiceLine, SlaTier
 from compute import services, upkeep
 from tests.billing.conftest import GIB, act, at, create, pdf_pages, priced_flavor, sample
@@ -310,7 +310,7 @@ def test_it_takes_a_carried_credit_off_the_next_charges_before_tax(tasks_inline,
         issue=True,
     )[tenant_a.pk]
     # when: April has 10.00 of charges
-    carried = invoicing.carried_in_lines(period=at(2026, 4, 1).date())[tenant_a.pk]
+    carried = invoice_lines.carried_in_lines(period=at(2026, 4, 1).date())[tenant_a.pk]
     april = invoicing.write_invoices(
         period=at(2026, 4, 1).date(),
         lines={tenant_a.pk: [line("running", "10.00"), *carried]},
