@@ -26,33 +26,38 @@ ORIGIN = "http://portal.test"
 
 @pytest.fixture
 def vnc_peer():
-    """A loopback TCP server that greets like a VNC server and then echoes."""
+    """A loopback TCP server that greets like a VNC server and then echoes.
+
+    Its accept blocks (no polling timeout, which accepted sockets could inherit); closing the
+    listening socket at teardown ends it."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
-    stop = threading.Event()
 
     def serve():
-        server.settimeout(0.2)
-        while not stop.is_set():
+        while True:
             try:
                 conn, _ = server.accept()
             except OSError:
-                continue
+                return  # the listening socket was closed: the test is over
+            conn.settimeout(None)
             threading.Thread(target=echo, args=(conn,), daemon=True).start()
 
     def echo(conn):
         with conn:
-            conn.sendall(b"RFB 003.008\n")
-            while data := conn.recv(4096):
-                conn.sendall(data)
+            try:
+                conn.sendall(b"RFB 003.008\n")
+                while data := conn.recv(4096):
+                    conn.sendall(data)
+            except OSError:
+                pass  # the proxy cut the session
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield server.getsockname()[1]
-    stop.set()
-    thread.join()
+    server.shutdown(socket.SHUT_RDWR)
     server.close()
+    thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -89,7 +94,7 @@ class ConsoleClient(WebSocket):
 def open_console(port: int, token: str, origin: str = ORIGIN) -> WebSocket:
     ws = ConsoleClient(f"token={token}")
     ws.connect(f"ws://127.0.0.1:{port}/", origin=origin, protocols=["binary"])
-    ws.socket.settimeout(15)  # generous: the whole suite loads both cores
+    ws.socket.settimeout(30)  # generous: the whole suite, three guests booting, loads both cores
     return ws
 
 
