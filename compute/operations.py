@@ -119,20 +119,24 @@ def _load(instance_id, expected: str) -> Instance | None:
 
 
 def _settle(instance: Instance, from_state: str, to_state: str, **fields) -> bool:
-    """Conditional transition: only one run of a task can move the instance on."""
-    updated = Instance.objects.filter(pk=instance.pk, state=from_state).update(state=to_state, pending={}, **fields)
-    if updated:
-        history.record_state(instance.pk, to_state)
+    """Conditional transition: only one run of a task can move the instance on. The state and
+    its log row (what billing and the SLA read) commit together: a worker dying between them
+    would leave a stopped instance billed as running."""
+    with transaction.atomic():
+        updated = Instance.objects.filter(pk=instance.pk, state=from_state).update(state=to_state, pending={}, **fields)
+        if updated:
+            history.record_state(instance.pk, to_state)
     return updated == 1
 
 
 def mark_failed(instance_id, from_state: str, failure: StepFailed | Exception) -> None:
     step_name = failure.step if isinstance(failure, StepFailed) else ""
-    failed = Instance.objects.filter(pk=instance_id, state=from_state).update(
-        state=S.ERROR, error_step=step_name, error_message=str(failure)[:2000]
-    )
-    if failed:
-        history.record_state(instance_id, S.ERROR, cause="system")
+    with transaction.atomic():  # the state and its log row together, as in _settle
+        failed = Instance.objects.filter(pk=instance_id, state=from_state).update(
+            state=S.ERROR, error_step=step_name, error_message=str(failure)[:2000]
+        )
+        if failed:
+            history.record_state(instance_id, S.ERROR, cause="system")
 
 
 def _spec(instance: Instance, size: Size | None = None, *, rescue: bool = False) -> DomainSpec:

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from base.errors import Conflict, Invalid, QuotaExceeded
+from base.errors import Conflict, Invalid, NotPermitted, QuotaExceeded
 from compute import cloudinit, idempotency, leases, scheduler, tasks
 from compute.driver_refs import driver
 from compute.drivers.base import GuestAgentUnavailable, HostError, TransientHostError
@@ -381,6 +381,7 @@ def instance_snapshot(*, actor: Actor, instance: Instance, name: str) -> tuple[I
     current = Instance.objects.select_related("image").get(pk=instance.pk)
     if reason := refusal("snapshot", current.state):
         raise Conflict(reason)
+    name = _image_name(current.tenant, name)
     image = Image.objects.create(
         name=name,
         os_family=current.image.os_family,
@@ -595,3 +596,34 @@ def instance_throttle(*, instance: Instance, kbytes: int | None, reason: str) ->
         detail={"reason": reason, "live": live},
     )
     return True
+
+
+# -- the tenant's images (snapshots) ----------------------------------------------------------
+IMAGE_NAME_TAKEN = "Your tenant already has an image or snapshot with this name."
+
+
+def _image_name(tenant, name: str, *, other_than=None) -> str:
+    """A snapshot's name, trimmed: 1 to 255 characters, unique among the tenant's live images."""
+    name = name.strip()
+    if not name or "\x00" in name or len(name) > 255:
+        raise Invalid("name", "Give a name of 1 to 255 characters.")
+    live = Image.objects.filter(tenant=tenant, name=name).exclude(state=Image.State.DELETED)
+    if live.exclude(pk=other_than).exists():
+        raise Invalid("name", IMAGE_NAME_TAKEN)
+    return name
+
+
+@transaction.atomic
+def image_rename(*, actor: Actor, image: Image, name: str) -> Image:
+    """Rename one of the tenant's own snapshots (public images are the operators')."""
+    locked = Image.objects.select_for_update().get(pk=image.pk)
+    if locked.tenant_id != actor.tenant.pk:
+        raise NotPermitted("Public images are managed by operators.")
+    if locked.state == Image.State.DELETED:
+        raise Conflict("A deleted image cannot be renamed.")
+    name = _image_name(actor.tenant, name, other_than=locked.pk)
+    if name != locked.name:
+        previous, locked.name = locked.name, name
+        locked.save(update_fields=["name"])
+        audit(actor, "image.rename", target=str(locked.pk), name=name, previous=previous)
+    return locked

@@ -180,6 +180,7 @@ def sync_power_states(host_id) -> dict[str, list[str]]:
     return report
 
 
+@transaction.atomic  # the state, its log row and the action row together
 def _settle_sync(instance: Instance, to_state: str, power: str, *, cause: str | None = None, **fields) -> bool:
     changed = Instance.objects.filter(pk=instance.pk, state=instance.state).update(
         state=to_state, power_state=power, **fields

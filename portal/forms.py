@@ -227,6 +227,10 @@ class TokenForm(forms.Form):
         return datetime.combine(day, time.max, tzinfo=UTC) if day else None
 
 
+class ImageRenameForm(forms.Form):
+    name = forms.CharField(max_length=255, label=_("Name"))
+
+
 class SshKeyForm(forms.Form):
     name = forms.CharField(max_length=100, label=_("Name"))
     public_key = forms.CharField(

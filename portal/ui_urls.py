@@ -7,7 +7,7 @@ from django.templatetags.static import static
 from django.urls import path
 from django.views.generic import RedirectView
 
-from portal.views import instances, ops, public, tenancy
+from portal.views import images, instances, ops, public, tenancy
 
 urlpatterns = [
     # Browsers ask for /favicon.ico whatever the page says.
@@ -41,6 +41,9 @@ urlpatterns = [
     path("tenant/ssh-keys/<uuid:pk>/delete", tenancy.ssh_key_delete, name="tenant-ssh-key-delete"),
     path("tenant/billing", tenancy.billing, name="tenant-billing"),
     path("tenant/activity", tenancy.activity, name="tenant-activity"),
+    path("tenant/images", images.images, name="images"),
+    path("tenant/images/<uuid:pk>/rename", images.image_rename, name="image-rename"),
+    path("tenant/images/<uuid:pk>/delete", images.image_delete, name="image-delete"),
     path("tenant/quota/live", tenancy.quota_live, name="tenant-quota-live"),
     path("account/notifications", tenancy.notice_settings, name="notice-settings"),
     # operators

@@ -5,9 +5,11 @@ nothing: not the instance, not the host's claims, not the logs. The flows at the
 their tasks eagerly against libvirt's test driver.
 """
 
+import uuid
+
 import pytest
 
-from compute import operations
+from compute import history, operations
 from compute.drivers.libvirt import connect, disk_volume
 from compute.drivers.libvirt_xml import backing_path_of
 from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpAllocation
@@ -45,7 +47,7 @@ def request_action(client, instance_id, action, image):
         None: None,
         "resize": {"vcpus": 2, "memory_mb": 1024, "disk_gb": 20, "bandwidth_mbit": 100, "traffic_gb": 500},
         "rebuild": {"image": str(image.pk)},
-        "snapshot": {"name": "snap"},
+        "snapshot": {"name": f"snap-{uuid.uuid4().hex[:8]}"},  # a tenant's snapshot names are unique
     }[body_kind]
     url = f"/api/v1/instances/{instance_id}" + (f"/{path}" if path else "")
     return getattr(client, method)(url, body, format="json")
@@ -254,3 +256,22 @@ def test_it_snapshots_into_a_private_image_that_builds_on_the_same_host(
         connect(small.uri).storagePoolLookupByName(small.storage_pool).storageVolLookupByName(disk_volume(clone["id"]))
     )
     assert backing_path_of(disk.XMLDesc(0)).endswith(snapshot.volume_name)
+
+
+def test_it_moves_the_state_only_together_with_its_log_row(created, monkeypatch):
+    # given: a stop in flight, and a state log that cannot be written (a worker dying between
+    # the two writes would leave the same gap)
+    Instance.objects.filter(pk=created.pk).update(state=InstanceState.STOPPING)
+
+    def cannot_write(*args, **kwargs):
+        raise RuntimeError("the state log cannot be written")
+
+    monkeypatch.setattr(history, "record_state", cannot_write)
+
+    # when
+    with pytest.raises(RuntimeError):
+        operations._settle(Instance.objects.get(pk=created.pk), InstanceState.STOPPING, InstanceState.STOPPED)
+
+    # then: still stopping, so a resumed task settles it with its log row; billing never sees a
+    # stopped instance whose log still says running
+    assert Instance.objects.get(pk=created.pk).state == InstanceState.STOPPING

@@ -43,6 +43,7 @@ CUSTOMER_PAGES = [
     "/tenant/quota",
     "/tenant/tokens",
     "/tenant/ssh-keys",
+    "/tenant/images",
     "/tenant/billing",
     "/tenant/activity",
     "/account/notifications",

@@ -44,13 +44,14 @@ PAGES = [
     ("quota", "alice", "/tenant/quota"),
     ("tokens", "alice", "/tenant/tokens"),
     ("ssh-keys", "alice", "/tenant/ssh-keys"),
+    ("images", "alice", "/tenant/images"),
     ("billing", "alice", "/tenant/billing"),
     ("activity", "alice", "/tenant/activity"),
     ("notices", "alice", "/account/notifications"),
     ("ops", "operator", "/ops/"),
 ]
 TENANT_PAGES = {"members", "quota", "tokens", "ssh-keys", "billing", "activity"}
-TENANT_TABS = ["Members", "Quota", "API tokens", "SSH keys", "Billing", "Activity"]
+TENANT_TABS = ["Members", "Quota", "API tokens", "SSH keys", "Images", "Billing", "Activity"]
 
 # The first few elements reaching past the screen's edge: what to fix when the assertion fails.
 OVERFLOWING = """() => {
