@@ -1,7 +1,9 @@
 """A real libvirt host on this machine, set up with the project's own pool and network.
 
-The network is isolated (no <forward>): guests get DHCP from libvirt's dnsmasq and can reach
-nothing but each other and the host. dnsmasq's dynamic range is kept apart from the portal's
+The network's egress is the operator's choice (`MODES`): NAT through the host (`make run`'s
+default), isolated (the tests': guests reach only each other and the host's DHCP and DNS), or
+routed (a public block routed to the host). Guests get DHCP from libvirt's dnsmasq, whose
+dynamic range is kept apart from the portal's
 address pool (`address_plan`): a guest only ever gets the address of its own host entry.
 Used by `make run` when libvirtd answers, and by the end-to-end suite with names unique to
 the run.
@@ -46,10 +48,18 @@ def address_plan(subnet: ipaddress.IPv4Network) -> dict[str, str]:
     }
 
 
-def _network_xml(name: str, bridge: str, subnet: ipaddress.IPv4Network) -> str:
+# How a network reaches beyond its host: libvirt's <forward mode>, or none (isolated).
+MODES = {"nat": "nat", "route": "route", "isolated": None}
+
+
+def _network_xml(name: str, bridge: str, subnet: ipaddress.IPv4Network, mode: str = "isolated") -> str:
+    if mode not in MODES:
+        raise ValueError(f"network mode {mode!r} is not one of {', '.join(MODES)}")
     plan = address_plan(subnet)
     net = ET.Element("network")
     ET.SubElement(net, "name").text = name
+    if MODES[mode]:
+        ET.SubElement(net, "forward", mode=MODES[mode])
     ET.SubElement(net, "bridge", name=bridge, stp="on", delay="0")
     ip = ET.SubElement(net, "ip", address=plan["gateway"], netmask=str(subnet.netmask))
     dhcp = ET.SubElement(ip, "dhcp")
@@ -86,11 +96,11 @@ def ensure_pool(conn: libvirt.virConnect, name: str, path: Path) -> libvirt.virS
     return pool
 
 
-def ensure_network(conn: libvirt.virConnect, name: str, bridge: str) -> libvirt.virNetwork:
+def ensure_network(conn: libvirt.virConnect, name: str, bridge: str, mode: str = "isolated") -> libvirt.virNetwork:
     try:
         net = conn.networkLookupByName(name)
     except libvirt.libvirtError:
-        net = conn.networkDefineXML(_network_xml(name, bridge, free_subnet(conn)))
+        net = conn.networkDefineXML(_network_xml(name, bridge, free_subnet(conn), mode))
     if not net.isActive():
         net.create()
     return net
@@ -126,12 +136,13 @@ def remove(conn: libvirt.virConnect, *, pool: str | None = None, network: str | 
             p.undefine()
 
 
-def prepare(uri: str, *, pool: str, pool_dir: Path, network: str, bridge: str) -> dict:
-    """Make sure pool and network exist and run; the arguments that register the host."""
+def prepare(uri: str, *, pool: str, pool_dir: Path, network: str, bridge: str, mode: str = "isolated") -> dict:
+    """Make sure pool and network exist and run; the arguments that register the host. An
+    existing network keeps the mode it was made with."""
     conn = libvirt.open(uri)
     try:
         ensure_pool(conn, pool, pool_dir)
-        net = ensure_network(conn, network, bridge)
+        net = ensure_network(conn, network, bridge, mode)
         subnet = ipaddress.ip_network(network_info_of(net.XMLDesc(0)).cidr)
     finally:
         conn.close()

@@ -262,6 +262,11 @@ class Instance(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     launched_at = models.DateTimeField(null=True, blank=True)
+    # The first label of its DNS name (<label>.<tenant>.<zone>): the name made DNS-safe, and
+    # unique among the tenant's live instances (compute.dns).
+    dns_label = models.CharField(max_length=63, blank=True)
+    # Its firewall: the tenant's security groups it is a member of (compute.security_groups).
+    security_groups = models.ManyToManyField("SecurityGroup", related_name="instances", blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -278,7 +283,12 @@ class Instance(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["tenant", "name"], condition=~Q(state="deleted"), name="instance_name_unique_live"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "dns_label"],
+                condition=~Q(state="deleted") & ~Q(dns_label=""),
+                name="instance_dns_label_unique_live",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -307,6 +317,66 @@ class InstanceTag(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class SecurityGroup(models.Model):
+    """A tenant's named set of firewall rules; what its member instances may receive and send.
+    Traffic no rule of an instance's groups allows is dropped."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="security_groups")
+    name = models.CharField(max_length=64)
+    description = models.CharField(max_length=200, blank=True)
+    # The group every new instance joins unless the create names others (one per tenant).
+    is_default = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-is_default", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="security_group_name_unique"),
+            models.UniqueConstraint(fields=["tenant"], condition=Q(is_default=True), name="security_group_one_default"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SecurityGroupRule(models.Model):
+    """One allowed kind of traffic: its direction, protocol, ports, and where the other end is
+    (a CIDR, or the members of a group of the same tenant)."""
+
+    class Direction(models.TextChoices):
+        INGRESS = "ingress", "Inbound"
+        EGRESS = "egress", "Outbound"
+
+    class Protocol(models.TextChoices):
+        TCP = "tcp", "TCP"
+        UDP = "udp", "UDP"
+        ICMP = "icmp", "ICMP"
+        ANY = "any", "Any"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    group = models.ForeignKey(SecurityGroup, on_delete=models.CASCADE, related_name="rules")
+    direction = models.CharField(max_length=8, choices=Direction.choices)
+    protocol = models.CharField(max_length=8, choices=Protocol.choices)
+    port_min = models.PositiveIntegerField(null=True, blank=True)
+    port_max = models.PositiveIntegerField(null=True, blank=True)
+    # The other end: a CIDR, or (when set) the current members of this group.
+    cidr = models.CharField(max_length=43, blank=True)
+    remote_group = models.ForeignKey(
+        SecurityGroup, null=True, blank=True, on_delete=models.PROTECT, related_name="referencing_rules"
+    )
+    description = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        ports = f" {self.port_min}-{self.port_max}" if self.port_min is not None else ""
+        peer = f"group {self.remote_group_id}" if self.remote_group_id else self.cidr
+        return f"{self.direction} {self.protocol}{ports} {peer}"
 
 
 class InstanceAction(models.Model):

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from compute import cloudinit, history, leases, redis_locks, scheduler
+from compute import cloudinit, dns, firewall, history, leases, redis_locks, scheduler
 from compute.driver_refs import driver, image_ref
 from compute.drivers.base import DomainSpec, HostError, TransientHostError
 from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpAllocation
@@ -156,6 +156,8 @@ def _spec(instance: Instance, size: Size | None = None, *, rescue: bool = False)
         with_seed=instance.image.format != Image.Format.ISO,
         iso_volume=instance.iso.volume_name if instance.iso_id else None,
         rescue=rescue,
+        ip=instance.ip_address,
+        packet_filter=firewall.instance_filter_name(instance),
     )
 
 
@@ -186,8 +188,36 @@ def _build(instance: Instance, action: str, image: Image) -> None:
         # The DHCP name must be unique on the network (libvirt refuses duplicates), whatever
         # the tenants call their instances; the guest's own hostname comes from cloud-init.
         drv.ensure_dhcp(instance.mac_address, instance.ip_address, f"i-{instance.pk.hex}")
+        _ensure_dns(instance)
+    with step(instance, action, "firewall"):
+        # Before the domain exists: its interface refers to the filter, and a guest must never
+        # run for a moment without one.
+        firewall.apply_host(instance.host)
     with step(instance, action, "define"):
         drv.ensure_defined(_spec(instance))
+
+
+def _ensure_dns(instance: Instance) -> None:
+    name = dns.name_of(instance)
+    driver(instance.host).ensure_dns(instance.ip_address, (name,) if name else ())
+
+
+def refresh_dns(instance_id) -> str:
+    """The DNS record of a live instance as its current name says (after a rename)."""
+    instance = Instance.objects.select_related("host", "tenant").filter(pk=instance_id).first()
+    if instance is None or instance.state in firewall.NOT_MEMBERS:
+        return "skipped"
+    _ensure_dns(instance)
+    return "updated"
+
+
+def sync_firewall(host_id) -> list[str]:
+    """Apply a host's packet filters as the database has them now."""
+    leases.client().delete(firewall.sync_key(host_id))  # changes from now on queue another sync
+    host = Host.objects.filter(pk=host_id).first()
+    if host is None:
+        return []
+    return firewall.apply_host(host)
 
 
 def _start(instance: Instance, action: str):
@@ -422,6 +452,12 @@ def delete(instance_id) -> str:
         # The host's DHCP server remembers the guest's lease until it expires: the address
         # rests until then, or the next guest given it would be handed another one.
         IpAllocation.objects.filter(instance=instance).update(instance=None, released_at=timezone.now())
+        # Its address leaves the groups other guests (on other hosts too) trust.
+        firewall.queue_sync(instance.tenant_id, except_host=instance.host_id)
+    try:
+        firewall.apply_host(instance.host)  # its own filter goes, and this host's peers forget it
+    except (HostError, TransientHostError, redis_locks.Busy) as exc:
+        log.warning("filters of host %s not applied after deleting %s: %s", instance.host_id, instance.pk, exc)
     _forget_unused_images(instance)
     return "deleted"
 

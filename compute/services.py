@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from base.errors import Conflict, Invalid, NotPermitted, QuotaExceeded
-from compute import cloudinit, idempotency, leases, scheduler, tasks
+from compute import cloudinit, dns, firewall, idempotency, leases, scheduler, security_groups, tasks
 from compute.driver_refs import driver
 from compute.drivers.base import GuestAgentUnavailable, HostError, TransientHostError
 from compute.models import (
@@ -63,6 +63,8 @@ class CreateRequest:
     # Only its SHA-512 crypt hash is kept, until the build has put it in the seed.
     password: str = ""
     generate_password: bool = False
+    # The security groups it joins; None: the tenant's default group.
+    security_group_ids: tuple[str, ...] | None = None
 
     def fingerprint(self) -> str:
         body = {
@@ -76,6 +78,7 @@ class CreateRequest:
             # as good as the password to whoever reads it.
             "password": bool(self.password),
             "generate_password": self.generate_password,
+            "security_groups": None if self.security_group_ids is None else sorted(map(str, self.security_group_ids)),
         }
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
@@ -231,6 +234,7 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
     keys = list(SshKey.objects.filter(tenant=actor.tenant, pk__in=[k for k in request.ssh_key_ids if _is_uuid(k)]))
     if len(keys) != len(set(map(str, request.ssh_key_ids))):
         raise Invalid("ssh_key_ids", "Unknown SSH key.")
+    groups = security_groups.groups_for_create(actor.tenant, request.security_group_ids)
     fingerprint = request.fingerprint()
 
     with transaction.atomic():
@@ -260,7 +264,12 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
         )
         instance.mac_address = mac_for(instance.id)
         instance.ip_address = address
+        instance.dns_label = dns.choose_label(instance, request.name)  # under the quota row lock
         instance.save()
+        instance.security_groups.set(groups)
+        # Its group peers on other hosts learn its address; its own host applies its filters
+        # in the build, before the guest first runs.
+        firewall.queue_sync(actor.tenant.pk, except_host=host.pk)
         IpAllocation.objects.create(pool=pool, address=address, instance=instance)
         idempotency.bind(key_row, instance)
         record_action(instance, "create", actor=actor, image=str(image.pk), size=request.size.as_json())
@@ -541,6 +550,7 @@ def instance_rename(*, actor, instance: Instance, name: str) -> Instance:
         raise Invalid("name", "Give a name of 1 to 255 characters.")
     try:
         with transaction.atomic():
+            lock_quota(instance.tenant)  # DNS labels are chosen under it (compute.dns)
             locked = lock_instance(instance.pk)
             if locked.state == InstanceState.DELETED:
                 raise Invalid("name", "A deleted instance cannot be renamed.")
@@ -550,8 +560,12 @@ def instance_rename(*, actor, instance: Instance, name: str) -> Instance:
             if live.filter(name=name).exclude(pk=locked.pk).exists():
                 raise Invalid("name", NAME_TAKEN)
             previous, locked.name = locked.name, name
-            locked.save(update_fields=["name"])
+            locked.dns_label = dns.choose_label(locked, name)
+            locked.save(update_fields=["name", "dns_label"])
             audit(actor, "instance.rename", target=str(locked.pk), name=name, previous=previous)
+            if locked.state != InstanceState.DELETING:
+                host_queue, instance_id = locked.host.queue, str(locked.pk)
+                transaction.on_commit(lambda: tasks.refresh_dns.apply_async(args=[instance_id], queue=host_queue))
     except IntegrityError:  # a create or rename that took the name meanwhile
         raise Invalid("name", NAME_TAKEN) from None
     return locked

@@ -169,6 +169,18 @@ TASK_FOR_STATE = {
 }
 
 
+@shared_task(autoretry_for=(Busy, TransientHostError), retry_backoff=True, max_retries=5)
+def sync_firewall(host_id: str) -> list[str]:
+    """Apply the host's packet filters as the database has them (compute.firewall)."""
+    return operations.sync_firewall(host_id)
+
+
+@shared_task(autoretry_for=(Busy, TransientHostError), retry_backoff=True, max_retries=5)
+def refresh_dns(instance_id: str) -> str:
+    """The host network's DNS record of the instance, after a rename."""
+    return operations.refresh_dns(instance_id)
+
+
 @shared_task
 def reap_stalled() -> list[str]:
     """Beat: queue again the work of instances left in flight with no task holding them."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from compute.models import InstanceState as S
 
 # The steps of a build (the "create" and "retry" actions), in order; each is one action-log row.
-PROVISION_STEPS = ("image", "disk", "seed", "dhcp", "define", "start")
+PROVISION_STEPS = ("image", "disk", "seed", "dhcp", "firewall", "define", "start")
 
 # action -> (states it may start from, the in-flight state it sets)
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {

@@ -225,6 +225,8 @@ SPECTACULAR_SETTINGS = {
         "ImageStateEnum": "compute.models.Image.State",
         "InstanceStateEnum": "compute.models.InstanceState",
         "InvoiceStateEnum": "billing.models.Invoice.State",
+        "RuleDirectionEnum": "compute.models.SecurityGroupRule.Direction",
+        "RuleProtocolEnum": "compute.models.SecurityGroupRule.Protocol",
     },
 }
 
@@ -316,6 +318,17 @@ LIBVIRT_DEFAULT_URI = env_str("LIBVIRT_DEFAULT_URI", "qemu:///system")
 LIBVIRT_POOL = env_str("LIBVIRT_POOL", "portal")
 LIBVIRT_POOL_DIR = Path(env_str("LIBVIRT_POOL_DIR", "/var/lib/libvirt/portal"))
 LIBVIRT_NETWORK = env_str("LIBVIRT_NETWORK", "portal-net")
+# How the network `make run` makes reaches the outside: nat (guests reach the Internet through
+# the host), isolated (guests reach only each other and the host's DHCP and DNS; the tests'),
+# or route (the operator's public block, routed to the host; see docs/operations.md).
+LIBVIRT_NETWORK_MODE = env_str("LIBVIRT_NETWORK_MODE", "nat")
+# Instances are named <instance>.<tenant>.<zone> in their host network's DNS.
+PORTAL_DNS_ZONE = env_str("PORTAL_DNS_ZONE", "cloud.internal")
+# Host addresses no guest may send anything to, beside its gateway and a host's VNC address
+# (management addresses, the metadata of other services); one per entry, comma-separated.
+FIREWALL_PROTECTED_ADDRESSES = env_list("FIREWALL_PROTECTED_ADDRESSES", [])
+# Rules one security group may hold.
+SECURITY_GROUP_MAX_RULES = env_int("SECURITY_GROUP_MAX_RULES", 50)
 # None: decided by probing the kernel (compute.localhost.kernel_can_shape).
 LIBVIRT_SHAPING = env_bool("LIBVIRT_SHAPING", False) if env_str("LIBVIRT_SHAPING", "") else None
 

@@ -6,7 +6,7 @@ from rest_framework.routers import SimpleRouter
 from portal import i18n, views
 from portal.api import billing as billing_api
 from portal.api import tenants as tenants_api
-from portal.api.compute import catalogue, instances, operators, quota
+from portal.api.compute import catalogue, firewall, instances, operators, quota
 from portal.api.errors import api_not_found
 
 # Uncaught exceptions on /api/ paths answer JSON (a 503 for database faults), not an HTML page.
@@ -20,6 +20,8 @@ router.register("ssh-keys", tenants_api.SshKeyViewSet, basename="sshkey")
 router.register("images", catalogue.ImageViewSet, basename="image")
 router.register("flavors", catalogue.FlavorViewSet, basename="flavor")
 router.register("instances", instances.InstanceViewSet, basename="instance")
+router.register("security-groups", firewall.SecurityGroupViewSet, basename="security-group")
+router.register("security-group-rules", firewall.SecurityGroupRuleViewSet, basename="security-group-rule")
 router.register("invoices", billing_api.InvoiceViewSet, basename="invoice")
 router.register("admin/hosts", operators.AdminHostViewSet, basename="admin-host")
 router.register("admin/images", operators.AdminImageViewSet, basename="admin-image")

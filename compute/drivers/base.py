@@ -53,6 +53,36 @@ class DomainSpec:
     iso_volume: str | None = None
     # Boot the rescue disk (ensure_rescue_disk), with the instance's own disk second.
     rescue: bool = False
+    # The guest's address: the interface's packet filter lets it send from this one only.
+    ip: str | None = None
+    # The interface's packet filter (ensure_filters), where the host can filter.
+    packet_filter: str | None = None
+
+
+@dataclass(frozen=True)
+class PacketRule:
+    """One rule of a packet filter, from the guest's side: "in" is traffic to the guest, "out"
+    traffic from it. `peer` is the other end (a CIDR); ports are the packet's own (in: the
+    destination port is the guest's; out: the peer's)."""
+
+    action: str  # accept | drop
+    direction: str  # in | out | inout
+    protocol: str  # tcp | udp | icmp | all
+    priority: int  # lower first, -1000..1000
+    peer: str | None = None
+    dst_ports: tuple[int, int] | None = None
+    src_ports: tuple[int, int] | None = None
+    # False for traffic connection tracking cannot pair (DHCP's broadcast replies).
+    stateful: bool = True
+
+
+@dataclass(frozen=True)
+class PacketFilter:
+    """A named filter: other filters it includes, then its own rules."""
+
+    name: str
+    includes: tuple[str, ...] = ()
+    rules: tuple[PacketRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +171,25 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def ensure_dhcp(self, mac: str, ip: str, hostname: str) -> None:
         """A DHCP host entry so the guest with this MAC always leases exactly this IP."""
+
+    @abc.abstractmethod
+    def ensure_dns(self, ip: str, names: tuple[str, ...]) -> None:
+        """The host network's DNS server answers `names` with `ip` (and nothing else for `ip`);
+        with no names, the address's record is removed."""
+
+    @abc.abstractmethod
+    def can_filter(self) -> bool:
+        """Whether the host filters packets (libvirt's nwfilter); libvirt's test driver cannot."""
+
+    @abc.abstractmethod
+    def ensure_filters(self, filters: list[PacketFilter]) -> None:
+        """Each filter is defined with exactly this content. A running guest whose interface
+        uses one gets the change at once, without a restart. A no-op where the host cannot filter."""
+
+    @abc.abstractmethod
+    def remove_filters(self, keep: set[str], prefix: str) -> list[str]:
+        """Undefine the host's filters named `prefix`… that are not in `keep` and no interface
+        uses any more; the names removed."""
 
     @abc.abstractmethod
     def ensure_defined(self, spec: DomainSpec) -> None:

@@ -27,6 +27,7 @@ from compute.drivers.base import (
     HostRef,
     ImageRef,
     NetworkInfo,
+    PacketFilter,
     TransientHostError,
 )
 
@@ -394,6 +395,72 @@ class LibvirtDriver(ComputeDriver):
         xml = lx.dhcp_host_xml(mac, ip, hostname or None, lease)
         net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, xml, flags)
 
+    def ensure_dns(self, ip: str, names: tuple[str, ...]) -> None:
+        with self._translated(f"dns record {ip}"):
+            net = self.conn.networkLookupByName(self.host.network)
+            current = lx.dns_hosts_of(net.XMLDesc(0)).get(ip)
+            if current == list(names):
+                return
+            flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+            if net.isActive():
+                flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+            if current is not None:
+                net.update(
+                    libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+                    libvirt.VIR_NETWORK_SECTION_DNS_HOST,
+                    -1,
+                    lx.dns_host_xml(ip, tuple(current)),
+                    flags,
+                )
+            if names:
+                net.update(
+                    libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+                    libvirt.VIR_NETWORK_SECTION_DNS_HOST,
+                    -1,
+                    lx.dns_host_xml(ip, names),
+                    flags,
+                )
+
+    def can_filter(self) -> bool:
+        # libvirt's test driver has no nwfilter driver at all.
+        return not self._content_free
+
+    def ensure_filters(self, filters: list[PacketFilter]) -> None:
+        if not self.can_filter():
+            return
+        for spec in filters:
+            with self._translated(f"packet filter {spec.name}"):
+                uuid = None
+                try:
+                    existing = self.conn.nwfilterLookupByName(spec.name)
+                    uuid = existing.UUIDString()
+                except libvirt.libvirtError as exc:
+                    if _code(exc) != libvirt.VIR_ERR_NO_NWFILTER:
+                        raise
+                # Redefining a filter re-instantiates it on every interface that uses it, live;
+                # an unchanged definition changes nothing.
+                self.conn.nwfilterDefineXML(lx.nwfilter_xml(spec, uuid))
+
+    def remove_filters(self, keep: set[str], prefix: str) -> list[str]:
+        if not self.can_filter():
+            return []
+        removed = []
+        with self._translated("packet filters"):
+            for nwfilter in self.conn.listAllNWFilters(0):
+                name = nwfilter.name()
+                if not name.startswith(prefix) or name in keep:
+                    continue
+                try:
+                    nwfilter.undefine()
+                except libvirt.libvirtError as exc:
+                    # Still used by an interface, or by another filter defined meanwhile:
+                    # the next sync tries again.
+                    if _code(exc) != libvirt.VIR_ERR_OPERATION_INVALID:
+                        raise
+                    continue
+                removed.append(name)
+        return removed
+
     def ensure_defined(self, spec: DomainSpec) -> None:
         with self._translated(f"storage pool {self.host.storage_pool}"):
             pool_path = lx.pool_path_of(self._pool().XMLDesc(0))
@@ -410,6 +477,8 @@ class LibvirtDriver(ComputeDriver):
             mac=spec.mac,
             vnc_listen=self.host.vnc_listen,
             bandwidth_kbytes=spec.bandwidth_kbytes if self.host.shaping else None,
+            packet_filter=spec.packet_filter if self.can_filter() else None,
+            ip=spec.ip,
             iso_volume=spec.iso_volume,
             rescue_volume=rescue_volume(spec.uuid) if spec.rescue else None,
             console_log=f"{pool_path.rstrip('/')}/{console_log_volume(spec.uuid)}" if pool_path else None,
@@ -505,6 +574,7 @@ class LibvirtDriver(ComputeDriver):
             for entry in lx.dhcp_hosts_of(net.XMLDesc(0)):
                 if entry.get("mac", "").lower() == mac.lower():
                     self._dhcp_update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, entry["mac"], entry["ip"], "")
+                    self.ensure_dns(entry["ip"], ())
 
     def _delete_console_logs(self, uuid: str) -> None:
         """The console log and the old ones virtlogd rotated beside it (<name>.0, .1, ...)."""

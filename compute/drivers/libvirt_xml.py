@@ -10,7 +10,7 @@ import ipaddress
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from compute.drivers.base import NetworkInfo
+from compute.drivers.base import NetworkInfo, PacketFilter, PacketRule
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -73,6 +73,9 @@ class DomainConfig:
     console_log: str | None = None
     # A virtio-serial channel for qemu-guest-agent (password reset, where the guest runs one).
     guest_agent: bool = True
+    # The interface's nwfilter and the guest's address, its one allowed source address.
+    packet_filter: str | None = None
+    ip: str | None = None
 
 
 # The BIOS's boot order: the install CD first while one is attached, then the first disk.
@@ -144,6 +147,11 @@ def domain_xml(cfg: DomainConfig) -> str:
     _sub(iface, "mac", address=cfg.mac)
     _sub(iface, "source", network=cfg.network)
     _sub(iface, "model", type="virtio")
+    if cfg.packet_filter:
+        filterref = _sub(iface, "filterref", filter=cfg.packet_filter)
+        if cfg.ip:
+            # clean-traffic's $IP: the only source address the guest may send from or claim in ARP.
+            _sub(filterref, "parameter", name="IP", value=cfg.ip)
     if cfg.bandwidth_kbytes:
         bandwidth = _sub(iface, "bandwidth")
         _sub(bandwidth, "inbound", average=str(cfg.bandwidth_kbytes))
@@ -164,6 +172,57 @@ def domain_xml(cfg: DomainConfig) -> str:
     video = _sub(devices, "video")
     _sub(video, "model", type="vga")
     return _xml(root)
+
+
+def dns_host_xml(ip: str, names: tuple[str, ...] = ()) -> str:
+    """A network's DNS host record; without names it matches the record by address (delete)."""
+    host = ET.Element("host", ip=ip)
+    for name in names:
+        _sub(host, "hostname", name)
+    return _xml(host)
+
+
+def dns_hosts_of(network_xml_text: str) -> dict[str, list[str]]:
+    """Address -> names of a network's DNS host records."""
+    root = ET.fromstring(network_xml_text)  # noqa: S314 - libvirt's own output
+    return {h.get("ip", ""): [n.text or "" for n in h.iterfind("hostname")] for h in root.iterfind("./dns/host")}
+
+
+def _rule_xml(filter_el: ET.Element, rule: PacketRule) -> None:
+    attrs = {"action": rule.action, "direction": rule.direction, "priority": str(rule.priority)}
+    if not rule.stateful:
+        attrs["statematch"] = "false"
+    el = _sub(filter_el, "rule", **attrs)
+    match: dict[str, str] = {}
+    if rule.peer:
+        network = ipaddress.ip_network(rule.peer, strict=False)
+        # The peer is the source of what comes in and the destination of what goes out.
+        side = "src" if rule.direction == "in" else "dst"
+        match[f"{side}ipaddr"] = str(network.network_address)
+        match[f"{side}ipmask"] = str(network.prefixlen)
+    for side, ports in (("dst", rule.dst_ports), ("src", rule.src_ports)):
+        if ports is not None:
+            match[f"{side}portstart"] = str(ports[0])
+            match[f"{side}portend"] = str(ports[1])
+    _sub(el, rule.protocol, **match)
+
+
+def nwfilter_xml(spec: PacketFilter, uuid: str | None = None) -> str:
+    """libvirt's <filter>: included filters first, then the rules. In the root chain, so its
+    protocol rules (tcp, udp, icmp, all) become iptables rules on the guest's interface.
+    `uuid` keeps a redefinition an update of the same filter."""
+    root = ET.Element("filter", name=spec.name, chain="root")
+    if uuid:
+        _sub(root, "uuid", uuid)
+    for name in spec.includes:
+        _sub(root, "filterref", filter=name)
+    for rule in spec.rules:
+        _rule_xml(root, rule)
+    return _xml(root)
+
+
+def nwfilter_uuid_of(filter_xml_text: str) -> str | None:
+    return ET.fromstring(filter_xml_text).findtext("uuid")  # noqa: S314 - libvirt's own output
 
 
 def vnc_port_of(domain_xml_text: str) -> int | None:

@@ -16,8 +16,9 @@ from django.db.models import Model
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from billing.models import Invoice
+from compute import security_groups
 from compute import services as compute_services
-from compute.models import Image, Instance
+from compute.models import Image, Instance, SecurityGroup, SecurityGroupRule
 from compute.sizing import Size
 from portal.api.viewsets import TenantScopedViewSet
 from tenants import services as tenant_services
@@ -123,6 +124,16 @@ def make_instance(request, alice, tenant_a) -> Instance:
     )
 
 
+def make_security_group(request, alice, tenant_a) -> SecurityGroup:
+    return security_groups.group_create(actor=actor(alice, tenant_a), name="a-web")
+
+
+def make_security_group_rule(request, alice, tenant_a) -> SecurityGroupRule:
+    group = make_security_group(request, alice, tenant_a)
+    rule = security_groups.RuleRequest(direction="ingress", protocol="tcp", port_min=443, port_max=443)
+    return security_groups.rule_add(actor=actor(alice, tenant_a), group=group, request=rule)
+
+
 def make_invoice(request, alice, tenant_a) -> Invoice:
     return Invoice.objects.create(tenant=tenant_a, period=date(2026, 3, 1), currency="EUR", state=Invoice.State.ISSUED)
 
@@ -135,6 +146,8 @@ FACTORIES: dict[type[Model], Callable] = {
     Image: make_private_image,
     Instance: make_instance,
     Invoice: make_invoice,
+    SecurityGroup: make_security_group,
+    SecurityGroupRule: make_security_group_rule,
 }
 
 

@@ -17,7 +17,7 @@ from compute.services import mac_for
 from compute.transitions import PROVISION_STEPS
 from tests.conftest import client_for, token_for
 
-DETAIL_ONLY = {"user_data", "actions"}
+DETAIL_ONLY = {"user_data", "actions", "security_groups"}
 _moments = itertools.count()
 
 

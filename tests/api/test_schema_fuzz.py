@@ -72,6 +72,11 @@ NOT_IN_THE_SCHEMA = {
     "POST /api/v1/invitations/accept": {"token"},
     "POST /api/v1/ssh-keys": {"public_key"},
     "POST /api/v1/tokens": {"expires_at"},
+    # Groups must exist; ports only for tcp/udp, and not inverted; a CIDR must parse; the
+    # group's name is unique per tenant; the rule count is limited.
+    "POST /api/v1/security-groups": {"name", "rules", "remote_group_id", "port_min", "port_max", "cidr"},
+    "POST /api/v1/security-group-rules": {"security_group_id", "remote_group_id", "port_min", "port_max", "cidr"},
+    "PUT /api/v1/instances/{id}/security-groups": {"security_group_ids"},
 }
 
 

@@ -27,7 +27,7 @@ def test_it_runs_the_whole_life_cycle_through_the_api(eager, api, alice, tenant_
     body = wait_state(client, instance_id, "running")
     assert body["progress"] == 100
     steps = [a["step"] for a in body["actions"] if a["action"] == "create" and a["step"]]
-    assert steps == ["image", "disk", "seed", "dhcp", "define", "start"]
+    assert steps == ["image", "disk", "seed", "dhcp", "firewall", "define", "start"]
     conn = connect(host.uri)
     dom = conn.lookupByUUIDString(instance_id)
     assert dom.isActive()

@@ -66,7 +66,7 @@ def test_it_rebuilds_nothing_twice_after_a_crash_after_the_disk(building, use_dr
     assert step_rows(building) == [
         ("image", "done"),
         ("disk", "failed"),
-        *[(name, "done") for name in ("image", "disk", "seed", "dhcp", "define", "start")],
+        *[(name, "done") for name in ("image", "disk", "seed", "dhcp", "firewall", "define", "start")],
     ]
     assert_built_once(building)
 

@@ -211,7 +211,7 @@ def test_it_rebuilds_from_another_image_keeping_the_domain(
     disk = pool.storageVolLookupByName(disk_volume(instance["id"]))
     assert backing_path_of(disk.XMLDesc(0)).endswith(other_image.volume_name)
     rebuild_steps = [a["step"] for a in body["actions"] if a["action"] == "rebuild" and a["step"]]
-    assert rebuild_steps == ["stop", "wipe", "image", "disk", "seed", "dhcp", "define", "start"]
+    assert rebuild_steps == ["stop", "wipe", "image", "disk", "seed", "dhcp", "firewall", "define", "start"]
     net_xml = conn.networkLookupByName(host.network).XMLDesc(0)
     assert net_xml.count(instance["mac_address"]) == 1
 

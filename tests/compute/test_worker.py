@@ -62,7 +62,8 @@ def test_it_runs_the_life_cycle_on_a_real_worker(
     timings["create_to_running"] = time.monotonic() - began
     body = client.get(f"/api/v1/instances/{instance_id}").json()
     assert body["power_state"] == "running" and body["progress"] == 100
-    assert [a["step"] for a in body["actions"] if a["step"]] == ["image", "disk", "seed", "dhcp", "define", "start"]
+    steps = [a["step"] for a in body["actions"] if a["step"]]
+    assert steps == ["image", "disk", "seed", "dhcp", "firewall", "define", "start"]
     # stop, start, delete
     for action, settled in [("stop", "stopped"), ("start", "running"), ("delete", "deleted")]:
         began = time.monotonic()

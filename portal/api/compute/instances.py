@@ -12,9 +12,10 @@ from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from compute import console, progress, services
+from compute import console, progress, security_groups, services
 from compute.models import Instance, InstanceState
 from portal.api.compute.catalogue import ImageSerializer
+from portal.api.compute.firewall import MembershipSerializer
 from portal.api.compute.presenters import (
     SUMMARY_COLUMNS,
     InstanceDetailSerializer,
@@ -44,7 +45,7 @@ from portal.api.viewsets import TenantScopedViewSet
 class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
     """Virtual machines of the tenant. Writes answer 202: the work happens on the host."""
 
-    queryset = Instance.objects.select_related("image", "flavor", "host")
+    queryset = Instance.objects.select_related("image", "flavor", "host", "tenant")
     serializer_class = InstanceSerializer
 
     def get_serializer_class(self):
@@ -53,7 +54,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
     def get_queryset(self):
         queryset = super().get_queryset()
         if self.action == "retrieve":
-            return queryset.prefetch_related("actions__user")
+            return queryset.prefetch_related("actions__user", "security_groups")
         if self.action != "list":
             return queryset
         # The order the instance_live_page index keeps; the id makes it total for paging.
@@ -143,6 +144,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
             user_data=v.get("user_data", ""),
             password=v.get("password", ""),
             generate_password=v["generate_password"],
+            security_group_ids=tuple(str(g) for g in v["security_group_ids"]) if "security_group_ids" in v else None,
         )
         instance = services.instance_create(actor=self.actor, request=create, idempotency_key=key)
         password = getattr(instance, "generated_password", None)
@@ -217,6 +219,18 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
         data.is_valid(raise_exception=True)
         services.instance_rename(actor=self.actor, instance=instance, name=data.validated_data["name"])
         return Response(InstanceSerializer(self.get_queryset().get(pk=instance.pk)).data)
+
+    @extend_schema(request=MembershipSerializer, responses={200: InstanceDetailSerializer})
+    @action(detail=True, methods=["put"], url_path="security-groups")
+    def security_groups(self, request, pk=None):
+        """Set the security groups the instance is a member of (attach and detach in one); a
+        running guest has the new rules within seconds, without a reboot."""
+        instance = self.get_object()
+        data = MembershipSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        wanted = [str(g) for g in data.validated_data["security_group_ids"]]
+        security_groups.instance_set_groups(actor=self.actor, instance=instance, group_ids=wanted)
+        return Response(InstanceDetailSerializer(self.get_queryset().get(pk=instance.pk)).data)
 
     @extend_schema(request=None, responses={201: ConsoleSerializer})
     @action(detail=True, methods=["post"])

@@ -6,7 +6,7 @@ from datetime import UTC
 
 from rest_framework import serializers
 
-from compute import progress
+from compute import dns, progress
 from compute.models import SIZE_FIELDS, Host, Instance, InstanceAction, InstanceState
 from compute.transitions import allowed_actions
 
@@ -32,6 +32,8 @@ SUMMARY_COLUMNS = (
     "launched_at",
     "deleted_at",
     "iso_id",
+    "dns_label",
+    "tenant__slug",
 )
 
 
@@ -54,6 +56,7 @@ def instance_summary(row, steps_done: int = 0) -> dict:
         "power_state": row["power_state"],
         "progress": progress.percent(state, row["launched_at"], steps_done),
         "ip_address": row["ip_address"],
+        "dns_name": dns.fqdn(label=row["dns_label"], tenant_slug=row["tenant__slug"]) or None,
         "mac_address": row["mac_address"],
         "image": str(row["image_id"]),
         "image_name": row["image__name"],
@@ -84,6 +87,7 @@ def summary_row(instance: Instance) -> dict:
     row["image__name"] = instance.image.name
     row["flavor__name"] = instance.flavor.name if instance.flavor_id else None
     row["host__status"] = instance.host.status
+    row["tenant__slug"] = instance.tenant.slug
     return row
 
 
@@ -121,6 +125,11 @@ class InstanceSerializer(serializers.ModelSerializer):
     host_down = serializers.BooleanField(
         read_only=True, help_text="Its host is down: the state shown is the last one known."
     )
+    dns_name = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="<instance>.<tenant>.<zone>: what the guests of its network resolve to its address.",
+    )
 
     class Meta:
         model = Instance
@@ -131,6 +140,7 @@ class InstanceSerializer(serializers.ModelSerializer):
             "power_state",
             "progress",
             "ip_address",
+            "dns_name",
             "mac_address",
             "image",
             "image_name",
@@ -152,15 +162,22 @@ class InstanceSerializer(serializers.ModelSerializer):
         return instance_summary(summary_row(instance), done)
 
 
+class GroupRefSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+
+
 class InstanceDetailSerializer(InstanceSerializer):
     actions = ActionSerializer(many=True, read_only=True)
+    security_groups = GroupRefSerializer(many=True, read_only=True)
 
     class Meta(InstanceSerializer.Meta):
-        fields = [*InstanceSerializer.Meta.fields, "user_data", "actions"]
+        fields = [*InstanceSerializer.Meta.fields, "user_data", "security_groups", "actions"]
 
     def to_representation(self, instance) -> dict:
         return {
             **super().to_representation(instance),
             "user_data": instance.user_data,
+            "security_groups": [{"id": str(g.pk), "name": g.name} for g in instance.security_groups.all()],
             "actions": ActionSerializer(instance.actions.all(), many=True).data,
         }

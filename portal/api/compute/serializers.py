@@ -79,6 +79,12 @@ class InstanceCreateSerializer(StrictSerializer, SizeInputMixin):
         default=False,
         help_text="Make up a password for the image's default user, shown once in this response.",
     )
+    security_group_ids = serializers.ListField(
+        child=serializers.UUIDField(),
+        required=False,
+        max_length=16,
+        help_text="The security groups it joins; without this, the tenant's default group.",
+    )
 
 
 class InstanceCreatedSerializer(InstanceSerializer):

@@ -136,6 +136,7 @@ class Command(BaseCommand):
                     pool_dir=settings.LIBVIRT_POOL_DIR,
                     network=settings.LIBVIRT_NETWORK,
                     bridge=bridge_name(settings.LIBVIRT_NETWORK),
+                    mode=settings.LIBVIRT_NETWORK_MODE,
                 )
                 shaping = settings.LIBVIRT_SHAPING
                 if shaping is None:
