@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from base.errors import Conflict
 from billing import invoice_lines, rating, usage
@@ -153,7 +154,7 @@ def invoice_issue(*, invoice: Invoice, actor: Actor | None = None) -> Invoice:
         if locked.state == Invoice.State.ISSUED:
             return locked
         if locked.state != Invoice.State.DRAFT:
-            raise Conflict(f"Only a draft invoice can be issued; this one is {locked.state}.")
+            raise Conflict(_("Only a draft invoice can be issued; this one is %(state)s.") % {"state": locked.state})
         _number([locked], counter)
         locked.save(update_fields=ISSUE_FIELDS)
         audit(actor, "invoice.issue", tenant=locked.tenant, target=locked.number, total=str(locked.total))
@@ -166,7 +167,7 @@ def invoice_mark_paid(*, invoice: Invoice, actor: Actor | None = None) -> Invoic
     )
     invoice.refresh_from_db()
     if not updated and invoice.state != Invoice.State.PAID:
-        raise Conflict(f"Only an issued invoice can be paid; this one is {invoice.state}.")
+        raise Conflict(_("Only an issued invoice can be paid; this one is %(state)s.") % {"state": invoice.state})
     if updated:
         audit(actor, "invoice.paid", tenant=invoice.tenant, target=invoice.number, total=str(invoice.total))
     return invoice
@@ -178,7 +179,7 @@ def invoice_void(*, invoice: Invoice, actor: Actor | None = None) -> Invoice:
     )
     invoice.refresh_from_db()
     if not updated and invoice.state != Invoice.State.VOID:
-        raise Conflict(f"A {invoice.state} invoice cannot be voided.")
+        raise Conflict(_("A %(state)s invoice cannot be voided.") % {"state": invoice.state})
     if updated:
         audit(actor, "invoice.void", tenant=invoice.tenant, target=invoice.number or str(invoice.pk))
     return invoice

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.utils.translation import gettext as _
+
 from compute.models import InstanceState as S
 
 # The steps of a build (the "create" and "retry" actions), in order; each is one action-log row.
@@ -52,5 +54,9 @@ def refusal(action: str, state: str) -> str | None:
     sources, _target = TRANSITIONS[action]
     if state in sources:
         return None
-    allowed = ", ".join(sorted(sources)) or "no state"
-    return f"Cannot {action} an instance that is {state}; {action} needs it to be {allowed}."
+    allowed = ", ".join(sorted(sources)) or _("no state")
+    return _("Cannot %(action)s an instance that is %(state)s; %(action)s needs it to be %(allowed)s.") % {
+        "action": action,
+        "state": state,
+        "allowed": allowed,
+    }

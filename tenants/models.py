@@ -82,8 +82,9 @@ class Tenant(models.Model):
 
     @property
     def mail_language(self) -> str:
-        """The language the tenant's notices are written in (one mail goes to all its
-        recipients): the saved choice of its first owner who made one, else the default."""
+        """The language of the tenant's notices to an address without an account of its own
+        (the billing address) or whose user never chose one (tenants.notices.languages_of): the
+        saved choice of its first owner who made one, else the default."""
         chosen = (
             Membership.objects.filter(tenant=self, role=Role.OWNER)
             .exclude(user__language="")
