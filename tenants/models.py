@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.deconstruct import deconstructible
+from django.utils.translation import gettext_lazy
 
 
 class User(AbstractUser):
@@ -50,7 +51,7 @@ class OneLineValidator(RegexValidator):
 
 
 validate_one_line = OneLineValidator(
-    ONE_LINE_PATTERN, "Control characters and line breaks are not allowed.", code="control_characters"
+    ONE_LINE_PATTERN, gettext_lazy("Control characters and line breaks are not allowed."), code="control_characters"
 )
 
 
