@@ -27,6 +27,7 @@ from websockify.websocketproxy import ProxyRequestHandler
 
 from base.errors import Conflict, NotPermitted
 from compute.models import Instance, InstanceState
+from compute.transitions import state_word
 from tenants.access import Actor
 from tenants.models import Membership, Role, Tenant, role_at_least
 
@@ -64,7 +65,8 @@ def mint_token(*, actor: Actor, instance: Instance) -> str:
         raise NotPermitted(_("The console needs the member role and a read-write token."))
     if instance.state not in CONSOLE_STATES:
         raise Conflict(
-            _("The console is available while the instance runs; it is %(state)s.") % {"state": instance.state}
+            _("The console is available while the instance runs; it is %(state)s.")
+            % {"state": state_word(instance.state)}
         )
     if not instance.vnc_port:
         raise Conflict(_("This instance has no graphical console: its host offers no VNC display."))

@@ -42,7 +42,7 @@ from compute.models import (
 from compute.row_locks import lock_instance, lock_quota
 from compute.selectors import images_visible_filter, tenant_resource_usage
 from compute.sizing import Size, custom_size_errors
-from compute.transitions import TRANSITIONS, refusal
+from compute.transitions import TRANSITIONS, action_word, refusal, state_word
 from tenants.access import Actor
 from tenants.models import SshKey
 from tenants.services import audit
@@ -297,7 +297,7 @@ def _begin(actor: Actor | None, instance: Instance, action: str, **pending) -> I
     if actor is not None and action not in ALLOWED_WHEN_SUSPENDED and not locked.tenant.is_active:
         raise Conflict(
             _("This tenant is suspended; its instances can only be stopped or deleted, not %(action)sed.")
-            % {"action": action}
+            % {"action": action_word(action)}
         )
     locked.pending = {"from_state": locked.state, **pending}
     locked.state = TRANSITIONS[action][1]
@@ -467,7 +467,8 @@ def instance_reset_password(*, actor: Actor, instance: Instance, username: str, 
     current = Instance.objects.select_related("host", "tenant").get(pk=instance.pk)
     if current.state != InstanceState.RUNNING:
         raise Conflict(
-            _("A password can be reset only while the instance runs; it is %(state)s.") % {"state": current.state}
+            _("A password can be reset only while the instance runs; it is %(state)s.")
+            % {"state": state_word(current.state)}
         )
     plain = password or cloudinit.generate_password()
     hashed = cloudinit.hash_password(plain)
@@ -537,7 +538,9 @@ def instance_retry(*, actor: Actor | None, instance: Instance) -> Instance:
     (base image, disk, seed, DHCP entry, domain) is made again before the guest is started."""
     locked = lock_instance(instance.pk)
     if locked.state != InstanceState.ERROR:
-        raise Conflict(_("Only an instance in error can be retried; this one is %(state)s.") % {"state": locked.state})
+        raise Conflict(
+            _("Only an instance in error can be retried; this one is %(state)s.") % {"state": state_word(locked.state)}
+        )
     locked.state = InstanceState.BUILDING
     locked.error_step = ""
     locked.error_message = ""

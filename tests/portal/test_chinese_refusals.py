@@ -37,7 +37,7 @@ def test_it_refuses_on_the_api_in_chinese_when_asked_and_in_english_by_default(a
     # then: the same 409 and code, the sentence in each language (the English as it always was)
     assert chinese_answer.status_code == english_answer.status_code == 409
     assert chinese_answer.json()["code"] == english_answer.json()["code"] == "conflict"
-    assert chinese_answer.json()["detail"] == "无法对状态为 running 的实例执行 start；start 要求实例的状态为 stopped。"
+    assert chinese_answer.json()["detail"] == "实例处于“运行中”状态，无法启动；启动要求实例处于：已停止。"
     assert english_answer.json()["detail"] == "Cannot start an instance that is running; start needs it to be stopped."
 
 
@@ -73,7 +73,7 @@ def test_it_shows_a_refusal_on_a_chinese_page_in_chinese(alice, tenant_a, make_i
 
     # then: the page says why not, in Chinese
     page = response.content.decode()
-    assert "无法对状态为 running 的实例执行 start" in page
+    assert "实例处于“运行中”状态，无法启动" in page
     assert "Cannot start" not in page
 
 
