@@ -12,6 +12,8 @@ from datetime import date, timedelta
 from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import pgettext_lazy
 
 from base.errors import Conflict
 from billing import invoice_lines, rating, usage
@@ -39,6 +41,17 @@ def _lock_counter(period: date) -> InvoiceCounter:
 
 
 ISSUE_FIELDS = ["state", "issued_at", "due_at", "number", "paid_at"]
+# An invoice's state as a word in a refusal: in English the code itself, as the API shows it.
+STATE_WORDS = {
+    Invoice.State.DRAFT: pgettext_lazy("invoice state", "draft"),
+    Invoice.State.ISSUED: pgettext_lazy("invoice state", "issued"),
+    Invoice.State.PAID: pgettext_lazy("invoice state", "paid"),
+    Invoice.State.VOID: pgettext_lazy("invoice state", "void"),
+}
+
+
+def state_word(state: str) -> str:
+    return str(STATE_WORDS.get(state, state))
 
 
 def _number(invoices: list[Invoice], counter: InvoiceCounter) -> None:
@@ -153,7 +166,9 @@ def invoice_issue(*, invoice: Invoice, actor: Actor | None = None) -> Invoice:
         if locked.state == Invoice.State.ISSUED:
             return locked
         if locked.state != Invoice.State.DRAFT:
-            raise Conflict(f"Only a draft invoice can be issued; this one is {locked.state}.")
+            raise Conflict(
+                _("Only a draft invoice can be issued; this one is %(state)s.") % {"state": state_word(locked.state)}
+            )
         _number([locked], counter)
         locked.save(update_fields=ISSUE_FIELDS)
         audit(actor, "invoice.issue", tenant=locked.tenant, target=locked.number, total=str(locked.total))
@@ -166,7 +181,9 @@ def invoice_mark_paid(*, invoice: Invoice, actor: Actor | None = None) -> Invoic
     )
     invoice.refresh_from_db()
     if not updated and invoice.state != Invoice.State.PAID:
-        raise Conflict(f"Only an issued invoice can be paid; this one is {invoice.state}.")
+        raise Conflict(
+            _("Only an issued invoice can be paid; this one is %(state)s.") % {"state": state_word(invoice.state)}
+        )
     if updated:
         audit(actor, "invoice.paid", tenant=invoice.tenant, target=invoice.number, total=str(invoice.total))
     return invoice
@@ -178,7 +195,7 @@ def invoice_void(*, invoice: Invoice, actor: Actor | None = None) -> Invoice:
     )
     invoice.refresh_from_db()
     if not updated and invoice.state != Invoice.State.VOID:
-        raise Conflict(f"A {invoice.state} invoice cannot be voided.")
+        raise Conflict(_("A %(state)s invoice cannot be voided.") % {"state": state_word(invoice.state)})
     if updated:
         audit(actor, "invoice.void", tenant=invoice.tenant, target=invoice.number or str(invoice.pk))
     return invoice

@@ -18,7 +18,8 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import OuterRef, Subquery, Sum
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
 from base import units
 from billing import prices
@@ -29,6 +30,7 @@ from compute import services as compute_services
 from compute.drivers.base import DomainStats
 from compute.models import Host, Instance, InstanceState
 from compute.row_locks import lock_host
+from tenants.notices import languages_of
 
 log = logging.getLogger(__name__)
 NOTICE_LEVELS = (80, 100)
@@ -137,6 +139,27 @@ def _throttle(instance: Instance, *, on: bool) -> bool:
     return compute_services.instance_throttle(instance=instance, kbytes=None, reason="new allowance period")
 
 
+def _traffic_mail(instance: Instance, level: int, used: int) -> tuple[str, str]:
+    """The subject and body of a traffic notice, in the active language."""
+    throttled = prices.over_policy(instance) == OverPolicy.THROTTLE
+    after = _("throttled") if throttled else _("billed per GiB")
+    one_line = " ".join(instance.name.split())  # a header with a line break is refused
+    subject = _("Instance %(name)s: %(level)s%% of its monthly traffic used") % {"name": one_line, "level": level}
+    body = _(
+        "Your instance %(name)s (%(address)s) has sent %(used)s this month, %(level)s%% of its "
+        "%(allowance)s allowance.\nOver the allowance it is %(after)s until the next month begins."
+    ) % {
+        "name": instance.name,
+        "address": instance.ip_address,
+        "used": units.filesize(used),
+        "level": level,
+        "allowance": units.gib(instance.traffic_gb),
+        "after": after,
+    }
+    footer = f"--\n{settings.PORTAL_NAME} · {settings.PORTAL_BASE_URL}\n"
+    return f"[{settings.PORTAL_NAME}] {subject}", f"{body}\n\n{footer}"
+
+
 def _notify(instance: Instance, period: date, level: int, used: int) -> bool:
     """Send the notice for this level once per instance and month; True if sent now."""
     try:
@@ -148,17 +171,11 @@ def _notify(instance: Instance, period: date, level: int, used: int) -> bool:
                 return False
             recipient = instance.tenant.billing_email
             if recipient:
-                after = "throttled" if prices.over_policy(instance) == OverPolicy.THROTTLE else "billed per GiB"
-                one_line = " ".join(instance.name.split())  # a header with a line break is refused
-                send_mail(
-                    f"[{settings.PORTAL_NAME}] Instance {one_line}: {level}% of its monthly traffic used",
-                    f"Your instance {instance.name} ({instance.ip_address}) has sent {units.filesize(used)} this "
-                    f"month, {level}% of its {units.gib(instance.traffic_gb)} allowance.\n"
-                    f"Over the allowance it is {after} until the next month begins.\n\n"
-                    f"--\n{settings.PORTAL_NAME} · {settings.PORTAL_BASE_URL}\n",
-                    settings.DEFAULT_FROM_EMAIL,
-                    [recipient],
-                )
+                # In the language of the account with that address, else the tenant's.
+                (language,) = languages_of([recipient], instance.tenant.mail_language)
+                with translation.override(language):
+                    subject, body = _traffic_mail(instance, level, used)
+                send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [recipient])
     except (smtplib.SMTPException, OSError) as exc:
         log.warning("cannot send the %s%% traffic notice of %s: %s", level, instance.pk, exc)
         return False

@@ -21,11 +21,13 @@ from urllib.parse import parse_qs, urlparse
 import redis
 from django.conf import settings
 from django.db import connection
+from django.utils.translation import gettext as _
 from websockify.token_plugins import BasePlugin
 from websockify.websocketproxy import ProxyRequestHandler
 
 from base.errors import Conflict, NotPermitted
 from compute.models import Instance, InstanceState
+from compute.transitions import state_word
 from tenants.access import Actor
 from tenants.models import Membership, Role, Tenant, role_at_least
 
@@ -60,11 +62,14 @@ def _key(token: str) -> str:
 def mint_token(*, actor: Actor, instance: Instance) -> str:
     """A fresh single-use console token for a running instance the actor may operate."""
     if not role_at_least(actor.role, CONSOLE_ROLE) or actor.token_read_only:
-        raise NotPermitted("The console needs the member role and a read-write token.")
+        raise NotPermitted(_("The console needs the member role and a read-write token."))
     if instance.state not in CONSOLE_STATES:
-        raise Conflict(f"The console is available while the instance runs; it is {instance.state}.")
+        raise Conflict(
+            _("The console is available while the instance runs; it is %(state)s.")
+            % {"state": state_word(instance.state)}
+        )
     if not instance.vnc_port:
-        raise Conflict("This instance has no graphical console: its host offers no VNC display.")
+        raise Conflict(_("This instance has no graphical console: its host offers no VNC display."))
     token = secrets.token_urlsafe(32)
     session = ConsoleSession(
         instance_id=str(instance.pk),

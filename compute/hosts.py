@@ -7,6 +7,7 @@ from dataclasses import replace
 from functools import partial
 
 from django.db import transaction
+from django.utils.translation import gettext as _
 
 from base.errors import Conflict, Invalid
 from compute import history, images, tasks
@@ -46,7 +47,7 @@ def host_register(
         info = drv.host_info()
         net = drv.network_info()
     except Exception as exc:  # a wrong URI, pool or network name: libvirt's own words say which
-        raise Invalid("uri", f"Cannot use this host: {exc}") from None
+        raise Invalid("uri", _("Cannot use this host: %(error)s") % {"error": exc}) from None
     if domain_type is None:
         domain_type = "test" if uri.startswith("test:") else ("kvm" if info.kvm_available and allow_kvm else "qemu")
     probe = replace(probe, domain_type=domain_type)
@@ -86,11 +87,11 @@ def _check_pool(cidr: str, gateway: str, first: str | None, last: str | None) ->
     subnet = ipaddress.ip_network(cidr)
     low, high = ipaddress.ip_address(first), ipaddress.ip_address(last)
     if low not in subnet or high not in subnet:
-        raise Invalid("pool_first", f"The pool must lie inside the host's network {cidr}.")
+        raise Invalid("pool_first", _("The pool must lie inside the host's network %(cidr)s.") % {"cidr": cidr})
     if low > high:
-        raise Invalid("pool_last", "pool_last comes before pool_first.")
+        raise Invalid("pool_last", _("pool_last comes before pool_first."))
     if low <= ipaddress.ip_address(gateway) <= high:
-        raise Invalid("pool_first", f"The pool must not include the gateway {gateway}.")
+        raise Invalid("pool_first", _("The pool must not include the gateway %(gateway)s.") % {"gateway": gateway})
 
 
 def host_set_status(*, actor: Actor | None, host: Host, status: str) -> Host:
@@ -109,9 +110,9 @@ def image_delete(*, actor: Actor | None, image: Image) -> None:
     instance needs it, now or when the last of them is deleted (compute.tasks.delete)."""
     live = Instance.objects.filter(image=image).exclude(state=InstanceState.DELETED)
     if image.visibility == Image.Visibility.PRIVATE and live.exists() and image.host_id:
-        raise Conflict("Instances still use this snapshot; delete them first.")
+        raise Conflict(_("Instances still use this snapshot; delete them first."))
     if image.state == Image.State.PENDING and not image.source_url:
-        raise Conflict("This image is still being created.")
+        raise Conflict(_("This image is still being created."))
     Image.objects.filter(pk=image.pk).update(state=Image.State.DELETED)
     audit(actor, "image.delete", target=str(image.pk), name=image.name)
     transaction.on_commit(partial(images.remove_unused_file, str(image.pk)))

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from base.errors import Conflict
 from compute.models import IdempotencyKey, Instance
@@ -30,9 +31,9 @@ def claim(tenant: Tenant, key: str, fingerprint: str) -> tuple[IdempotencyKey | 
         # Another request with this key won (possibly just now: the insert waited on it).
         previous = IdempotencyKey.objects.select_related("instance").get(tenant=tenant, key=key)
         if previous.request_hash != fingerprint:
-            raise Conflict("This Idempotency-Key was used with a different request; use a new key.") from None
+            raise Conflict(_("This Idempotency-Key was used with a different request; use a new key.")) from None
         if previous.instance is None:
-            raise Conflict("The first request with this Idempotency-Key failed; use a new key.") from None
+            raise Conflict(_("The first request with this Idempotency-Key failed; use a new key.")) from None
         return None, previous.instance
 
 

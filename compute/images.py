@@ -36,6 +36,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.db import transaction
+from django.utils.translation import gettext as _
 
 from base.errors import Invalid
 from compute.models import Image, Instance, InstanceState
@@ -104,16 +105,16 @@ def parse_sha256(value: str | None, field: str = "sha256") -> str | None:
         return None
     match = SHA256.match(value.strip())
     if not match:
-        raise ImportRefused(field, "A SHA-256 as 64 hexadecimal digits (optionally after 'sha256:').")
+        raise ImportRefused(field, _("A SHA-256 as 64 hexadecimal digits (optionally after 'sha256:')."))
     return match.group(2).lower()
 
 
 def check_url(url: str, field: str = "url") -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ImportRefused(field, "An http:// or https:// URL with a host.")
+        raise ImportRefused(field, _("An http:// or https:// URL with a host."))
     if any(ord(c) < 33 for c in url):
-        raise ImportRefused(field, "No spaces or control characters in the URL.")
+        raise ImportRefused(field, _("No spaces or control characters in the URL."))
     return url
 
 
@@ -161,7 +162,7 @@ class Staged:
 
 
 def too_large() -> str:
-    return f"The image is larger than the limit of {max_bytes()} bytes (IMAGE_MAX_BYTES)."
+    return _("The image is larger than the limit of %(bytes)s bytes (IMAGE_MAX_BYTES).") % {"bytes": max_bytes()}
 
 
 class StagedUpload(UploadedFile):
@@ -192,7 +193,9 @@ class UploadHandler(FileUploadHandler):
         if not getattr(getattr(self.request, "user", None), "is_staff", False):
             raise StopUpload(connection_reset=True)
         if field_name != self.FIELD or self.staged is not None:
-            self.refusal = ImportRefused(field_name, f"Send one image file, in the field '{self.FIELD}'.")
+            self.refusal = ImportRefused(
+                field_name, _("Send one image file, in the field '%(field)s'.") % {"field": self.FIELD}
+            )
             raise StopUpload(connection_reset=True)
         self.staged = Staged(self.FIELD)
 
@@ -215,7 +218,7 @@ class UploadHandler(FileUploadHandler):
     def outcome(self) -> ImportRefused | None:
         """Why the upload cannot be imported, as far as its transfer goes."""
         if self.refusal is None and self.staged is not None and not self.complete:
-            return ImportRefused(self.FIELD, "The upload ended before the whole file arrived.")
+            return ImportRefused(self.FIELD, _("The upload ended before the whole file arrived."))
         return self.refusal
 
     def discard(self) -> None:
@@ -234,14 +237,14 @@ def header_format(path: Path, field: str) -> str:
         head = fh.read(512)
     if head.startswith(QCOW2_MAGIC):
         if len(head) < 72:
-            raise ImportRefused(field, "The qcow2 header is cut short.")
+            raise ImportRefused(field, _("The qcow2 header is cut short."))
         version, backing_offset, backing_size = struct.unpack(">IQI", head[4:20])
         if backing_offset or backing_size:
-            raise ImportRefused(field, "A qcow2 image with a backing file is refused: import a whole image.")
+            raise ImportRefused(field, _("A qcow2 image with a backing file is refused: import a whole image."))
         if version >= 3 and len(head) >= 80:
             (incompatible,) = struct.unpack(">Q", head[72:80])
             if incompatible & QCOW2_EXTERNAL_DATA_FILE:
-                raise ImportRefused(field, "A qcow2 image with an external data file is refused.")
+                raise ImportRefused(field, _("A qcow2 image with an external data file is refused."))
         return "qcow2"
     for magic, name in OTHER_FORMATS:
         if head.startswith(magic):
@@ -252,7 +255,10 @@ def header_format(path: Path, field: str) -> str:
 
 
 def unknown_format(name: str) -> str:
-    return f"The image format {name!r} is not accepted; only {' and '.join(ACCEPTED_FORMATS)}."
+    return _("The image format %(name)s is not accepted; only %(formats)s.") % {
+        "name": repr(name),
+        "formats": " and ".join(ACCEPTED_FORMATS),
+    }
 
 
 def qemu_img_info(path: Path, fmt: str | None, field: str) -> dict:
@@ -269,14 +275,16 @@ def qemu_img_info(path: Path, fmt: str | None, field: str) -> dict:
     try:
         done = subprocess.run(command, capture_output=True, timeout=PROBE_SECONDS, check=False)  # noqa: S603
     except subprocess.TimeoutExpired:
-        raise ImportRefused(field, "qemu-img took too long to read the image.") from None
+        raise ImportRefused(field, _("qemu-img took too long to read the image.")) from None
     if done.returncode != 0:
         reason = done.stderr.decode(errors="replace").strip().splitlines()
-        raise ImportRefused(field, f"qemu-img cannot read the image: {(reason or ['no reason'])[-1][:200]}")
+        raise ImportRefused(
+            field, _("qemu-img cannot read the image: %(reason)s") % {"reason": (reason or ["no reason"])[-1][:200]}
+        )
     try:
         return json.loads(done.stdout)
     except ValueError:
-        raise ImportRefused(field, "qemu-img gave no readable description of the image.") from None
+        raise ImportRefused(field, _("qemu-img gave no readable description of the image.")) from None
 
 
 def inspect(path: Path, field: str) -> tuple[str, int]:
@@ -289,13 +297,13 @@ def inspect(path: Path, field: str) -> tuple[str, int]:
     if info.get("format") != fmt:
         raise ImportRefused(field, unknown_format(str(info.get("format"))))
     if any(key in info for key in ("backing-filename", "full-backing-filename", "backing-filename-format")):
-        raise ImportRefused(field, "A qcow2 image with a backing file is refused: import a whole image.")
+        raise ImportRefused(field, _("A qcow2 image with a backing file is refused: import a whole image."))
     specific = (info.get("format-specific") or {}).get("data") or {}
     if specific.get("data-file") or specific.get("data-file-raw"):
-        raise ImportRefused(field, "A qcow2 image with an external data file is refused.")
+        raise ImportRefused(field, _("A qcow2 image with an external data file is refused."))
     virtual = info.get("virtual-size")
     if not isinstance(virtual, int) or virtual <= 0:
-        raise ImportRefused(field, "The image has no virtual size.")
+        raise ImportRefused(field, _("The image has no virtual size."))
     return fmt, virtual
 
 
@@ -304,7 +312,9 @@ def check(staged: Staged, *, sha256: str | None, field: str) -> Facts:
     try:
         actual = staged.sha.hexdigest()
         if sha256 is not None and actual != sha256:
-            raise ImportRefused("sha256", f"The image's SHA-256 is {actual}, not the one given.")
+            raise ImportRefused(
+                "sha256", _("The image's SHA-256 is %(actual)s, not the one given.") % {"actual": actual}
+            )
         fmt, virtual = inspect(staged.path, field)
     except BaseException:
         staged.discard()
@@ -386,7 +396,7 @@ def start_url_import(
     check_url(url)
     digest = parse_sha256(sha256)
     if digest is None:
-        raise ImportRefused("sha256", "A URL import needs the image's SHA-256.")
+        raise ImportRefused("sha256", _("A URL import needs the image's SHA-256."))
     with transaction.atomic():
         image = Image.objects.create(
             name=name,
@@ -426,7 +436,11 @@ def _download(image: Image, staged: Staged) -> None:
             image.source_url, stream=True, timeout=(CONNECT_SECONDS, READ_SECONDS), headers=headers
         ) as response:
             if response.status_code != 200:
-                raise ImportRefused("url", f"The server answered {response.status_code} {response.reason}.")
+                raise ImportRefused(
+                    "url",
+                    _("The server answered %(status)s %(reason)s.")
+                    % {"status": response.status_code, "reason": response.reason},
+                )
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
             if expected is not None and expected > max_bytes():
@@ -439,21 +453,27 @@ def _download(image: Image, staged: Staged) -> None:
                 staged.write(chunk)
                 now = time.monotonic()
                 if now > deadline:
-                    raise ImportRefused("url", f"The download took longer than {DOWNLOAD_SECONDS} s.")
+                    raise ImportRefused(
+                        "url", _("The download took longer than %(seconds)s s.") % {"seconds": DOWNLOAD_SECONDS}
+                    )
                 if now - noted >= PROGRESS_EVERY_SECONDS:
                     noted = now
                     if not _pending(image.pk).update(progress_bytes=staged.size):
                         raise Cancelled
             staged.close()
             if expected is not None and staged.size != expected:
-                raise ImportRefused("url", f"The download ended after {staged.size} of {expected} bytes.")
+                raise ImportRefused(
+                    "url",
+                    _("The download ended after %(size)s of %(expected)s bytes.")
+                    % {"size": staged.size, "expected": expected},
+                )
     except (requests.RequestException, OSError, ValueError) as exc:
         # urllib3's errors for a cut connection (ProtocolError) are not OSErrors; requests
         # wraps only some of them, so the import catches what reading the body raises.
-        raise ImportRefused("url", f"The download failed: {_reason(exc)}") from None
+        raise ImportRefused("url", _("The download failed: %(reason)s") % {"reason": _reason(exc)}) from None
     except Exception as exc:
         if type(exc).__module__.startswith("urllib3"):
-            raise ImportRefused("url", f"The download failed: {_reason(exc)}") from None
+            raise ImportRefused("url", _("The download failed: %(reason)s") % {"reason": _reason(exc)}) from None
         raise
 
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import ExpressionWrapper, F, IntegerField, Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from compute.models import Host, Image
 from compute.sizing import Size
@@ -110,7 +111,10 @@ def place(size: Size, image: Image, *, exclude=()) -> Host:
     )
     if unavailable:
         raise NoValidHost(
-            f"No host can take this instance right now: {unavailable} host(s) are down or not answering, "
-            "and the others have no room for this size. Try again later or choose a smaller size."
+            _(
+                "No host can take this instance right now: %(count)s host(s) are down or not answering, "
+                "and the others have no room for this size. Try again later or choose a smaller size."
+            )
+            % {"count": unavailable}
         )
-    raise NoValidHost("No host has room for this size right now.")
+    raise NoValidHost(_("No host has room for this size right now."))

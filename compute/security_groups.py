@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils.translation import gettext as _
 
 from base.errors import Conflict, Invalid
 from compute import firewall
@@ -68,7 +69,7 @@ def default_group(tenant) -> SecurityGroup:
     except IntegrityError:  # made meanwhile by another request (or a group is called "default")
         existing = SecurityGroup.objects.filter(tenant=tenant, is_default=True).first()
         if existing is None:
-            raise Conflict('A group named "default" exists that is not the default group; rename it.') from None
+            raise Conflict(_('A group named "default" exists that is not the default group; rename it.')) from None
         return existing
 
 
@@ -84,7 +85,7 @@ def resolve_group(tenant, group_id, field: str = "security_group_id") -> Securit
     """A group of the tenant, or the same refusal for another tenant's and a missing one."""
     group = SecurityGroup.objects.filter(tenant=tenant, pk=group_id).first() if _is_uuid(group_id) else None
     if group is None:
-        raise Invalid(field, "Unknown security group.")
+        raise Invalid(field, _("Unknown security group."))
     return group
 
 
@@ -100,50 +101,50 @@ def groups_for_create(tenant, group_ids) -> list[SecurityGroup]:
 def _check_name(tenant, name: str, *, other_than=None) -> str:
     name = (name or "").strip()
     if not name or len(name) > NAME_MAX or not name.isprintable():
-        raise Invalid("name", f"Give a name of 1 to {NAME_MAX} printable characters.")
+        raise Invalid("name", _("Give a name of 1 to %(most)d printable characters.") % {"most": NAME_MAX})
     taken = SecurityGroup.objects.filter(tenant=tenant, name=name)
     if other_than is not None:
         taken = taken.exclude(pk=other_than.pk)
     if taken.exists():
-        raise Invalid("name", "A security group with this name already exists in this tenant.")
+        raise Invalid("name", _("A security group with this name already exists in this tenant."))
     return name
 
 
 def _port(value, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise Invalid(field, "A port is a whole number from 1 to 65535.")
+        raise Invalid(field, _("A port is a whole number from 1 to 65535."))
     return value
 
 
 def clean_rule(tenant, request: RuleRequest) -> dict:
     """The rule's fields, checked; Invalid naming the first field that is wrong."""
     if request.direction not in R.Direction.values:
-        raise Invalid("direction", f"Direction is one of: {', '.join(R.Direction.values)}.")
+        raise Invalid("direction", _("Direction is one of: %(choices)s.") % {"choices": ", ".join(R.Direction.values)})
     if request.protocol not in R.Protocol.values:
-        raise Invalid("protocol", f"Protocol is one of: {', '.join(R.Protocol.values)}.")
+        raise Invalid("protocol", _("Protocol is one of: %(choices)s.") % {"choices": ", ".join(R.Protocol.values)})
     port_min = port_max = None
     if request.port_min is not None or request.port_max is not None:
         if request.protocol not in (R.Protocol.TCP, R.Protocol.UDP):
-            raise Invalid("port_min", "Ports apply to tcp and udp rules only.")
+            raise Invalid("port_min", _("Ports apply to tcp and udp rules only."))
         port_min = _port(request.port_min if request.port_min is not None else request.port_max, "port_min")
         port_max = _port(request.port_max if request.port_max is not None else port_min, "port_max")
         if port_max < port_min:
-            raise Invalid("port_max", "port_max is lower than port_min.")
+            raise Invalid("port_max", _("port_max is lower than port_min."))
     remote = None
     cidr = (request.cidr or "").strip()
     if request.remote_group_id:
         if cidr:
-            raise Invalid("remote_group_id", "Give either a CIDR or a source group, not both.")
+            raise Invalid("remote_group_id", _("Give either a CIDR or a source group, not both."))
         remote = resolve_group(tenant, request.remote_group_id, "remote_group_id")
     else:
         try:
             network = ipaddress.IPv4Network(cidr or "0.0.0.0/0", strict=False)
         except ValueError:
-            raise Invalid("cidr", "Give an IPv4 network such as 203.0.113.0/24 or 0.0.0.0/0.") from None
+            raise Invalid("cidr", _("Give an IPv4 network such as 203.0.113.0/24 or 0.0.0.0/0.")) from None
         cidr = str(network)
     description = (request.description or "").strip()
     if len(description) > 200 or not description.isprintable():
-        raise Invalid("description", "A description has up to 200 printable characters.")
+        raise Invalid("description", _("A description has up to 200 printable characters."))
     return {
         "direction": request.direction,
         "protocol": request.protocol,
@@ -158,7 +159,8 @@ def clean_rule(tenant, request: RuleRequest) -> dict:
 def _add_rules(group: SecurityGroup, rules: list[dict]) -> list[SecurityGroupRule]:
     existing = list(group.rules.all())
     if len(existing) + len(rules) > settings.SECURITY_GROUP_MAX_RULES:
-        raise Invalid("rules", f"A security group holds at most {settings.SECURITY_GROUP_MAX_RULES} rules.")
+        most = settings.SECURITY_GROUP_MAX_RULES
+        raise Invalid("rules", _("A security group holds at most %(most)d rules.") % {"most": most})
     seen = {_identity(r.direction, r.protocol, r.port_min, r.port_max, r.cidr, r.remote_group_id) for r in existing}
     made = []
     for fields in rules:
@@ -167,7 +169,7 @@ def _add_rules(group: SecurityGroup, rules: list[dict]) -> list[SecurityGroupRul
             fields["direction"], fields["protocol"], fields["port_min"], fields["port_max"], fields["cidr"], remote_id
         )
         if key in seen:
-            raise Conflict("This group has this rule already.")
+            raise Conflict(_("This group has this rule already."))
         seen.add(key)
         made.append(R.objects.create(group=group, **fields))
     return made
@@ -182,7 +184,7 @@ def group_create(*, actor: Actor, name: str, description: str = "", rules: list[
     cleaned = [clean_rule(actor.tenant, rule) for rule in rules]
     description = (description or "").strip()
     if len(description) > 200 or not description.isprintable():
-        raise Invalid("description", "A description has up to 200 printable characters.")
+        raise Invalid("description", _("A description has up to 200 printable characters."))
     try:
         with transaction.atomic():
             group = SecurityGroup.objects.create(
@@ -191,7 +193,7 @@ def group_create(*, actor: Actor, name: str, description: str = "", rules: list[
             _add_rules(group, cleaned)
             audit(actor, "security_group.create", target=str(group.pk), name=group.name)
     except IntegrityError:
-        raise Invalid("name", "A security group with this name already exists in this tenant.") from None
+        raise Invalid("name", _("A security group with this name already exists in this tenant.")) from None
     return group
 
 
@@ -205,17 +207,17 @@ def group_update(*, actor: Actor, group: SecurityGroup, name: str | None = None,
             locked = _lock_group(group)
             if name is not None:
                 if locked.is_default and name.strip() != locked.name:
-                    raise Conflict("The default group keeps its name.")
+                    raise Conflict(_("The default group keeps its name."))
                 locked.name = _check_name(actor.tenant, name, other_than=locked)
             if description is not None:
                 description = description.strip()
                 if len(description) > 200 or not description.isprintable():
-                    raise Invalid("description", "A description has up to 200 printable characters.")
+                    raise Invalid("description", _("A description has up to 200 printable characters."))
                 locked.description = description
             locked.save(update_fields=["name", "description"])
             audit(actor, "security_group.update", target=str(locked.pk), name=locked.name)
     except IntegrityError:
-        raise Invalid("name", "A security group with this name already exists in this tenant.") from None
+        raise Invalid("name", _("A security group with this name already exists in this tenant.")) from None
     return locked
 
 
@@ -223,14 +225,15 @@ def group_delete(*, actor: Actor, group: SecurityGroup) -> None:
     with transaction.atomic():
         locked = _lock_group(group)
         if locked.is_default:
-            raise Conflict("The default group cannot be deleted.")
+            raise Conflict(_("The default group cannot be deleted."))
         members = locked.instances.exclude(state=InstanceState.DELETED).count()
         if members:
-            raise Conflict(f"This group still has {members} instance(s); detach them first.")
+            raise Conflict(_("This group still has %(count)d instance(s); detach them first.") % {"count": members})
         users = R.objects.filter(remote_group=locked).exclude(group=locked).select_related("group").first()
         if users is not None:
             raise Conflict(
-                f'Rules of the group "{users.group.name}" name this group as their source; remove them first.'
+                _('Rules of the group "%(name)s" name this group as their source; remove them first.')
+                % {"name": users.group.name}
             )
         # Deleted instances keep no membership, so the filter of no guest changes.
         locked.instances.clear()
@@ -261,7 +264,7 @@ def rule_delete(*, actor: Actor, rule: SecurityGroupRule) -> None:
 def _live(instance: Instance) -> Instance:
     locked = lock_instance(instance.pk)
     if locked.state in (InstanceState.DELETED, InstanceState.DELETING):
-        raise Conflict(f"The instance is {locked.state}; its firewall can no longer change.")
+        raise Conflict(_("The instance is being deleted; its firewall can no longer change."))
     return locked
 
 
@@ -300,7 +303,7 @@ def instance_detach(*, actor: Actor, instance: Instance, group_id) -> None:
     with transaction.atomic():
         locked = _live(instance)
         if not locked.security_groups.filter(pk=group.pk).exists():
-            raise Invalid("security_group_id", "The instance is not a member of this group.")
+            raise Invalid("security_group_id", _("The instance is not a member of this group."))
         locked.security_groups.remove(group)
         audit(actor, "instance.detach_security_group", target=str(locked.pk), group=str(group.pk))
         firewall.queue_sync(actor.tenant.pk)

@@ -20,6 +20,8 @@ from functools import partial
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from base.errors import Conflict, Invalid, NotPermitted, QuotaExceeded
 from compute import cloudinit, dns, firewall, idempotency, leases, scheduler, security_groups, tasks
@@ -40,7 +42,7 @@ from compute.models import (
 from compute.row_locks import lock_instance, lock_quota
 from compute.selectors import images_visible_filter, tenant_resource_usage
 from compute.sizing import Size, custom_size_errors
-from compute.transitions import TRANSITIONS, refusal
+from compute.transitions import TRANSITIONS, action_word, refusal, state_word
 from tenants.access import Actor
 from tenants.models import SshKey
 from tenants.services import audit
@@ -48,7 +50,7 @@ from tenants.services import audit
 log = logging.getLogger(__name__)
 TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,31}")
 MAX_TAGS = 10
-NAME_TAKEN = "An instance with this name already exists in this tenant."
+NAME_TAKEN = gettext_lazy("An instance with this name already exists in this tenant.")
 
 
 @dataclass(frozen=True)
@@ -164,8 +166,8 @@ def _place_with_address(size: Size, image: Image) -> tuple[Host, IpPool, str]:
         full.append(host)
     names = ", ".join(h.name for h in full)
     if len(full) == 1:
-        raise Conflict(f"Host {names} has no free IP address.")
-    raise Conflict(f"Hosts {names} have no free IP address, and no other host has room.")
+        raise Conflict(_("Host %(names)s has no free IP address.") % {"names": names})
+    raise Conflict(_("Hosts %(names)s have no free IP address, and no other host has room.") % {"names": names})
 
 
 def _resolve_image(actor: Actor, image_id) -> Image:
@@ -175,7 +177,7 @@ def _resolve_image(actor: Actor, image_id) -> Image:
         else None
     )
     if image is None:
-        raise Invalid("image", "Unknown image.")
+        raise Invalid("image", _("Unknown image."))
     return image
 
 
@@ -201,15 +203,15 @@ def _check_custom_size(size: Size, flavor_id) -> None:
 def resolve_flavor(flavor_id) -> Flavor:
     flavor = Flavor.objects.filter(pk=flavor_id, active=True).first() if _is_uuid(flavor_id) else None
     if flavor is None:
-        raise Invalid("flavor", "Unknown or retired flavor.")
+        raise Invalid("flavor", _("Unknown or retired flavor."))
     return flavor
 
 
 def _check_image_fits(image: Image, size: Size, field: str = "image") -> None:
     if size.disk_gb < image.min_disk_gb:
-        raise Invalid(field, f"This image needs a disk of at least {image.min_disk_gb} GiB.")
+        raise Invalid(field, _("This image needs a disk of at least %(gb)s GiB.") % {"gb": image.min_disk_gb})
     if size.memory_mb < image.min_memory_mb:
-        raise Invalid(field, f"This image needs at least {image.min_memory_mb} MiB of memory.")
+        raise Invalid(field, _("This image needs at least %(mb)s MiB of memory.") % {"mb": image.min_memory_mb})
 
 
 def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: str | None = None) -> Instance:
@@ -218,22 +220,22 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
     With an idempotency key, a repeated request returns the instance the first one made.
     """
     if not actor.tenant.is_active:
-        raise Conflict("This tenant is suspended and cannot create instances.")
+        raise Conflict(_("This tenant is suspended and cannot create instances."))
     if len(request.user_data.encode()) > settings.MAX_USER_DATA_BYTES:
-        raise Invalid("user_data", f"user_data is over {settings.MAX_USER_DATA_BYTES // 1024} KiB.")
+        raise Invalid("user_data", _("user_data is over %(kib)s KiB.") % {"kib": settings.MAX_USER_DATA_BYTES // 1024})
     _check_custom_size(request.size, request.flavor_id)
     image = _resolve_image(actor, request.image_id)
     _check_image_fits(image, request.size)
     if request.password and request.generate_password:
-        raise Invalid("password", "Give a password, or ask for one to be generated, not both.")
+        raise Invalid("password", _("Give a password, or ask for one to be generated, not both."))
     wants_password = bool(request.password or request.generate_password)
     if wants_password and image.format == Image.Format.ISO:
-        raise Invalid("password", "An install ISO sets its passwords itself, in the installer.")
+        raise Invalid("password", _("An install ISO sets its passwords itself, in the installer."))
     if request.password:
         check_password(request.password)
     keys = list(SshKey.objects.filter(tenant=actor.tenant, pk__in=[k for k in request.ssh_key_ids if _is_uuid(k)]))
     if len(keys) != len(set(map(str, request.ssh_key_ids))):
-        raise Invalid("ssh_key_ids", "Unknown SSH key.")
+        raise Invalid("ssh_key_ids", _("Unknown SSH key."))
     groups = security_groups.groups_for_create(actor.tenant, request.security_group_ids)
     fingerprint = request.fingerprint()
 
@@ -287,9 +289,9 @@ PASSWORD_LENGTH = (8, 128)
 def check_password(password: str) -> None:
     low, high = PASSWORD_LENGTH
     if not low <= len(password) <= high:
-        raise Invalid("password", f"A password has {low} to {high} characters.")
+        raise Invalid("password", _("A password has %(low)s to %(high)s characters.") % {"low": low, "high": high})
     if not password.isprintable():
-        raise Invalid("password", "A password has printable characters only.")
+        raise Invalid("password", _("A password has printable characters only."))
 
 
 # Anything else could bring a suspended tenant's instance back to running.
@@ -302,7 +304,10 @@ def _begin(actor: Actor | None, instance: Instance, action: str, **pending) -> I
     if reason := refusal(action, locked.state):
         raise Conflict(reason)
     if actor is not None and action not in ALLOWED_WHEN_SUSPENDED and not locked.tenant.is_active:
-        raise Conflict(f"This tenant is suspended; its instances can only be stopped or deleted, not {action}ed.")
+        raise Conflict(
+            _("This tenant is suspended; its instances can only be stopped or deleted, not %(action)sed.")
+            % {"action": action_word(action)}
+        )
     locked.pending = {"from_state": locked.state, **pending}
     locked.state = TRANSITIONS[action][1]
     locked.error_step = ""
@@ -317,7 +322,7 @@ def _begin(actor: Actor | None, instance: Instance, action: str, **pending) -> I
 @transaction.atomic
 def instance_start(*, actor: Actor | None, instance: Instance) -> Instance:
     if actor is not None and not actor.tenant.is_active:
-        raise Conflict("This tenant is suspended; its instances cannot be started.")
+        raise Conflict(_("This tenant is suspended; its instances cannot be started."))
     locked = _begin(actor, instance, "start")
     _enqueue(tasks.start, locked)
     return locked
@@ -344,9 +349,9 @@ def instance_resize(*, actor: Actor, instance: Instance, size: Size, flavor_id=N
     _check_custom_size(size, flavor_id)
     old = Size.of_instance(instance)
     if size.disk_gb < old.disk_gb:
-        raise Invalid("disk_gb", f"Disks can only grow; this one is {old.disk_gb} GiB.")
+        raise Invalid("disk_gb", _("Disks can only grow; this one is %(gb)s GiB.") % {"gb": old.disk_gb})
     if size == old:
-        raise Invalid("size", "The instance already has this size.")
+        raise Invalid("size", _("The instance already has this size."))
     _check_image_fits(instance.image, size, field="size")
     growth = Size(
         vcpus=max(size.vcpus - old.vcpus, 0),
@@ -361,7 +366,7 @@ def instance_resize(*, actor: Actor, instance: Instance, size: Size, flavor_id=N
     if reason := refusal("resize", current.state):
         raise Conflict(reason)
     if not scheduler.claim_delta(current.host_id, old, size):
-        raise Conflict("The instance's host has no room for this size.")
+        raise Conflict(_("The instance's host has no room for this size."))
     locked = _begin(
         actor,
         instance,
@@ -379,7 +384,7 @@ def instance_rebuild(*, actor: Actor, instance: Instance, image_id) -> Instance:
     image = _resolve_image(actor, image_id)
     _check_image_fits(image, Size.of_instance(instance))
     if image.host_id and image.host_id != instance.host_id:
-        raise Invalid("image", "This snapshot lives on another host than the instance.")
+        raise Invalid("image", _("This snapshot lives on another host than the instance."))
     locked = _begin(actor, instance, "rebuild", image=str(image.pk))
     _enqueue(tasks.rebuild, locked)
     return locked
@@ -416,7 +421,7 @@ def instance_detach_iso(*, actor: Actor, instance: Instance) -> Instance:
     if reason := refusal("detach_iso", current.state):
         raise Conflict(reason)
     if not current.iso_id:
-        raise Conflict("No ISO is attached to this instance.")
+        raise Conflict(_("No ISO is attached to this instance."))
     locked = _begin(actor, instance, "detach_iso", iso=str(current.iso_id))
     _enqueue(tasks.detach_iso, locked)
     return locked
@@ -438,9 +443,11 @@ def instance_rescue(*, actor: Actor, instance: Instance) -> Instance:
     is stopped first), so a customer locked out of the guest can repair it from the console."""
     image = rescue_image()
     if image is None:
-        raise Conflict("Rescue is not offered here: no operator has chosen a rescue image.")
+        raise Conflict(_("Rescue is not offered here: no operator has chosen a rescue image."))
     if instance.memory_mb < image.min_memory_mb:
-        raise Conflict(f"The rescue system needs {image.min_memory_mb} MiB of memory; this instance has less.")
+        raise Conflict(
+            _("The rescue system needs %(mb)s MiB of memory; this instance has less.") % {"mb": image.min_memory_mb}
+        )
     locked = _begin(actor, instance, "rescue", rescue_image=str(image.pk))
     _enqueue(tasks.rescue, locked)
     return locked
@@ -463,20 +470,23 @@ def instance_reset_password(*, actor: Actor, instance: Instance, username: str, 
     Done while the caller waits, holding the instance's lease so that no action runs at once;
     a guest with no agent answering is a Conflict that says so plainly."""
     if not USERNAME.fullmatch(username):
-        raise Invalid("username", "A user name of the guest: a-z, 0-9, _ and -, at most 32.")
+        raise Invalid("username", _("A user name of the guest: a-z, 0-9, _ and -, at most 32."))
     if password:
         check_password(password)
     current = Instance.objects.select_related("host", "tenant").get(pk=instance.pk)
     if current.state != InstanceState.RUNNING:
-        raise Conflict(f"A password can be reset only while the instance runs; it is {current.state}.")
+        raise Conflict(
+            _("A password can be reset only while the instance runs; it is %(state)s.")
+            % {"state": state_word(current.state)}
+        )
     plain = password or cloudinit.generate_password()
     hashed = cloudinit.hash_password(plain)
     lease = leases.Lease(leases.instance_key(current.pk))
     if not lease.acquire():
-        raise Conflict("Another action is under way on this instance; try again in a moment.")
+        raise Conflict(_("Another action is under way on this instance; try again in a moment."))
     try:
         if not Instance.objects.filter(pk=current.pk, state=InstanceState.RUNNING).exists():
-            raise Conflict("The instance stopped running; its password was not reset.")
+            raise Conflict(_("The instance stopped running; its password was not reset."))
         row = InstanceAction.objects.create(
             instance=current,
             action="reset_password",
@@ -492,10 +502,15 @@ def instance_reset_password(*, actor: Actor, instance: Instance, username: str, 
             InstanceAction.objects.filter(pk=row.pk).update(status=InstanceAction.Status.FAILED, error=str(exc)[:2000])
             if isinstance(exc, GuestAgentUnavailable):
                 raise Conflict(
-                    "Password reset is unavailable for this instance: no guest agent answers in it "
-                    f"({exc}). It works in images that run qemu-guest-agent; otherwise use rescue mode."
+                    _(
+                        "Password reset is unavailable for this instance: no guest agent answers in it "
+                        "(%(error)s). It works in images that run qemu-guest-agent; otherwise use rescue mode."
+                    )
+                    % {"error": exc}
                 ) from None
-            raise Conflict(f"The instance's host could not reset the password now: {exc}") from None
+            raise Conflict(
+                _("The instance's host could not reset the password now: %(error)s") % {"error": exc}
+            ) from None
         InstanceAction.objects.filter(pk=row.pk).update(status=InstanceAction.Status.DONE)
     finally:
         lease.release()
@@ -511,7 +526,9 @@ def console_log(*, instance: Instance, max_bytes: int) -> bytes:
     try:
         return driver(current.host).console_log(str(current.pk), max_bytes)
     except (HostError, TransientHostError) as exc:
-        raise Conflict(f"The console log cannot be read from the instance's host now: {exc}") from None
+        raise Conflict(
+            _("The console log cannot be read from the instance's host now: %(error)s") % {"error": exc}
+        ) from None
 
 
 @transaction.atomic
@@ -530,7 +547,9 @@ def instance_retry(*, actor: Actor | None, instance: Instance) -> Instance:
     (base image, disk, seed, DHCP entry, domain) is made again before the guest is started."""
     locked = lock_instance(instance.pk)
     if locked.state != InstanceState.ERROR:
-        raise Conflict(f"Only an instance in error can be retried; this one is {locked.state}.")
+        raise Conflict(
+            _("Only an instance in error can be retried; this one is %(state)s.") % {"state": state_word(locked.state)}
+        )
     locked.state = InstanceState.BUILDING
     locked.error_step = ""
     locked.error_message = ""
@@ -547,13 +566,13 @@ def instance_rename(*, actor, instance: Instance, name: str) -> Instance:
     """Give a live instance another name, unique among the tenant's live instances."""
     name = name.strip()
     if not name or "\x00" in name or len(name) > 255:
-        raise Invalid("name", "Give a name of 1 to 255 characters.")
+        raise Invalid("name", _("Give a name of 1 to 255 characters."))
     try:
         with transaction.atomic():
             lock_quota(instance.tenant)  # DNS labels are chosen under it (compute.dns)
             locked = lock_instance(instance.pk)
             if locked.state == InstanceState.DELETED:
-                raise Invalid("name", "A deleted instance cannot be renamed.")
+                raise Invalid("name", _("A deleted instance cannot be renamed."))
             if locked.name == name:
                 return locked
             live = Instance.objects.filter(tenant=locked.tenant_id).exclude(state=InstanceState.DELETED)
@@ -576,9 +595,12 @@ def instance_set_tags(*, actor, instance: Instance, tags: list[str]) -> list[str
     wanted = sorted({tag.strip().lower() for tag in tags if tag.strip()})
     for tag in wanted:
         if not TAG_PATTERN.fullmatch(tag):
-            raise Invalid("tags", f"A tag is 1 to 32 letters, digits, '-', '_', '.' or ':' (not {tag[:40]!r}).")
+            raise Invalid(
+                "tags",
+                _("A tag is 1 to 32 letters, digits, '-', '_', '.' or ':' (not %(tag)s).") % {"tag": repr(tag[:40])},
+            )
     if len(wanted) > MAX_TAGS:
-        raise Invalid("tags", f"At most {MAX_TAGS} tags.")
+        raise Invalid("tags", _("At most %(count)s tags.") % {"count": MAX_TAGS})
     with transaction.atomic():
         locked = lock_instance(instance.pk)
         current = set(locked.tags.values_list("name", flat=True))
@@ -613,14 +635,14 @@ def instance_throttle(*, instance: Instance, kbytes: int | None, reason: str) ->
 
 
 # -- the tenant's images (snapshots) ----------------------------------------------------------
-IMAGE_NAME_TAKEN = "Your tenant already has an image or snapshot with this name."
+IMAGE_NAME_TAKEN = gettext_lazy("Your tenant already has an image or snapshot with this name.")
 
 
 def _image_name(tenant, name: str, *, other_than=None) -> str:
     """A snapshot's name, trimmed: 1 to 255 characters, unique among the tenant's live images."""
     name = name.strip()
     if not name or "\x00" in name or len(name) > 255:
-        raise Invalid("name", "Give a name of 1 to 255 characters.")
+        raise Invalid("name", _("Give a name of 1 to 255 characters."))
     live = Image.objects.filter(tenant=tenant, name=name).exclude(state=Image.State.DELETED)
     if live.exclude(pk=other_than).exists():
         raise Invalid("name", IMAGE_NAME_TAKEN)
@@ -632,9 +654,9 @@ def image_rename(*, actor: Actor, image: Image, name: str) -> Image:
     """Rename one of the tenant's own snapshots (public images are the operators')."""
     locked = Image.objects.select_for_update().get(pk=image.pk)
     if locked.tenant_id != actor.tenant.pk:
-        raise NotPermitted("Public images are managed by operators.")
+        raise NotPermitted(_("Public images are managed by operators."))
     if locked.state == Image.State.DELETED:
-        raise Conflict("A deleted image cannot be renamed.")
+        raise Conflict(_("A deleted image cannot be renamed."))
     name = _image_name(actor.tenant, name, other_than=locked.pk)
     if name != locked.name:
         previous, locked.name = locked.name, name

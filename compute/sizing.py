@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 
 from django.conf import settings
+from django.utils.translation import gettext as _
 
 from compute.models import SIZE_FIELDS, Flavor
 
@@ -48,9 +49,9 @@ def custom_size_errors(values: dict[str, int]) -> dict[str, list[str]]:
     for name, (low, high) in custom_limits().items():
         value = values.get(name)
         if value is None:
-            errors[name] = ["This field is required for a custom size."]
+            errors[name] = [_("This field is required for a custom size.")]
         elif not low <= value <= high:
-            errors[name] = [f"Must be between {low} and {high}."]
+            errors[name] = [_("Must be between %(low)s and %(high)s.") % {"low": low, "high": high}]
     return errors
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from django.utils.translation import gettext as _
+from django.utils.translation import pgettext_lazy
+
 from compute.models import InstanceState as S
 
 # The steps of a build (the "create" and "retry" actions), in order; each is one action-log row.
@@ -47,10 +50,56 @@ def allowed_actions(state: str, *, has_iso: bool = False) -> list[str]:
     ]
 
 
+# States and actions as words in a refusal's sentence. In English the word is the code itself
+# (what the API's `state` says); other languages have words of their own.
+STATE_WORDS = {
+    S.BUILDING: pgettext_lazy("instance state", "building"),
+    S.RUNNING: pgettext_lazy("instance state", "running"),
+    S.STOPPING: pgettext_lazy("instance state", "stopping"),
+    S.STOPPED: pgettext_lazy("instance state", "stopped"),
+    S.STARTING: pgettext_lazy("instance state", "starting"),
+    S.REBOOTING: pgettext_lazy("instance state", "rebooting"),
+    S.RESIZING: pgettext_lazy("instance state", "resizing"),
+    S.REBUILDING: pgettext_lazy("instance state", "rebuilding"),
+    S.SNAPSHOTTING: pgettext_lazy("instance state", "snapshotting"),
+    S.DELETING: pgettext_lazy("instance state", "deleting"),
+    S.DELETED: pgettext_lazy("instance state", "deleted"),
+    S.ERROR: pgettext_lazy("instance state", "error"),
+    S.DETACHING_ISO: pgettext_lazy("instance state", "detaching_iso"),
+    S.RESCUING: pgettext_lazy("instance state", "rescuing"),
+    S.RESCUE: pgettext_lazy("instance state", "rescue"),
+    S.UNRESCUING: pgettext_lazy("instance state", "unrescuing"),
+}
+ACTION_WORDS = {
+    "start": pgettext_lazy("instance action", "start"),
+    "stop": pgettext_lazy("instance action", "stop"),
+    "reboot": pgettext_lazy("instance action", "reboot"),
+    "resize": pgettext_lazy("instance action", "resize"),
+    "rebuild": pgettext_lazy("instance action", "rebuild"),
+    "snapshot": pgettext_lazy("instance action", "snapshot"),
+    "delete": pgettext_lazy("instance action", "delete"),
+    "detach_iso": pgettext_lazy("instance action", "detach_iso"),
+    "rescue": pgettext_lazy("instance action", "rescue"),
+    "unrescue": pgettext_lazy("instance action", "unrescue"),
+}
+
+
+def state_word(state: str) -> str:
+    return str(STATE_WORDS.get(state, state))
+
+
+def action_word(action: str) -> str:
+    return str(ACTION_WORDS.get(action, action))
+
+
 def refusal(action: str, state: str) -> str | None:
     """Why `action` cannot start from `state`, or None when it can."""
     sources, _target = TRANSITIONS[action]
     if state in sources:
         return None
-    allowed = ", ".join(sorted(sources)) or "no state"
-    return f"Cannot {action} an instance that is {state}; {action} needs it to be {allowed}."
+    allowed = ", ".join(state_word(source) for source in sorted(sources)) or _("no state")
+    return _("Cannot %(action)s an instance that is %(state)s; %(action)s needs it to be %(allowed)s.") % {
+        "action": action_word(action),
+        "state": state_word(state),
+        "allowed": allowed,
+    }

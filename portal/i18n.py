@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.utils import translation
+from django.utils.translation import gettext as _
 from django.views.i18n import set_language as django_set_language
+
+from base.errors import QuotaExceeded, Refused
 
 SUPPORTED = {code for code, _ in settings.LANGUAGES}
 
@@ -19,6 +22,20 @@ def language_of(user) -> str:
     """The language to address `user` in: their saved choice, else the site's default."""
     saved = getattr(user, "language", "")
     return saved if saved in SUPPORTED else settings.LANGUAGE_CODE
+
+
+def refusal_text(exc: Refused) -> str:
+    """The sentence of a service's refusal (base.errors) in the active language. Services mark
+    their messages for translation; base.errors is plain Python, so the quota sentence it writes
+    is translated here from its parts (the English is the same, byte for byte)."""
+    if isinstance(exc, QuotaExceeded):
+        return _("Quota exceeded for %(resource)s: %(in_use)s in use + %(requested)s requested > limit %(limit)s.") % {
+            "resource": exc.resource,
+            "in_use": exc.in_use,
+            "requested": exc.requested,
+            "limit": exc.limit,
+        }
+    return str(exc.message)
 
 
 class UserLanguageMiddleware:

@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.deconstruct import deconstructible
+from django.utils.translation import gettext_lazy
 
 
 class User(AbstractUser):
@@ -50,7 +51,7 @@ class OneLineValidator(RegexValidator):
 
 
 validate_one_line = OneLineValidator(
-    ONE_LINE_PATTERN, "Control characters and line breaks are not allowed.", code="control_characters"
+    ONE_LINE_PATTERN, gettext_lazy("Control characters and line breaks are not allowed."), code="control_characters"
 )
 
 
@@ -82,8 +83,9 @@ class Tenant(models.Model):
 
     @property
     def mail_language(self) -> str:
-        """The language the tenant's notices are written in (one mail goes to all its
-        recipients): the saved choice of its first owner who made one, else the default."""
+        """The language of the tenant's notices to an address without an account of its own
+        (the billing address) or whose user never chose one (tenants.notices.languages_of): the
+        saved choice of its first owner who made one, else the default."""
         chosen = (
             Membership.objects.filter(tenant=self, role=Role.OWNER)
             .exclude(user__language="")

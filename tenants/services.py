@@ -15,8 +15,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.text import slugify
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from base.errors import Conflict, Invalid, Unavailable
 from tenants.access import Actor
@@ -97,7 +99,7 @@ def tenant_create(*, name: str, owner: User, personal: bool = False, billing_ema
         except IntegrityError:  # two signups raced for one slug; the loop picks another
             continue
     else:
-        raise Conflict("Could not choose a unique tenant slug; try another name.")
+        raise Conflict(_("Could not choose a unique tenant slug; try another name."))
     Membership.objects.create(user=owner, tenant=tenant, role=Role.OWNER)
     Quota.objects.create(tenant=tenant, **settings.DEFAULT_QUOTA)
     audit(None, "tenant.create", tenant=tenant, target=tenant.slug, owner=owner.email)
@@ -130,16 +132,37 @@ def _hash_invitation(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# A role as a word in a sentence (the English is the role's code).
+ROLE_WORDS = {
+    Role.VIEWER: gettext_lazy("viewer"),
+    Role.MEMBER: gettext_lazy("member"),
+    Role.ADMIN: gettext_lazy("admin"),
+    Role.OWNER: gettext_lazy("owner"),
+}
+
+
+def _invitation_language(email: str, inviter: User) -> str:
+    """The invitation is written in the language the invitee chose, if they have an account and
+    chose one; else in the inviter's saved choice, else in the language the inviter uses now."""
+    supported = dict(settings.LANGUAGES)
+    invitee = User.objects.filter(email__iexact=email).values_list("language", flat=True).first()
+    for language in (invitee, inviter.language):
+        if language in supported:
+            return language
+    current = translation.get_language()
+    return current if current in supported else settings.LANGUAGE_CODE
+
+
 @transaction.atomic
 def invitation_create(*, actor: Actor, email: str, role: str) -> tuple[Invitation, str]:
     """An invitation and its single-use token (returned once, e-mailed, stored hashed)."""
     email = email.strip().lower()
     if role == Role.OWNER and not actor.has_role(Role.OWNER):
-        raise Conflict("Only an owner can invite another owner.")
+        raise Conflict(_("Only an owner can invite another owner."))
     if Membership.objects.filter(tenant=actor.tenant, user__email__iexact=email).exists():
-        raise Conflict(f"{email} is already a member of this tenant.")
+        raise Conflict(_("%(email)s is already a member of this tenant.") % {"email": email})
     if Invitation.objects.filter(tenant=actor.tenant, email=email, accepted_at__isnull=True).exists():
-        raise Conflict(f"{email} already has an open invitation; revoke it first.")
+        raise Conflict(_("%(email)s already has an open invitation; revoke it first.") % {"email": email})
     token = secrets.token_urlsafe(32)
     try:
         # The check above can race with a concurrent invite; the constraint settles it.
@@ -153,31 +176,36 @@ def invitation_create(*, actor: Actor, email: str, role: str) -> tuple[Invitatio
                 expires_at=timezone.now() + timedelta(hours=settings.INVITATION_TTL_HOURS),
             )
     except IntegrityError:
-        raise Conflict(f"{email} already has an open invitation; revoke it first.") from None
+        raise Conflict(_("%(email)s already has an open invitation; revoke it first.") % {"email": email}) from None
     audit(actor, "invitation.create", target=email, role=role)
     link = f"{settings.PORTAL_BASE_URL}/invitations/accept/{token}"
     # The row and its e-mail go together: the mail is the last step of the transaction, so a
     # mail that cannot be sent rolls the row back and the invitation can simply be sent again.
     # (A commit failing after the mail left makes its link answer "does not exist".)
+    with translation.override(_invitation_language(email, actor.user)):
+        subject = one_line(_("You are invited to %(tenant)s") % {"tenant": actor.tenant.name})
+        body = _(
+            "%(inviter)s invited you to join %(tenant)s as %(role)s.\n\n"
+            "Accept the invitation: %(link)s\n\nThe link works once and expires in %(hours)s hours."
+        ) % {
+            "inviter": actor.user.email,
+            "tenant": actor.tenant.name,
+            "role": ROLE_WORDS.get(role, role),
+            "link": link,
+            "hours": settings.INVITATION_TTL_HOURS,
+        }
     try:
-        send_mail(
-            one_line(f"You are invited to {actor.tenant.name}"),
-            f"{actor.user.email} invited you to join {actor.tenant.name} as {role}.\n\n"
-            f"Accept the invitation: {link}\n\nThe link works once and expires in "
-            f"{settings.INVITATION_TTL_HOURS} hours.",
-            settings.DEFAULT_FROM_EMAIL,
-            [email],
-        )
+        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [email])
     except (smtplib.SMTPException, OSError) as exc:
         log.warning("cannot send the invitation of %s to %s: %s", actor.tenant.slug, email, exc)
-        raise Unavailable("The invitation e-mail cannot be sent now; nothing was saved. Try again later.") from None
+        raise Unavailable(_("The invitation e-mail cannot be sent now; nothing was saved. Try again later.")) from None
     return invitation, token
 
 
 @transaction.atomic
 def invitation_revoke(*, actor: Actor, invitation: Invitation) -> None:
     if invitation.accepted_at is not None:
-        raise Conflict("This invitation was already accepted.")
+        raise Conflict(_("This invitation was already accepted."))
     invitation.delete()
     audit(actor, "invitation.revoke", target=invitation.email)
 
@@ -192,11 +220,11 @@ def invitation_accept(*, user: User, token: str) -> Membership:
         .first()
     )
     if invitation is None or invitation.accepted_at is not None:
-        raise InvitationInvalid("This invitation does not exist or was already used.")
+        raise InvitationInvalid(_("This invitation does not exist or was already used."))
     if invitation.expires_at <= timezone.now():
-        raise InvitationInvalid("This invitation has expired; ask for a new one.")
+        raise InvitationInvalid(_("This invitation has expired; ask for a new one."))
     if invitation.email.lower() != user.email.lower():
-        raise InvitationInvalid("This invitation was sent to another e-mail address.")
+        raise InvitationInvalid(_("This invitation was sent to another e-mail address."))
     membership, created = Membership.objects.get_or_create(
         user=user, tenant=invitation.tenant, defaults={"role": invitation.role}
     )
@@ -220,9 +248,9 @@ def _owner_count(tenant: Tenant) -> int:
 def membership_set_role(*, actor: Actor, membership: Membership, role: str) -> Membership:
     Tenant.objects.select_for_update().get(pk=actor.tenant.pk)  # serialises owner changes
     if Role.OWNER in (role, membership.role) and not actor.has_role(Role.OWNER):
-        raise Conflict("Only an owner can grant or take away the owner role.")
+        raise Conflict(_("Only an owner can grant or take away the owner role."))
     if membership.role == Role.OWNER and role != Role.OWNER and _owner_count(actor.tenant) == 1:
-        raise Conflict("A tenant needs at least one owner.")
+        raise Conflict(_("A tenant needs at least one owner."))
     membership.role = role
     membership.save(update_fields=["role"])
     audit(actor, "membership.role", target=membership.user.email, role=role)
@@ -234,9 +262,9 @@ def membership_remove(*, actor: Actor, membership: Membership) -> None:
     Tenant.objects.select_for_update().get(pk=actor.tenant.pk)
     if membership.role == Role.OWNER:
         if not actor.has_role(Role.OWNER):
-            raise Conflict("Only an owner can remove an owner.")
+            raise Conflict(_("Only an owner can remove an owner."))
         if _owner_count(actor.tenant) == 1:
-            raise Conflict("A tenant needs at least one owner.")
+            raise Conflict(_("A tenant needs at least one owner."))
     # The member's tokens for this tenant die with the membership.
     ApiToken.objects.filter(tenant=actor.tenant, user=membership.user, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
@@ -249,7 +277,7 @@ def membership_remove(*, actor: Actor, membership: Membership) -> None:
 def token_create(*, actor: Actor, name: str, scope: str, expires_at: datetime | None = None) -> tuple[ApiToken, str]:
     """A token for the actor's tenant; the full secret is returned once and never stored."""
     if expires_at is not None and expires_at <= timezone.now():
-        raise Invalid("expires_at", "expires_at must be in the future.")
+        raise Invalid("expires_at", _("expires_at must be in the future."))
     prefix, secret, full = new_token_material()
     token = ApiToken.objects.create(
         tenant=actor.tenant,
@@ -277,9 +305,9 @@ def token_revoke(*, actor: Actor, token: ApiToken) -> ApiToken:
 def sshkey_create(*, actor: Actor, name: str, public_key: str) -> SshKey:
     parsed = parse_public_key(public_key)
     if SshKey.objects.filter(tenant=actor.tenant, fingerprint=parsed.fingerprint).exists():
-        raise Conflict("This key is already registered in this tenant.")
+        raise Conflict(_("This key is already registered in this tenant."))
     if SshKey.objects.filter(tenant=actor.tenant, name=name).exists():
-        raise Conflict(f"There is already a key named {name!r}.")
+        raise Conflict(_("There is already a key named %(name)s.") % {"name": repr(name)})
     try:
         # A concurrent upload of the same key or name passes the checks above; the unique
         # constraints settle it.
@@ -292,7 +320,7 @@ def sshkey_create(*, actor: Actor, name: str, public_key: str) -> SshKey:
                 fingerprint=parsed.fingerprint,
             )
     except IntegrityError:
-        raise Conflict("This key or key name is already registered in this tenant.") from None
+        raise Conflict(_("This key or key name is already registered in this tenant.")) from None
     audit(actor, "sshkey.create", target=name, fingerprint=parsed.fingerprint)
     return key
 

@@ -12,18 +12,21 @@ from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, serializers, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from base.errors import Conflict, Invalid, NotPermitted, QuotaExceeded, Refused, Unavailable
+from portal.i18n import refusal_text
 
 # How long a client should wait before trying again after a 503.
 RETRY_AFTER_SECONDS = 5
 # The database went away (restart, failover, network): the request may well work a moment later.
 DATABASE_FAULTS = (OperationalError, InterfaceError)
-DATABASE_DOWN = "The database cannot be reached right now; try again shortly."
+DATABASE_DOWN = gettext_lazy("The database cannot be reached right now; try again shortly.")
 
 # The status of each kind of refusal; the most specific class that matches wins.
 REFUSAL_STATUS = (
@@ -36,10 +39,12 @@ REFUSAL_STATUS = (
 
 
 def as_api_exception(exc: Refused) -> exceptions.APIException:
-    """The DRF exception that answers a service's refusal."""
+    """The DRF exception that answers a service's refusal, in the request's language (English
+    unless the client asked for another with Accept-Language, or a logged-in user chose one)."""
+    message = refusal_text(exc)
     if isinstance(exc, Invalid):
-        return serializers.ValidationError({exc.field: [exc.message]})
-    answer = exceptions.APIException(exc.message, code=exc.code)
+        return serializers.ValidationError({exc.field: [message]})
+    answer = exceptions.APIException(message, code=exc.code)
     answer.status_code = next(code for kind, code in REFUSAL_STATUS if isinstance(exc, kind))
     return answer
 
@@ -53,7 +58,7 @@ def exception_handler(exc, context):
     if isinstance(exc, Refused):
         exc = as_api_exception(exc)
     elif isinstance(exc, RequestDataTooBig):
-        exc = exceptions.APIException("The request body is too large.")
+        exc = exceptions.APIException(_("The request body is too large."))
         exc.status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     elif isinstance(exc, DATABASE_FAULTS):
         exc = as_api_exception(Unavailable(DATABASE_DOWN))
@@ -100,9 +105,11 @@ def server_error(request):
         )
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
-    return JsonResponse({"detail": "Internal server error.", "code": "server_error"}, status=500)
+    return JsonResponse({"detail": _("Internal server error."), "code": "server_error"}, status=500)
 
 
 @csrf_exempt  # else a POST with a session cookie to an unknown route is CSRF's HTML 403, not this
 def api_not_found(request, *args, **kwargs):
-    return JsonResponse({"detail": f"No API route {request.path}.", "code": "not_found"}, status=404)
+    return JsonResponse(
+        {"detail": _("No API route %(path)s.") % {"path": request.path}, "code": "not_found"}, status=404
+    )

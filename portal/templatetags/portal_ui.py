@@ -130,6 +130,109 @@ def status_label(label) -> str:
     return pgettext("status", str(label))
 
 
+# The codes of the action log (InstanceAction.action and .step) and of the audit log
+# (AuditEvent.action) stay as they are in the database and the API; pages show these labels.
+# A code without a label (one added later) is shown as it is.
+ACTION_LABELS = {
+    "create": pgettext_lazy("action log", "Create"),
+    "retry": pgettext_lazy("action log", "Retry"),
+    "start": pgettext_lazy("action log", "Start"),
+    "stop": pgettext_lazy("action log", "Stop"),
+    "reboot": pgettext_lazy("action log", "Reboot"),
+    "resize": pgettext_lazy("action log", "Resize"),
+    "rebuild": pgettext_lazy("action log", "Rebuild"),
+    "snapshot": pgettext_lazy("action log", "Snapshot"),
+    "delete": pgettext_lazy("action log", "Delete"),
+    "detach_iso": pgettext_lazy("action log", "Detach ISO"),
+    "rescue": pgettext_lazy("action log", "Rescue"),
+    "unrescue": pgettext_lazy("action log", "Leave rescue"),
+    "reset_password": pgettext_lazy("action log", "Reset password"),
+    "throttle": pgettext_lazy("action log", "Throttle"),
+    "unthrottle": pgettext_lazy("action log", "Unthrottle"),
+    "sync": pgettext_lazy("action log", "Sync with host"),
+}
+STEP_LABELS = {
+    "image": pgettext_lazy("action step", "Image"),
+    "disk": pgettext_lazy("action step", "Disk"),
+    "seed": pgettext_lazy("action step", "Cloud-init seed"),
+    "dhcp": pgettext_lazy("action step", "DHCP entry"),
+    "firewall": pgettext_lazy("action step", "Firewall"),
+    "define": pgettext_lazy("action step", "Define"),
+    "start": pgettext_lazy("action step", "Start"),
+    "stop": pgettext_lazy("action step", "Stop"),
+    "reboot": pgettext_lazy("action step", "Reboot"),
+    "wipe": pgettext_lazy("action step", "Wipe"),
+    "copy": pgettext_lazy("action step", "Copy"),
+    "eject": pgettext_lazy("action step", "Eject"),
+    "destroy": pgettext_lazy("action step", "Destroy"),
+    "resume": pgettext_lazy("action step", "Resume"),
+    "power": pgettext_lazy("action step", "Power state"),
+    "agent": pgettext_lazy("action step", "Guest agent"),
+    "bandwidth": pgettext_lazy("action step", "Bandwidth"),
+}
+AUDIT_LABELS = {
+    "host.status": pgettext_lazy("audit", "Host status changed"),
+    "image.delete": pgettext_lazy("audit", "Image deleted"),
+    "image.import": pgettext_lazy("audit", "Image imported"),
+    "image.rename": pgettext_lazy("audit", "Image renamed"),
+    "instance.create": pgettext_lazy("audit", "Instance created"),
+    "instance.rename": pgettext_lazy("audit", "Instance renamed"),
+    "instance.reset_password": pgettext_lazy("audit", "Instance password reset"),
+    "instance.tags": pgettext_lazy("audit", "Instance tags changed"),
+    "instance.start": pgettext_lazy("audit", "Instance started"),
+    "instance.stop": pgettext_lazy("audit", "Instance stopped"),
+    "instance.reboot": pgettext_lazy("audit", "Instance rebooted"),
+    "instance.resize": pgettext_lazy("audit", "Instance resized"),
+    "instance.rebuild": pgettext_lazy("audit", "Instance rebuilt"),
+    "instance.snapshot": pgettext_lazy("audit", "Snapshot taken"),
+    "instance.delete": pgettext_lazy("audit", "Instance deleted"),
+    "instance.detach_iso": pgettext_lazy("audit", "ISO detached"),
+    "instance.rescue": pgettext_lazy("audit", "Rescue mode entered"),
+    "instance.unrescue": pgettext_lazy("audit", "Rescue mode left"),
+    "instance.retry": pgettext_lazy("audit", "Instance build retried"),
+    "instance.set_security_groups": pgettext_lazy("audit", "Instance security groups changed"),
+    "security_group.create": pgettext_lazy("audit", "Security group created"),
+    "security_group.update": pgettext_lazy("audit", "Security group changed"),
+    "security_group.delete": pgettext_lazy("audit", "Security group deleted"),
+    "security_group.rule_add": pgettext_lazy("audit", "Firewall rule added"),
+    "security_group.rule_delete": pgettext_lazy("audit", "Firewall rule removed"),
+    "invitation.create": pgettext_lazy("audit", "Invitation sent"),
+    "invitation.revoke": pgettext_lazy("audit", "Invitation revoked"),
+    "invoice.issue": pgettext_lazy("audit", "Invoice issued"),
+    "invoice.paid": pgettext_lazy("audit", "Invoice paid"),
+    "invoice.void": pgettext_lazy("audit", "Invoice voided"),
+    "membership.join": pgettext_lazy("audit", "Member joined"),
+    "membership.remove": pgettext_lazy("audit", "Member removed"),
+    "membership.role": pgettext_lazy("audit", "Member's role changed"),
+    "sshkey.create": pgettext_lazy("audit", "SSH key added"),
+    "sshkey.delete": pgettext_lazy("audit", "SSH key deleted"),
+    "tenant.create": pgettext_lazy("audit", "Tenant created"),
+    "tenant.update": pgettext_lazy("audit", "Tenant settings changed"),
+    "tenant.suspend": pgettext_lazy("audit", "Tenant suspended"),
+    "tenant.reactivate": pgettext_lazy("audit", "Tenant reactivated"),
+    "token.create": pgettext_lazy("audit", "API token created"),
+    "token.revoke": pgettext_lazy("audit", "API token revoked"),
+}
+
+
+@register.filter
+def action_label(code: str) -> str:
+    """An action-log action (InstanceAction.action) in the reader's language."""
+    return str(ACTION_LABELS.get(code, code))
+
+
+@register.filter
+def step_label(code: str) -> str:
+    """An action-log step (InstanceAction.step) in the reader's language."""
+    return str(STEP_LABELS.get(code, code))
+
+
+@register.filter
+def audit_label(code: str) -> str:
+    """An audit event's action code (AuditEvent.action) in the reader's language."""
+    return str(AUDIT_LABELS.get(code, code))
+
+
 @register.simple_tag
 def portal_name() -> str:
     return settings.PORTAL_NAME

@@ -12,6 +12,7 @@ from django.http import Http404, HttpResponse, HttpResponseNotModified
 from django.utils.translation import gettext as _
 
 from base.errors import Invalid, Refused
+from portal.i18n import refusal_text
 from tenants.access import Actor, actor_for_request
 from tenants.models import Role
 
@@ -20,8 +21,8 @@ REFUSALS = Refused
 
 
 def why(exc: Refused) -> str:
-    """The sentence a refusal carries."""
-    return exc.message
+    """The sentence a refusal carries, in the page's language."""
+    return refusal_text(exc)
 
 
 def refuse_on_form(form, exc: Refused, *, fields: dict[str, str | None] | None = None) -> None:

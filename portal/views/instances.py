@@ -40,6 +40,11 @@ from tenants.models import Quota, Role
 
 # Actions that are one click (a POST form on the instance page); the others have a page of their own.
 POWER_ACTIONS = {"start": services.instance_start, "stop": services.instance_stop, "reboot": services.instance_reboot}
+REQUESTED = {
+    "start": gettext_lazy("Start of %(name)s requested."),
+    "stop": gettext_lazy("Stop of %(name)s requested."),
+    "reboot": gettext_lazy("Reboot of %(name)s requested."),
+}
 LOG_LENGTH = 50
 # Form fields the services name in base.errors.Invalid, by their name in the create form.
 SERVICE_FIELDS = {"ssh_key_ids": "ssh_keys", "size": None}
@@ -185,7 +190,11 @@ def create(request, actor: Actor):
     except REFUSALS as exc:
         refuse_on_form(form, exc)
         return _create_page(request, actor, form, status=409)
-    messages.success(request, f"{instance.name} is being built. Its address is {instance.ip_address}.")
+    messages.success(
+        request,
+        _("%(name)s is being built. Its address is %(address)s.")
+        % {"name": instance.name, "address": instance.ip_address},
+    )
     return redirect("instance", pk=instance.pk)
 
 
@@ -445,7 +454,7 @@ def power(request, actor: Actor, pk, action: str):
     except REFUSALS as exc:
         messages.error(request, why(exc))
     else:
-        messages.success(request, f"{action.capitalize()} of {instance.name} requested.")
+        messages.success(request, REQUESTED[action] % {"name": instance.name})
     return redirect("instance", pk=instance.pk)
 
 
@@ -459,7 +468,9 @@ def delete(request, actor: Actor, pk):
         except REFUSALS as exc:
             messages.error(request, why(exc))
             return redirect("instance", pk=instance.pk)
-        messages.success(request, f"{instance.name} is being deleted; its disk and address are released.")
+        messages.success(
+            request, _("%(name)s is being deleted; its disk and address are released.") % {"name": instance.name}
+        )
         return redirect("dashboard")
     return render(request, "portal/instances/delete.html", {"actor": actor, "instance": instance})
 

@@ -133,7 +133,12 @@ def member_role(request, actor: Actor, pk):
     except REFUSALS as exc:
         messages.error(request, why(exc))
     else:
-        messages.success(request, f"{membership.user.email} is now {form.cleaned_data['role']}.")
+        role = form.cleaned_data["role"]
+        messages.success(
+            request,
+            _("%(email)s is now %(role)s.")
+            % {"email": membership.user.email, "role": tenant_services.ROLE_WORDS.get(role, role)},
+        )
     return redirect("tenant-members")
 
 
@@ -147,7 +152,10 @@ def member_remove(request, actor: Actor, pk):
     except REFUSALS as exc:
         messages.error(request, why(exc))
         return redirect("tenant-members")
-    messages.success(request, f"{membership.user.email} was removed from {actor.tenant.name}.")
+    messages.success(
+        request,
+        _("%(email)s was removed from %(tenant)s.") % {"email": membership.user.email, "tenant": actor.tenant.name},
+    )
     return redirect("home" if membership.user_id == request.user.pk else "tenant-members")
 
 

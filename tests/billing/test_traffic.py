@@ -242,3 +242,22 @@ def test_it_mails_about_an_instance_whose_name_has_a_line_break(tasks_inline, ho
         "[Cloud Portal] Instance web box: 80% of its monthly traffic used",
         "[Cloud Portal] Instance web box: 100% of its monthly traffic used",
     ]
+
+
+def test_it_mails_the_traffic_notice_in_the_language_of_the_billing_addresses_user(
+    tasks_inline, host, image, alice, tenant_a
+):
+    # given: the billing address is alice's, and she reads Chinese
+    alice.language = "zh-hans"
+    alice.save(update_fields=["language"])
+    flavor = priced_flavor("metered-zh", traffic_gb=10, policy=OverPolicy.BILL)
+    instance = create(alice, tenant_a, image, "web", flavor, at(2026, 3, 1))
+
+    # when: 80% of the allowance is used
+    sample(host, at(2026, 3, 3), (instance, 8 * GIB))
+    metering.enforce_allowances(host=host, now=at(2026, 3, 3))
+
+    # then: the notice is in Chinese
+    (notice,) = mail.outbox
+    assert notice.subject == "[Cloud Portal] 实例 web：已用掉每月流量的 80%"
+    assert "本月已发送 8 GiB" in notice.body and "按 GiB 计费" in notice.body

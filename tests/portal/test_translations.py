@@ -20,9 +20,16 @@ from tests.portal.template_text import untranslated
 
 BASE = Path(settings.BASE_DIR)
 # The packages whose strings have a catalogue of their own: the pages (portal), the invoice
-# PDF (billing/exports.py) and the number formats (base/units.py). makemessages runs inside
-# each, so each catalogue holds its package only.
-CATALOGUES = {"portal": ["static", "scripts", "locale"], "billing": ["locale", "migrations"], "base": ["locale"]}
+# PDF and billing's refusals (billing), the refusals of compute's and tenants' services and the
+# invitation mail (compute, tenants), and the number formats (base/units.py). makemessages runs
+# inside each, so each catalogue holds its package only.
+CATALOGUES = {
+    "portal": ["static", "scripts", "locale"],
+    "billing": ["locale", "migrations"],
+    "compute": ["locale", "migrations"],
+    "tenants": ["locale", "migrations"],
+    "base": ["locale"],
+}
 PO = "locale/zh_Hans/LC_MESSAGES/django.po"
 # Builds its HTML tag names from variables and holds no text of its own.
 NO_TEXT = {"allauth/elements/button.html"}

@@ -112,7 +112,7 @@ def test_it_takes_a_stranger_from_signup_to_a_running_instance(
     assert page.inner_text("#instance-ip") == instance.ip_address
     page.wait_for_selector("#instance-live[data-state=running]", timeout=60_000)
     assert page.inner_text("#instance-state") == "Running"
-    assert "create" in page.inner_text("#action-log")
+    assert "Create" in page.inner_text("#action-log")
     shot(page, "instance-desktop")
 
     # the dashboard lists it running, with its address

@@ -4,6 +4,8 @@
 
   const COLOURS = ["#0d6efd", "#198754", "#fd7e14"];
   const LABELS = { cpu: "CPU %", rx_bytes: "received", tx_bytes: "sent" };
+  // The series' names in the page's language, from the canvas's data-label-* (_chart.html).
+  const LABEL_KEYS = { cpu: "labelCpu", rx_bytes: "labelRx", tx_bytes: "labelTx", disk_bytes: "labelDisk" };
 
   function bytes(value) {
     const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -21,7 +23,7 @@
       if (empty) empty.classList.remove("d-none");
       return;
     }
-    const labels = (data[names[0]] || []).map((p) => new Date(p.t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+    const labels = (data[names[0]] || []).map((p) => new Date(p.t).toLocaleTimeString(document.documentElement.lang || [], { hour: "2-digit", minute: "2-digit" }));
     const asBytes = canvas.dataset.unit === "bytes";
     // Ticks and grid in the page's colours, so they read in dark mode too (theme.js).
     const style = getComputedStyle(canvas);
@@ -32,7 +34,7 @@
       data: {
         labels,
         datasets: names.map((name, i) => ({
-          label: LABELS[name] || name,
+          label: canvas.dataset[LABEL_KEYS[name]] || LABELS[name] || name,
           data: (data[name] || []).map((p) => p.v),
           borderColor: COLOURS[i % COLOURS.length],
           backgroundColor: COLOURS[i % COLOURS.length],

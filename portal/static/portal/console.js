@@ -4,6 +4,10 @@ import RFB from "../vendor/novnc/core/rfb.js";
 const screen = document.getElementById("console-screen");
 const status = document.getElementById("console-status");
 
+// The page's words, in its language (data-t-* on <body>); the English as a fallback.
+const words = document.body.dataset;
+const t = (key, english) => words[key] || english;
+
 function show(state, text) {
   document.body.dataset.consoleState = state;
   status.textContent = text;
@@ -11,20 +15,23 @@ function show(state, text) {
 
 const rfb = new RFB(screen, screen.dataset.websocketUrl, { wsProtocols: ["binary"] });
 rfb.scaleViewport = true;
-rfb.addEventListener("connect", () => show("connected", "Connected"));
+rfb.addEventListener("connect", () => show("connected", t("tConnected", "Connected")));
 const reconnect = document.getElementById("console-reconnect");
 let connected = false;
 
 // Why the session ended, in words: the instance's state tells most of it.
 function explain(clean) {
   const fallback = connected
-    ? (clean ? "Disconnected: the session ended (it lasts at most a few hours)." : "Connection lost: the network or the console proxy dropped it.")
-    : "Could not connect: the console link expired or the console proxy cannot be reached.";
+    ? (clean
+      ? t("tSessionEnded", "Disconnected: the session ended (it lasts at most a few hours).")
+      : t("tDropped", "Connection lost: the network or the console proxy dropped it."))
+    : t("tNoConnect", "Could not connect: the console link expired or the console proxy cannot be reached.");
   return fetch(document.body.dataset.liveUrl, { credentials: "same-origin" })
     .then((response) => (response.ok ? response.text() : ""))
     .then((html) => {
       const state = (html.match(/data-state="([a-z_]+)"/) || [])[1];
-      if (state && state !== "running") return `Disconnected: the instance is ${state.replace("_", " ")} now.`;
+      const label = (html.match(/data-state-label="([^"]*)"/) || [])[1] || (state || "").replace("_", " ");
+      if (state && state !== "running") return t("tInstanceIs", "Disconnected: the instance is {state} now.").replace("{state}", label);
       return fallback;
     })
     .catch(() => fallback);
@@ -32,11 +39,11 @@ function explain(clean) {
 
 rfb.addEventListener("connect", () => { connected = true; });
 rfb.addEventListener("disconnect", (event) => {
-  show("disconnected", event.detail.clean ? "Disconnected" : "Connection lost");
+  show("disconnected", event.detail.clean ? t("tDisconnected", "Disconnected") : t("tConnectionLost", "Connection lost"));
   explain(event.detail.clean).then((text) => show("disconnected", text));
   reconnect.hidden = false;
 });
-rfb.addEventListener("securityfailure", (event) => show("failed", `Refused: ${event.detail.reason}`));
+rfb.addEventListener("securityfailure", (event) => show("failed", t("tRefused", "Refused: {reason}").replace("{reason}", event.detail.reason)));
 // A console link works once: reconnecting loads the page again, which mints a fresh one.
 reconnect.addEventListener("click", () => window.location.reload());
 document.getElementById("console-cad").addEventListener("click", () => rfb.sendCtrlAltDel());

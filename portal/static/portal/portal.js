@@ -23,7 +23,7 @@
     if (!navigator.clipboard) return;
     navigator.clipboard.writeText(text).then(() => {
       const label = button.textContent;
-      button.textContent = "copied";
+      button.textContent = document.body.dataset.copiedLabel || "copied";
       setTimeout(() => { button.textContent = label; }, 1500);
     });
   }
