@@ -45,6 +45,7 @@ celery_app.conf.result_backend_transport_options = {
 GUEST_LANES = {
     "tests/e2e/test_debian_guest.py": "guests-1",  # 293 s
     "tests/e2e/test_rescue.py": "guests-1",  # 194 s
+    "tests/e2e/test_network_isolation.py": "guests-1",  # 99 s (three tiny guests)
     "tests/e2e/test_debian_password.py": "guests-2",  # 227 s
     "tests/multihost/test_libvirtd_restart.py": "guests-2",  # 202 s
     "tests/e2e/test_real_vm.py": "guests-2",  # 137 s
