@@ -25,6 +25,7 @@ from collections import defaultdict
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 
 from compute import redis_locks
 from compute.driver_refs import driver
@@ -110,8 +111,10 @@ def _protected_addresses(host: Host) -> list[str]:
 def host_filters(host: Host) -> list[PacketFilter]:
     """Every filter the host's guests need: group filters first (instance filters include
     them), then one per instance on the host."""
+    # With the instances migrating here: their filters must exist before they are defined here.
+    arriving = Q(state=InstanceState.MIGRATING, pending__target=str(host.pk))
     instances = list(
-        Instance.objects.filter(host=host)
+        Instance.objects.filter(Q(host=host) | arriving)
         .exclude(state__in=GONE)
         .only("id", "ip_address", "host_id", "state")
         .prefetch_related("security_groups")

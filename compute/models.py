@@ -85,8 +85,9 @@ class IpAllocation(models.Model):
 
     pool = models.ForeignKey(IpPool, on_delete=models.PROTECT, related_name="allocations")
     address = models.GenericIPAddressField()
-    instance = models.OneToOneField(
-        "Instance", null=True, blank=True, on_delete=models.SET_NULL, related_name="ip_allocation"
+    # One per instance, but for a migration's while: the address on the target is held too.
+    instance = models.ForeignKey(
+        "Instance", null=True, blank=True, on_delete=models.SET_NULL, related_name="ip_allocations"
     )
     created_at = models.DateTimeField(default=timezone.now)
     released_at = models.DateTimeField(null=True, blank=True)
@@ -218,6 +219,7 @@ class InstanceState(models.TextChoices):
     RESCUING = "rescuing", "Entering rescue"
     RESCUE = "rescue", "Rescue"
     UNRESCUING = "unrescuing", "Leaving rescue"
+    MIGRATING = "migrating", "Migrating"
 
 
 class Instance(models.Model):

@@ -428,6 +428,89 @@ def unrescue(instance_id) -> str:
     return "running"
 
 
+def migrate(instance_id) -> str:
+    """Move a stopped instance to the host its migration claimed (compute.migration)."""
+    instance = _load(instance_id, S.MIGRATING)
+    if instance is None:
+        return "skipped"
+    target = Host.objects.filter(pk=instance.pending.get("target")).first()
+    if target is None:
+        raise StepFailed("switch", HostError("the migration's target host is gone"))
+    source = instance.host
+    src, dst = driver(source), driver(target)
+    uuid = str(instance.pk)
+    with step(instance, "migrate", "export"):
+        _capacity, length = src.export_disk(uuid)
+    with step(instance, "migrate", "import"):
+        dst.import_disk(uuid, length, src.read_export(uuid))
+    # From here on the guest is built as it will be on the target, at its new address.
+    moved = Instance.objects.select_related("host", "image", "tenant", "iso").get(pk=instance.pk)
+    moved.host, moved.ip_address = target, instance.pending["address"]
+    with step(instance, "migrate", "seed"):
+        if moved.image.format != Image.Format.ISO:
+            dst.ensure_seed(uuid, _seed(moved))
+        if moved.iso_id:
+            with redis_locks.held(target.pk, f"image:{moved.iso_id}"):
+                dst.ensure_base_image(image_ref(moved.iso))
+    with step(instance, "migrate", "dhcp"):
+        dst.ensure_dhcp(moved.mac_address, moved.ip_address, f"i-{moved.pk.hex}")
+        _ensure_dns(moved)
+    with step(instance, "migrate", "firewall"):
+        firewall.apply_host(target)
+    with step(instance, "migrate", "define"):
+        dst.ensure_defined(_spec(moved))
+    with step(instance, "migrate", "switch"), transaction.atomic():
+        for host_id in sorted([source.pk, target.pk], key=str):
+            lock_host(host_id)
+        switched = _settle(instance, S.MIGRATING, S.STOPPED, host=target, ip_address=moved.ip_address, vnc_port=None)
+        if switched:
+            scheduler.release(source.pk, Size.of_instance(instance))
+            IpAllocation.objects.filter(instance=instance, pool__host=source).update(
+                instance=None, released_at=timezone.now()
+            )
+    if not switched:
+        return "skipped"
+    _clean_source(instance, source)
+    return "migrated"
+
+
+def _clean_source(instance: Instance, source: Host) -> None:
+    """What the instance left on its old host. It runs elsewhere now whatever happens here:
+    a failure is logged, and the hourly orphan report shows what stayed."""
+    try:
+        with step(instance, "migrate", "cleanup"):
+            drv = driver(source)
+            drv.delete(str(instance.pk), instance.mac_address)
+            drv.delete_export(str(instance.pk))
+        firewall.apply_host(source)
+    except (StepFailed, HostError, TransientHostError, redis_locks.Busy, Superseded) as exc:
+        log.warning("leftovers of %s on %s: %s", instance.pk, source.name, exc)
+
+
+def undo_migration(instance_id) -> None:
+    """A migration that failed before its switch: the target's claim, address and copies go,
+    and the instance stays stopped where it was (the failed step is in its action log)."""
+    instance = Instance.objects.select_related("host").filter(pk=instance_id).first()
+    if instance is None or instance.state != S.MIGRATING:
+        return
+    target = Host.objects.filter(pk=instance.pending.get("target")).first()
+    from compute import migration  # it queues tasks, which import this module
+
+    if not migration.undo_claims(instance_id):
+        return
+    if target is not None:
+        try:
+            driver(target).delete(str(instance.pk), instance.mac_address)
+            firewall.apply_host(target)
+        except (HostError, TransientHostError, redis_locks.Busy) as exc:
+            log.warning("leftovers of a failed migration of %s on %s: %s", instance.pk, target.name, exc)
+    try:
+        driver(instance.host).delete_export(str(instance.pk))
+    except (HostError, TransientHostError) as exc:
+        log.warning("export of %s left on %s: %s", instance.pk, instance.host.name, exc)
+    _settle(instance, S.MIGRATING, instance.pending.get("from_state", S.STOPPED))
+
+
 def fail_snapshot_image(instance_id) -> None:
     instance = Instance.objects.filter(pk=instance_id).first()
     if instance and instance.pending.get("image"):

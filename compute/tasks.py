@@ -154,6 +154,11 @@ def unrescue(self, instance_id: str, attempt: int = 0) -> str:
 
 
 # The task that carries an instance out of each in-flight state, for the reaper.
+@instance_task
+def migrate(self, instance_id: str, attempt: int = 0) -> str:
+    return _run(self, instance_id, operations.migrate, S.MIGRATING, attempt, operations.undo_migration)
+
+
 TASK_FOR_STATE = {
     S.BUILDING: provision,
     S.STARTING: start,
@@ -166,6 +171,7 @@ TASK_FOR_STATE = {
     S.DETACHING_ISO: detach_iso,
     S.RESCUING: rescue,
     S.UNRESCUING: unrescue,
+    S.MIGRATING: migrate,
 }
 
 

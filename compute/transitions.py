@@ -24,7 +24,11 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     # The rescue system boots with the instance's own disk as its second disk, and back.
     "rescue": (frozenset({S.RUNNING, S.STOPPED}), S.RESCUING),
     "unrescue": (frozenset({S.RESCUE}), S.UNRESCUING),
+    # An operator moves a stopped instance to another host (compute.migration).
+    "migrate": (frozenset({S.STOPPED}), S.MIGRATING),
 }
+# Actions only operators may start: never offered to the instance's tenant.
+OPERATOR_ACTIONS = frozenset({"migrate"})
 
 # The action behind each in-flight state (a build is the "create" action), for the reaper
 # that resumes the work of a dead worker.
@@ -46,7 +50,7 @@ def allowed_actions(state: str, *, has_iso: bool = False) -> list[str]:
     return [
         action
         for action, (sources, _target) in TRANSITIONS.items()
-        if state in sources and (has_iso or action != "detach_iso")
+        if state in sources and (has_iso or action != "detach_iso") and action not in OPERATOR_ACTIONS
     ]
 
 
@@ -69,6 +73,7 @@ STATE_WORDS = {
     S.RESCUING: pgettext_lazy("instance state", "rescuing"),
     S.RESCUE: pgettext_lazy("instance state", "rescue"),
     S.UNRESCUING: pgettext_lazy("instance state", "unrescuing"),
+    S.MIGRATING: pgettext_lazy("instance state", "migrating"),
 }
 ACTION_WORDS = {
     "start": pgettext_lazy("instance action", "start"),
@@ -81,6 +86,7 @@ ACTION_WORDS = {
     "detach_iso": pgettext_lazy("instance action", "detach_iso"),
     "rescue": pgettext_lazy("instance action", "rescue"),
     "unrescue": pgettext_lazy("instance action", "unrescue"),
+    "migrate": pgettext_lazy("instance action", "migrate"),
 }
 
 

@@ -24,6 +24,7 @@ router.register("security-groups", firewall.SecurityGroupViewSet, basename="secu
 router.register("security-group-rules", firewall.SecurityGroupRuleViewSet, basename="security-group-rule")
 router.register("invoices", billing_api.InvoiceViewSet, basename="invoice")
 router.register("admin/hosts", operators.AdminHostViewSet, basename="admin-host")
+router.register("admin/instances", operators.AdminInstanceViewSet, basename="admin-instance")
 router.register("admin/images", operators.AdminImageViewSet, basename="admin-image")
 router.register("admin/flavors", operators.AdminFlavorViewSet, basename="admin-flavor")
 

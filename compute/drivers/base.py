@@ -7,6 +7,7 @@ it finds the work done and returns without creating anything twice.
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 
@@ -190,6 +191,25 @@ class ComputeDriver(abc.ABC):
     def remove_filters(self, keep: set[str], prefix: str) -> list[str]:
         """Undefine the host's filters named `prefix`… that are not in `keep` and no interface
         uses any more; the names removed."""
+
+    @abc.abstractmethod
+    def export_disk(self, uuid: str) -> tuple[int, int]:
+        """A standalone copy of the stopped instance's disk (its overlay flattened onto its
+        image), kept on this host until delete_export; its (virtual capacity, file length) in
+        bytes. An export already complete is kept."""
+
+    @abc.abstractmethod
+    def read_export(self, uuid: str) -> Iterator[bytes]:
+        """The export's file, chunk by chunk, streamed from the host through libvirt."""
+
+    @abc.abstractmethod
+    def delete_export(self, uuid: str) -> None:
+        """Remove the export. Missing is fine."""
+
+    @abc.abstractmethod
+    def import_disk(self, uuid: str, length: int, chunks: Iterable[bytes]) -> None:
+        """The instance's disk, written from an export's bytes (`length` of them) streamed into
+        this host's pool, and marked complete; kept if complete already, made again if not."""
 
     @abc.abstractmethod
     def ensure_defined(self, spec: DomainSpec) -> None:

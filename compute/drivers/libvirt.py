@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import libvirt
@@ -125,6 +126,11 @@ def seed_volume(uuid: str) -> str:
 
 def rescue_volume(uuid: str) -> str:
     return f"inst-{uuid}-rescue.qcow2"
+
+
+def export_volume(uuid: str) -> str:
+    """A migration's flattened copy of the instance's disk, on the host it leaves."""
+    return f"inst-{uuid}-export.qcow2"
 
 
 def console_log_volume(uuid: str) -> str:
@@ -461,6 +467,88 @@ class LibvirtDriver(ComputeDriver):
                 removed.append(name)
         return removed
 
+    def export_disk(self, uuid: str) -> tuple[int, int]:
+        name = export_volume(uuid)
+        with self._translated(f"export the disk of {uuid}"):
+            existing = self._volume(name)
+            if existing is not None:
+                if self._is_complete(name):
+                    return existing.info()[1], self._length(existing)
+                existing.delete(0)  # a copy cut short
+            source = self._volume(disk_volume(uuid))
+            if source is None:
+                raise HostError(f"disk of {uuid} is missing")
+            capacity = source.info()[1]
+            pool = self._pool()
+            # qemu-img convert through createXMLFrom: the overlay and its image become one file,
+            # which needs nothing on the other host but itself.
+            vol = pool.createXMLFrom(lx.volume_xml(name, capacity, "qcow2"), source, 0)
+            pool.createXML(lx.volume_xml(complete_marker(name), 0, "raw"), 0)
+            return capacity, self._length(vol)
+
+    def _length(self, vol: libvirt.virStorageVol) -> int:
+        """The volume's file length (what a download sends), not its virtual capacity."""
+        if self._content_free:
+            return 0
+        return vol.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2]
+
+    def read_export(self, uuid: str) -> Iterator[bytes]:
+        if self._content_free:
+            return
+        with self._translated(f"read the export of {uuid}"):
+            vol = self._volume(export_volume(uuid))
+            if vol is None:
+                raise HostError(f"the export of {uuid} is missing")
+            stream = self.conn.newStream(0)
+            vol.download(stream, 0, 0, 0)
+            try:
+                while chunk := stream.recv(UPLOAD_CHUNK):
+                    if isinstance(chunk, int):  # -2: would block, only on non-blocking streams
+                        raise HostError(f"the export of {uuid} stalled")
+                    yield chunk
+                stream.finish()
+            except BaseException:
+                stream.abort()
+                raise
+
+    def delete_export(self, uuid: str) -> None:
+        with self._translated(f"delete the export of {uuid}"):
+            for name in (complete_marker(export_volume(uuid)), export_volume(uuid)):
+                vol = self._volume(name)
+                if vol is not None:
+                    vol.delete(0)
+
+    def import_disk(self, uuid: str, length: int, chunks: Iterable[bytes]) -> None:
+        name = disk_volume(uuid)
+        with self._translated(f"import the disk of {uuid}"):
+            existing = self._volume(name)
+            if existing is not None:
+                if self._is_complete(name):
+                    return
+                existing.delete(0)  # an import cut short
+            pool = self._pool()
+            # Declared raw, as base images are: the bytes are the qcow2 file as it is.
+            vol = pool.createXML(lx.volume_xml(name, max(length, 1), "raw"), 0)
+            iterator = iter(chunks)
+            pending = bytearray()
+
+            def read_chunk(size: int) -> bytes:
+                while len(pending) < size:
+                    chunk = next(iterator, None)
+                    if chunk is None:
+                        break
+                    pending.extend(chunk)
+                piece = bytes(pending[:size])
+                del pending[:size]
+                return piece
+
+            try:
+                self._upload(vol, read_chunk, length)
+            except BaseException:
+                vol.delete(0)
+                raise
+            pool.createXML(lx.volume_xml(complete_marker(name), 0, "raw"), 0)
+
     def ensure_defined(self, spec: DomainSpec) -> None:
         with self._translated(f"storage pool {self.host.storage_pool}"):
             pool_path = lx.pool_path_of(self._pool().XMLDesc(0))
@@ -537,9 +625,10 @@ class LibvirtDriver(ComputeDriver):
 
     def delete_disk(self, uuid: str) -> None:
         with self._translated(f"delete disk of {uuid}"):
-            vol = self._volume(disk_volume(uuid))
-            if vol is not None:
-                vol.delete(0)
+            for name in (complete_marker(disk_volume(uuid)), disk_volume(uuid)):
+                vol = self._volume(name)
+                if vol is not None:
+                    vol.delete(0)
 
     def snapshot(self, uuid: str, image: ImageRef) -> int:
         with self._translated(f"snapshot {uuid}"):
@@ -565,7 +654,10 @@ class LibvirtDriver(ComputeDriver):
                 if dom.isActive():
                     dom.destroy()
                 dom.undefine()  # BIOS guests without NVRAM or managed save: no flags needed
-            for name in (disk_volume(uuid), seed_volume(uuid), rescue_volume(uuid)):
+            disk = disk_volume(uuid)
+            names = (disk, complete_marker(disk), seed_volume(uuid), rescue_volume(uuid))
+            names += (export_volume(uuid), complete_marker(export_volume(uuid)))
+            for name in names:
                 vol = self._volume(name)
                 if vol is not None:
                     vol.delete(0)

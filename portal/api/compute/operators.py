@@ -1,4 +1,5 @@
-"""Operators' routes: hosts, public images (upload and URL import) and flavors."""
+"""Operators' routes: hosts, instances on them (migration), public images (upload and URL
+import) and flavors."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from compute import hosts as host_services
-from compute import images
-from compute.models import Flavor, Host, Image, InstanceState
+from compute import images, migration
+from compute.models import Flavor, Host, Image, Instance, InstanceState
 from portal.api.compute.catalogue import FlavorSerializer, ImageSerializer
+from portal.api.compute.presenters import InstanceDetailSerializer
 from portal.api.inputs import RejectUnknownFields, StrictSerializer
 from portal.api.permissions import IsStaff
-from tenants.access import actor_for_request
+from tenants.access import actor_for_request, get_or_404, operator_actor
 
 # An upload's form fields and part headers around the image file itself.
 UPLOAD_FORM_SLACK = 64 * 1024
@@ -120,6 +122,52 @@ class AdminHostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         data.is_valid(raise_exception=True)
         host_services.host_set_status(actor=None, host=host, status=data.validated_data["status"])
         return Response(HostSerializer(self.get_queryset().get(pk=host.pk)).data)
+
+
+class AdminInstanceSerializer(InstanceDetailSerializer):
+    host_name = serializers.CharField(source="host.name", read_only=True, help_text="The host it is on.")
+
+    class Meta(InstanceDetailSerializer.Meta):
+        fields = [*InstanceDetailSerializer.Meta.fields, "host_name"]
+
+    def to_representation(self, instance) -> dict:
+        return {**super().to_representation(instance), "host_name": instance.host.name}
+
+
+class MigrateSerializer(StrictSerializer):
+    host = serializers.UUIDField(
+        required=False, allow_null=True, help_text="The host to move to; without it, the scheduler picks one."
+    )
+
+
+class AdminInstanceViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Operators: any tenant's instance, with the host it is on; moving it to another host."""
+
+    queryset = Instance.objects.select_related("image", "flavor", "host", "tenant").prefetch_related(
+        "actions__user", "security_groups"
+    )
+    serializer_class = AdminInstanceSerializer
+    permission_classes = [IsStaff]
+
+    def get_object(self):
+        return get_or_404(self.get_queryset(), self.kwargs["pk"])
+
+    @extend_schema(request=MigrateSerializer, responses={202: AdminInstanceSerializer})
+    @action(detail=True, methods=["post"])
+    def migrate(self, request, pk=None):
+        """Cold migration: a stopped instance moves to another host, its disk streamed between
+        the pools; follow it in `actions`. A 409 when it is not stopped or no host has room."""
+        instance = self.get_object()
+        data = MigrateSerializer(data=request.data or {})
+        data.is_valid(raise_exception=True)
+        host = data.validated_data.get("host")
+        migration.instance_migrate(
+            actor=operator_actor(request.user, instance.tenant),
+            instance=instance,
+            host_id=str(host) if host else None,
+        )
+        fresh = self.get_queryset().get(pk=instance.pk)
+        return Response(AdminInstanceSerializer(fresh).data, status=status.HTTP_202_ACCEPTED)
 
 
 class ImportErrorSerializer(serializers.Serializer):

@@ -1,0 +1,76 @@
+"""Moving a stopped instance to another host (cold migration), as an operator asks.
+
+The request claims room on the target (the scheduler's conditional UPDATE, or the scheduler's
+own choice) and an address of the target's pool, and queues `compute.tasks.migrate`. The
+worker (compute.operations.migrate) then, step by step, each idempotent:
+export (the disk flattened to one file on the source) -> import (streamed into the target's
+pool through libvirt storage streams) -> seed (rebuilt there) -> dhcp (entry and DNS record on
+the target's network) -> firewall (the target's filters, this guest's included) -> define ->
+switch (one transaction: the instance's host, address and claims move, and it settles back
+into stopped) -> cleanup (domain, volumes, DHCP entry, DNS record and filter go from the source).
+A failure before the switch gives the target's claim and address back and leaves the
+instance stopped where it was, with the failed step in its action log.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from base.errors import Conflict, Invalid
+from compute import scheduler, services, tasks
+from compute.models import Host, Instance, IpAllocation, IpPool
+from compute.sizing import Size
+from compute.transitions import refusal
+from tenants.access import Actor
+from tenants.services import audit
+
+
+def _target(instance: Instance, size: Size, host_id) -> Host:
+    """Claim room on the asked-for host, or on the one the scheduler picks."""
+    if host_id is None:
+        try:
+            return scheduler.place(size, instance.image, exclude=[instance.host_id])
+        except scheduler.NoValidHost:
+            raise Conflict(_("No other host has room for this instance.")) from None
+    target = Host.objects.filter(pk=host_id).first() if services._is_uuid(host_id) else None
+    if target is None:
+        raise Invalid("host", _("Unknown host."))
+    if target.pk == instance.host_id:
+        raise Invalid("host", _("The instance is on this host already."))
+    if not scheduler.claim(target.pk, size):
+        raise Conflict(_("Host %(name)s is not up or has no room for this instance.") % {"name": target.name})
+    return target
+
+
+def instance_migrate(*, actor: Actor, instance: Instance, host_id=None) -> Instance:
+    """Start moving a stopped instance to `host_id` (or a host the scheduler picks)."""
+    with transaction.atomic():
+        current = Instance.objects.select_related("image").get(pk=instance.pk)
+        if reason := refusal("migrate", current.state):
+            raise Conflict(reason)
+        size = Size.of_instance(current)
+        target = _target(current, size, host_id)
+        pool = IpPool.objects.filter(host=target).first()
+        address = services._free_address(pool) if pool is not None else None
+        if address is None:
+            raise Conflict(_("Host %(name)s has no free IP address.") % {"name": target.name})
+        IpAllocation.objects.create(pool=pool, address=address, instance=current)
+        locked = services._begin(actor, current, "migrate", target=str(target.pk), address=address)
+        audit(actor, "instance.migrate", target=str(locked.pk), source=locked.host.name, destination=target.name)
+        services._enqueue(tasks.migrate, locked)
+    return locked
+
+
+def undo_claims(instance_id) -> bool:
+    """Before the switch: the target's claim and address go back. True when there was a
+    migration in flight to undo."""
+    with transaction.atomic():
+        instance = Instance.objects.select_for_update().filter(pk=instance_id).first()
+        if instance is None or instance.state != Instance.State.MIGRATING or "target" not in instance.pending:
+            return False
+        target = instance.pending["target"]
+        scheduler.release(target, Size.of_instance(instance))
+        IpAllocation.objects.filter(instance=instance, pool__host_id=target).delete()
+        Instance.objects.filter(pk=instance.pk).update(pending={**instance.pending, "target": None})
+    return True
