@@ -26,6 +26,8 @@ from tenants.access import Actor
 from tenants.services import audit
 
 DEFAULT_NAME = "default"
+# Stored as it is (English); the pages show it in the reader's language.
+DEFAULT_DESCRIPTION = "SSH and ICMP from anywhere, all traffic between members, everything out"
 R = SecurityGroupRule
 NAME_MAX = 64
 
@@ -62,7 +64,7 @@ def default_group(tenant) -> SecurityGroup:
                 tenant=tenant,
                 name=DEFAULT_NAME,
                 is_default=True,
-                description="SSH and ICMP from anywhere, all traffic between members, everything out",
+                description=DEFAULT_DESCRIPTION,
             )
             R.objects.bulk_create(_default_rules(group))
             return group

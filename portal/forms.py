@@ -9,9 +9,11 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from compute.models import CUSTOM_SIZE_FIELDS, Flavor, Image
+from compute.models import CUSTOM_SIZE_FIELDS, Flavor, Image, SecurityGroup, SecurityGroupRule
+from compute.security_groups import RuleRequest
 from compute.selectors import images_visible_filter
 from compute.sizing import Size, custom_size, custom_size_errors
+from portal.i18n import group_name
 from tenants.access import Actor
 from tenants.models import ApiToken, NoticeSettings, Role, SshKey
 from tenants.sshkeys import InvalidKey, parse_public_key
@@ -130,16 +132,31 @@ class InstanceCreateForm(SizeForm):
         help_text=_("Optional cloud-init user-data, e.g. a #cloud-config document."),
         label=_("User data"),
     )
+    security_groups = forms.ModelMultipleChoiceField(
+        queryset=SecurityGroup.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label=_("Security groups"),
+        help_text=_("What may reach the instance, and what it may send. With none chosen, it joins the default group."),
+    )
 
-    field_order = ["name", "image", "size_mode", "flavor", *CUSTOM_FIELDS, "ssh_keys", "user_data"]
+    field_order = ["name", "image", "size_mode", "flavor", *CUSTOM_FIELDS, "ssh_keys", "user_data", "security_groups"]
 
-    def __init__(self, *args, actor: Actor, **kwargs):
+    def __init__(self, *args, actor: Actor, default_group: SecurityGroup | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["image"].queryset = visible_images(actor)
         first_image = self.fields["image"].queryset.first()
         self.fields["image"].initial = first_image.pk if first_image else None
         self.fields["ssh_keys"].queryset = SshKey.objects.filter(tenant=actor.tenant)
+        self.fields["security_groups"].queryset = SecurityGroup.objects.filter(tenant=actor.tenant)
+        if default_group is not None:
+            self.fields["security_groups"].initial = [default_group.pk]
         self.order_fields(self.field_order)
+
+    def security_group_ids(self) -> tuple[str, ...] | None:
+        """The groups chosen, or None for the tenant's default group (none ticked)."""
+        chosen = self.cleaned_data.get("security_groups")
+        return tuple(str(group.pk) for group in chosen) if chosen else None
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
@@ -246,6 +263,78 @@ class SshKeyForm(forms.Form):
         except InvalidKey as exc:
             raise forms.ValidationError(str(exc)) from None
         return text
+
+
+# The firewall's words in the reader's language (compute.models keeps the codes and English labels).
+DIRECTION_CHOICES = [
+    (SecurityGroupRule.Direction.INGRESS, _("Inbound")),
+    (SecurityGroupRule.Direction.EGRESS, _("Outbound")),
+]
+PROTOCOL_CHOICES = [
+    (SecurityGroupRule.Protocol.TCP, "TCP"),
+    (SecurityGroupRule.Protocol.UDP, "UDP"),
+    (SecurityGroupRule.Protocol.ICMP, "ICMP"),
+    (SecurityGroupRule.Protocol.ANY, _("Any protocol")),
+]
+
+
+class SecurityGroupForm(forms.Form):
+    name = forms.CharField(max_length=64, label=_("Name"))
+    description = forms.CharField(max_length=200, required=False, label=_("Description"))
+
+    def __init__(self, *args, default: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if default:  # the default group keeps its name (compute.security_groups)
+            self.fields["name"].disabled = True
+            self.fields["name"].help_text = _("The default group keeps its name.")
+
+
+class RuleForm(forms.Form):
+    """One firewall rule; the service checks ports, the CIDR and the group (compute.security_groups)."""
+
+    direction = forms.ChoiceField(choices=DIRECTION_CHOICES, label=_("Direction"))
+    protocol = forms.ChoiceField(choices=PROTOCOL_CHOICES, label=_("Protocol"))
+    port_min = forms.IntegerField(
+        required=False, label=_("Port from"), widget=forms.NumberInput(attrs={"inputmode": "numeric"})
+    )
+    port_max = forms.IntegerField(
+        required=False,
+        label=_("Port to"),
+        widget=forms.NumberInput(attrs={"inputmode": "numeric"}),
+        help_text=_("TCP and UDP only; empty for all."),
+    )
+    cidr = forms.CharField(
+        required=False,
+        max_length=43,
+        label=_("CIDR"),
+        widget=forms.TextInput(attrs={"placeholder": "0.0.0.0/0", "spellcheck": "false", "class": "font-monospace"}),
+        help_text=_("Where inbound traffic comes from, or outbound traffic goes to; empty for anywhere."),
+    )
+    remote_group = forms.ChoiceField(
+        required=False,
+        label=_("Or a security group"),
+        help_text=_("Instead of a CIDR: the instances in this group."),
+    )
+    description = forms.CharField(max_length=200, required=False, label=_("Description"))
+
+    def __init__(self, *args, groups: list[SecurityGroup], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["remote_group"].choices = [
+            ("", _("None: use the CIDR")),
+            *((str(g.pk), group_name(g)) for g in groups),
+        ]
+
+    def rule_request(self) -> RuleRequest:
+        data = self.cleaned_data
+        return RuleRequest(
+            direction=data["direction"],
+            protocol=data["protocol"],
+            port_min=data["port_min"],
+            port_max=data["port_max"],
+            cidr=data["cidr"],
+            remote_group_id=data["remote_group"] or None,
+            description=data["description"],
+        )
 
 
 class NoticeSettingsForm(forms.ModelForm):

@@ -11,9 +11,11 @@ from __future__ import annotations
 from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, pgettext_lazy
 from django.views.i18n import set_language as django_set_language
 
 from base.errors import QuotaExceeded, Refused
+from compute import security_groups
 
 SUPPORTED = {code for code, _ in settings.LANGUAGES}
 
@@ -85,3 +87,21 @@ def set_language(request):
         user.language = code
         user.save(update_fields=["language"])
     return response
+
+
+# compute.security_groups names and describes each tenant's default group in English; pages show
+# those two in the reader's language (a name or description the tenant gave stays as given).
+DEFAULT_GROUP_NAME = pgettext_lazy("security group", "default")
+DEFAULT_GROUP_DESCRIPTION = gettext_lazy("SSH and ICMP from anywhere, all traffic between members, everything out")
+
+
+def group_name(group) -> str:
+    if group.is_default and group.name == security_groups.DEFAULT_NAME:
+        return str(DEFAULT_GROUP_NAME)
+    return group.name
+
+
+def group_description(group) -> str:
+    if group.is_default and group.description == security_groups.DEFAULT_DESCRIPTION:
+        return str(DEFAULT_GROUP_DESCRIPTION)
+    return group.description

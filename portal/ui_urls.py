@@ -7,7 +7,7 @@ from django.templatetags.static import static
 from django.urls import path
 from django.views.generic import RedirectView
 
-from portal.views import images, instances, ops, public, tenancy
+from portal.views import firewall, images, instances, ops, public, tenancy
 
 urlpatterns = [
     # Browsers ask for /favicon.ico whatever the page says.
@@ -26,6 +26,12 @@ urlpatterns = [
     path("instances/<uuid:pk>/delete", instances.delete, name="instance-delete"),
     path("instances/<uuid:pk>/edit", instances.edit, name="instance-edit"),
     path("instances/<uuid:pk>/console-log", instances.console_log, name="instance-console-log"),
+    path("instances/<uuid:pk>/security-groups/attach", firewall.instance_attach, name="instance-group-attach"),
+    path(
+        "instances/<uuid:pk>/security-groups/<uuid:group_pk>/detach",
+        firewall.instance_detach,
+        name="instance-group-detach",
+    ),
     path("instances/<uuid:pk>/self-help/<slug:action>", instances.self_help, name="instance-self-help"),
     path("instances/<uuid:pk>/<slug:action>", instances.power, name="instance-power"),
     # the tenant
@@ -44,6 +50,11 @@ urlpatterns = [
     path("tenant/images", images.images, name="images"),
     path("tenant/images/<uuid:pk>/rename", images.image_rename, name="image-rename"),
     path("tenant/images/<uuid:pk>/delete", images.image_delete, name="image-delete"),
+    path("tenant/firewall", firewall.firewall, name="tenant-firewall"),
+    path("tenant/firewall/<uuid:pk>/edit", firewall.group_edit, name="tenant-firewall-group-edit"),
+    path("tenant/firewall/<uuid:pk>/delete", firewall.group_delete, name="tenant-firewall-group-delete"),
+    path("tenant/firewall/<uuid:pk>/rules", firewall.rule_add, name="tenant-firewall-rule-add"),
+    path("tenant/firewall/rules/<uuid:pk>/delete", firewall.rule_delete, name="tenant-firewall-rule-delete"),
     path("tenant/quota/live", tenancy.quota_live, name="tenant-quota-live"),
     path("account/notifications", tenancy.notice_settings, name="notice-settings"),
     # operators

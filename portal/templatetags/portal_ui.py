@@ -9,6 +9,7 @@ from django.utils.translation import pgettext, pgettext_lazy
 
 from base import units
 from compute.models import InstanceState
+from portal import i18n
 from portal.forms import ROLE_CHOICES
 from tenants.access import actor_for_request
 from tenants.models import Membership
@@ -238,6 +239,10 @@ def step_label(code: str) -> str:
 def audit_label(code: str) -> str:
     """An audit event's action code (AuditEvent.action) in the reader's language."""
     return str(AUDIT_LABELS.get(code, code))
+
+
+register.filter("group_name", i18n.group_name)
+register.filter("group_description", i18n.group_description)
 
 
 @register.simple_tag

@@ -17,8 +17,8 @@ from django.views.decorators.http import require_GET, require_POST
 from base.errors import Invalid, QuotaExceeded
 from base.units import mib
 from billing import selectors as billing_selectors
-from compute import console, progress, services
-from compute.models import Host, Instance, InstanceAction, InstanceState, InstanceTag
+from compute import console, dns, progress, security_groups, services
+from compute.models import Host, Instance, InstanceAction, InstanceState, InstanceTag, SecurityGroup
 from compute.selectors import tenant_resource_usage
 from compute.sizing import Size
 from compute.transitions import SETTLED_STATES, STABLE_STATES, allowed_actions
@@ -47,7 +47,7 @@ REQUESTED = {
 }
 LOG_LENGTH = 50
 # Form fields the services name in base.errors.Invalid, by their name in the create form.
-SERVICE_FIELDS = {"ssh_key_ids": "ssh_keys", "size": None}
+SERVICE_FIELDS = {"ssh_key_ids": "ssh_keys", "security_group_ids": "security_groups", "size": None}
 
 
 def _instances(actor: Actor):
@@ -78,6 +78,7 @@ ROW_FIELDS = (
     "state",
     "power_state",
     "ip_address",
+    "dns_label",
     "flavor_id",
     "vcpus",
     "memory_mb",
@@ -132,7 +133,7 @@ def dashboard(request, actor: Actor):
     costs = billing_figures.costs_so_far(actor.tenant, instances)
     context = {
         "actor": actor,
-        "rows": [{"instance": i, "cost": costs[i.pk]} for i in instances],
+        "rows": [{"instance": i, "cost": costs[i.pk], "dns_name": _dns_name(actor, i)} for i in instances],
         "polling": _in_flight(instances),
         "page": page,
         "filters": filters,
@@ -162,10 +163,15 @@ def dashboard(request, actor: Actor):
 # -- create ----------------------------------------------------------------------------------------
 
 
+def _dns_name(actor: Actor, instance: Instance) -> str:
+    return dns.fqdn(label=instance.dns_label, tenant_slug=actor.tenant.slug)
+
+
 @tenant_page
 def create(request, actor: Actor):
     if request.method != "POST":
-        return _create_page(request, actor, InstanceCreateForm(actor=actor))
+        default_group = security_groups.default_group(actor.tenant)  # made on first need, pre-ticked
+        return _create_page(request, actor, InstanceCreateForm(actor=actor, default_group=default_group))
     require_role(actor, Role.MEMBER)
     form = InstanceCreateForm(request.POST, actor=actor)
     if not form.is_valid():
@@ -178,6 +184,7 @@ def create(request, actor: Actor):
         flavor_id=form.flavor_id(),
         ssh_key_ids=tuple(str(key.pk) for key in data["ssh_keys"]),
         user_data=data["user_data"],
+        security_group_ids=form.security_group_ids(),
     )
     try:
         instance = services.instance_create(actor=actor, request=create_request)
@@ -378,6 +385,19 @@ def _live_context(actor: Actor, instance: Instance) -> dict:
         "cost": billing_figures.cost_so_far(instance),
         "tags": list(instance.tags.all()),
         "throttle_reason": billing_selectors.throttle_reason(instance),
+        "dns_name": _dns_name(actor, instance),
+    }
+
+
+def _firewall_context(actor: Actor, instance: Instance) -> dict:
+    """The instance page's Firewall card: its groups, and the tenant's others it may join."""
+    groups = list(scoped(actor, SecurityGroup.objects))
+    member_of = set(instance.security_groups.values_list("pk", flat=True))
+    return {
+        "member_groups": [g for g in groups if g.pk in member_of],
+        "other_groups": [g for g in groups if g.pk not in member_of],
+        "firewall_editable": actor.may_write(Role.MEMBER)
+        and instance.state not in (InstanceState.DELETING, InstanceState.DELETED),
     }
 
 
@@ -386,7 +406,7 @@ def _live_context(actor: Actor, instance: Instance) -> dict:
 def detail(request, actor: Actor, pk):
     instance = get_scoped(actor, _instances(actor), pk)
     version = _live_version(actor, instance)
-    context = {**_live_context(actor, instance), "version": version}
+    context = {**_live_context(actor, instance), **_firewall_context(actor, instance), "version": version}
     return versioned(render(request, "portal/instances/detail.html", context), version)
 
 

@@ -5,7 +5,7 @@
 
 Makes its own database (<name>_screenshots, dropped afterwards), fills it with tests/ui/demo_data,
 serves the portal on a free loopback port and saves full-page PNGs 1280 px wide:
-create, instance, console, billing and ops, each named <page>.<lang>.png. The language reaches
+create, instance, console, billing, firewall and ops, each named <page>.<lang>.png. The language reaches
 Django the way a browser's choice does: the language cookie and an Accept-Language header.
 
 The hosts are simulated (libvirt's test driver), so no guest runs and the console shot shows
@@ -157,6 +157,7 @@ def shoot(args: argparse.Namespace, work_dir: Path, stack: ExitStack) -> list[Pa
         ("instance", f"/instances/{pk}"),
         ("console", f"/instances/{pk}/console"),
         ("billing", "/tenant/billing"),
+        ("firewall", "/tenant/firewall"),
     ]
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's loop; the ORM stays sync
     with sync_playwright() as playwright:

@@ -184,6 +184,7 @@ PAGES = [
     ("quota", "alice", "/tenant/quota"),
     ("tokens", "alice", "/tenant/tokens"),
     ("ssh-keys", "alice", "/tenant/ssh-keys"),
+    ("firewall", "alice", "/tenant/firewall"),
     ("billing", "alice", "/tenant/billing"),
     ("two-factor", "alice", "/accounts/2fa/"),
     ("totp-activate", "alice", "/accounts/2fa/totp/activate/"),

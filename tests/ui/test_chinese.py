@@ -15,7 +15,7 @@ import pytest
 from allauth.account.models import EmailAddress
 from django.utils import translation
 
-from compute import operations, services
+from compute import operations, security_groups, services
 from tests.conftest import actor
 from tests.ui.test_browser import http_cookies, shot  # noqa: F401 (http_cookies: a fixture)
 
@@ -43,6 +43,9 @@ CUSTOMER_PAGES = [
     "/tenant/quota",
     "/tenant/tokens",
     "/tenant/ssh-keys",
+    "/tenant/firewall",
+    "/tenant/firewall/{group}/edit",
+    "/tenant/firewall/{group}/delete",
     "/tenant/images",
     "/tenant/billing",
     "/tenant/activity",
@@ -113,6 +116,16 @@ def test_it_switches_every_page_to_chinese_and_keeps_the_choice(
     stopped = make_instance("db-1")
     services.instance_stop(actor=actor(alice, tenant_a), instance=stopped)
     operations.stop(stopped.pk)
+    # a security group of its own, with a rule whose source is a group, and web-1 in it
+    web = security_groups.group_create(actor=actor(alice, tenant_a), name="web")
+    security_groups.rule_add(
+        actor=actor(alice, tenant_a),
+        group=web,
+        request=security_groups.RuleRequest(
+            "ingress", "tcp", 8000, 8080, remote_group_id=str(security_groups.default_group(tenant_a).pk)
+        ),
+    )
+    security_groups.instance_attach(actor=actor(alice, tenant_a), instance=running, group_id=str(web.pk))
     english = english_ui_strings()
     base = live_server.url
     context = chromium.new_context(locale="en-US")
@@ -128,14 +141,22 @@ def test_it_switches_every_page_to_chinese_and_keeps_the_choice(
     # then: the same page, and every other one, in Chinese
     assert page.url.endswith("/instances/")
     for path in CUSTOMER_PAGES:
-        response = page.goto(f"{base}{path.format(pk=running.pk, stopped=stopped.pk)}")
+        url = f"{base}{path.format(pk=running.pk, stopped=stopped.pk, group=web.pk)}"
+        response = page.goto(url)
         assert response.status in (200, 409), (path, response.status)
-        assert page.url == f"{base}{path.format(pk=running.pk, stopped=stopped.pk)}", page.url  # not sent to log in
+        assert page.url == url, page.url  # not sent to log in
         assert_chinese(page, english)
         shot(
             page,
             "zh-"
-            + (path.strip("/").replace("/", "-").replace("{pk}", "instance").replace("{stopped}", "stopped") or "home"),
+            + (
+                path.strip("/")
+                .replace("/", "-")
+                .replace("{pk}", "instance")
+                .replace("{stopped}", "stopped")
+                .replace("{group}", "group")
+                or "home"
+            ),
         )
     alice.refresh_from_db()
     assert alice.language == "zh-hans"

@@ -45,13 +45,14 @@ PAGES = [
     ("tokens", "alice", "/tenant/tokens"),
     ("ssh-keys", "alice", "/tenant/ssh-keys"),
     ("images", "alice", "/tenant/images"),
+    ("firewall", "alice", "/tenant/firewall"),
     ("billing", "alice", "/tenant/billing"),
     ("activity", "alice", "/tenant/activity"),
     ("notices", "alice", "/account/notifications"),
     ("ops", "operator", "/ops/"),
 ]
-TENANT_PAGES = {"members", "quota", "tokens", "ssh-keys", "billing", "activity"}
-TENANT_TABS = ["Members", "Quota", "API tokens", "SSH keys", "Images", "Billing", "Activity"]
+TENANT_PAGES = {"members", "quota", "tokens", "ssh-keys", "firewall", "billing", "activity"}
+TENANT_TABS = ["Members", "Quota", "API tokens", "SSH keys", "Firewall", "Images", "Billing", "Activity"]
 
 # The first few elements reaching past the screen's edge: what to fix when the assertion fails.
 OVERFLOWING = """() => {
