@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 from celery import signals as celery_signals
 
+log = logging.getLogger(__name__)
 HEADER = "HTTP_X_REQUEST_ID"
 FIELDS = ("request_id", "tenant_id", "instance_id")
 # A caller's id is kept only when it is short and plain: it goes into every line and row.
@@ -141,6 +142,8 @@ def _enter_task(task_id=None, task=None, args=None, kwargs=None, **extra):
         task_name=task.name,
         task_id=task_id,
     )
+    # The line that ties the task's id (Celery's own lines) to the request that queued it.
+    log.info("task %s[%s] started", task.name, task_id)
 
 
 @celery_signals.task_postrun.connect(weak=False)

@@ -1,0 +1,127 @@
+"""Request ids: from the HTTP request into the task, onto its log lines and its action rows."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+import uuid
+
+import pytest
+from django.test import Client
+
+from compute.models import InstanceAction
+from portal import logs
+from tests.ops.scrape import families, sample
+
+SETTLE_WITHIN = 60.0
+
+
+def json_lines(text: str) -> list[dict]:
+    """Every line that is a JSON object (a worker also prints its banner as plain text)."""
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            lines.append(json.loads(line))
+    return lines
+
+
+def test_it_writes_one_json_object_a_line_with_the_context():
+    # given: the handler LOG_FORMAT=json configures
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(logs.ContextFilter())
+    handler.setFormatter(logs.JsonFormatter())
+    logger = logging.getLogger(f"test.{uuid.uuid4().hex}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    # when
+    token = logs.bind(request_id="req-1", tenant_id="t-1", instance_id="i-1")
+    try:
+        logger.warning("disk %s is %d%% full", "vda", 93)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("it failed")
+    finally:
+        logs._context.reset(token)
+    logger.info("outside")
+    # then
+    first, failure, outside = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["message"] == "disk vda is 93% full" and first["level"] == "WARNING"
+    assert (first["request_id"], first["tenant_id"], first["instance_id"]) == ("req-1", "t-1", "i-1")
+    assert first["ts"].endswith("+00:00")
+    assert "ValueError: boom" in failure["exc_info"]
+    assert "request_id" not in outside
+
+
+@pytest.mark.django_db
+def test_it_takes_a_plain_request_id_from_the_caller_and_makes_one_otherwise():
+    client = Client()
+    assert client.get("/healthz/live", HTTP_X_REQUEST_ID="abc-123")["X-Request-ID"] == "abc-123"
+    made = client.get("/healthz/live", HTTP_X_REQUEST_ID="bad id\n{}")["X-Request-ID"]
+    assert made != "bad id\n{}" and len(made) == 32
+    assert client.get("/healthz/live")["X-Request-ID"] != made
+
+
+def test_it_stamps_the_request_id_on_the_action_rows_of_an_eager_create(
+    eager, api, alice, tenant_a, host, image, flavor
+):
+    # given
+    request_id = f"req-{uuid.uuid4().hex[:12]}"
+    # when
+    response = api(alice).post(
+        "/api/v1/instances",
+        {"name": f"m-{uuid.uuid4().hex[:6]}", "image": str(image.pk), "flavor": str(flavor.pk)},
+        format="json",
+        HTTP_X_REQUEST_ID=request_id,
+    )
+    # then: the request row and every step row carry it
+    assert response.status_code == 202, response.json()
+    assert response["X-Request-ID"] == request_id
+    rows = InstanceAction.objects.filter(instance_id=response.json()["id"])
+    assert rows.count() > 5
+    assert set(rows.values_list("request_id", flat=True)) == {request_id}
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_it_follows_a_create_from_the_request_to_the_workers_lines(
+    start_worker, api, alice, tenant_a, host, image, flavor, tmp_path, monkeypatch
+):
+    # given: a real worker writing JSON lines and its metrics to the directory this process reads
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    worker = start_worker(host.queue, {"LOG_FORMAT": "json", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    request_id = f"req-{uuid.uuid4().hex[:12]}"
+    # when: a create through the API, with the caller's request id
+    client = api(alice)
+    response = client.post(
+        "/api/v1/instances",
+        {"name": f"m-{uuid.uuid4().hex[:6]}", "image": str(image.pk), "flavor": str(flavor.pk)},
+        format="json",
+        HTTP_X_REQUEST_ID=request_id,
+    )
+    assert response.status_code == 202, response.json()
+    instance_id = response.json()["id"]
+    began = time.monotonic()
+    while client.get(f"/api/v1/instances/{instance_id}").json()["state"] != "running":
+        assert time.monotonic() - began < SETTLE_WITHIN, worker.output()
+        time.sleep(0.1)
+    # then: the worker's lines for that task carry the request id and the instance
+    ours = [line for line in json_lines(worker.output()) if line.get("request_id") == request_id]
+    assert ours, worker.output()
+    assert {line.get("instance_id") for line in ours} == {instance_id}
+    assert {line.get("task_name") for line in ours} == {"compute.tasks.provision"}
+    assert any(line["message"].startswith("task compute.tasks.provision[") for line in ours)
+    # the steps the worker recorded carry it too
+    steps = InstanceAction.objects.filter(instance_id=instance_id).exclude(step="")
+    assert steps.count() >= 6 and set(steps.values_list("request_id", flat=True)) == {request_id}
+    # and the worker's own figures reach /metrics through the shared directory
+    scraped = families(Client())
+    ran = sample(scraped, "portal_celery_tasks", "portal_celery_tasks_total", task="compute.tasks.provision")
+    assert ran == 1
+    image_steps = ("portal_build_step_duration_seconds", "portal_build_step_duration_seconds_count")
+    assert sample(scraped, *image_steps, step="image") == 1
