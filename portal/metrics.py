@@ -47,6 +47,10 @@ from compute.models import Host, Instance, InstanceAction, InstanceState
 
 log = logging.getLogger(__name__)
 
+if _dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Each metric below opens its file there at once: a process must not die for want of it.
+    os.makedirs(_dir, exist_ok=True)
+
 # Seconds: from a cached page (a few ms) to a slow build step (minutes).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 TASK_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
