@@ -121,8 +121,10 @@ class JsonFormatter(logging.Formatter):
 def _carry(headers=None, **kwargs):
     """The publishing context goes with the message (web request, beat, or a task queuing another)."""
     if headers is not None:
-        for field, value in _context.get().items():
-            headers.setdefault(field, value)
+        context = _context.get()
+        for field in FIELDS:
+            if context.get(field):
+                headers.setdefault(field, context[field])
 
 
 _tokens: dict[str, contextvars.Token] = {}
@@ -134,6 +136,8 @@ def _enter_task(task_id=None, task=None, args=None, kwargs=None, **extra):
     request = task.request
     carried = {field: _header(request, field) for field in FIELDS}
     instance = _instance_of(task, args or (), kwargs or {})
+    if instance and not carried["tenant_id"] and not current().get("tenant_id"):
+        carried["tenant_id"] = _tenant_of(instance)
     # Eager tasks run inside the publishing context: what it knows stays.
     _tokens[task_id] = bind(
         request_id=carried["request_id"] or (None if current().get("request_id") else new_request_id()),
@@ -156,6 +160,17 @@ def _leave_task(task_id=None, **kwargs):
 def _header(request, field: str) -> str | None:
     value = getattr(request, field, None) or (getattr(request, "headers", None) or {}).get(field)
     return value if isinstance(value, str) and ACCEPTABLE.match(value) else None
+
+
+def _tenant_of(instance_id: str) -> str | None:
+    """The instance's tenant, for a task queued without one (by beat, the reaper)."""
+    from compute.models import Instance
+
+    try:
+        tenant = Instance.objects.filter(pk=instance_id).values_list("tenant_id", flat=True).first()
+    except Exception:  # a malformed id, the database away: the line goes out without it
+        return None
+    return str(tenant) if tenant else None
 
 
 def _instance_of(task, args, kwargs) -> str | None:

@@ -9,11 +9,14 @@ import time
 import uuid
 
 import pytest
+from celery.signals import after_task_publish
 from django.test import Client
 
 from compute.models import InstanceAction
 from portal import logs
+from tests.conftest import RUN_PREFIX, token_for
 from tests.ops.scrape import families, sample
+from tests.processes import redis_client
 
 SETTLE_WITHIN = 60.0
 
@@ -114,6 +117,7 @@ def test_it_follows_a_create_from_the_request_to_the_workers_lines(
     ours = [line for line in json_lines(worker.output()) if line.get("request_id") == request_id]
     assert ours, worker.output()
     assert {line.get("instance_id") for line in ours} == {instance_id}
+    assert {line.get("tenant_id") for line in ours} == {str(tenant_a.pk)}
     assert {line.get("task_name") for line in ours} == {"compute.tasks.provision"}
     assert any(line["message"].startswith("task compute.tasks.provision[") for line in ours)
     # the steps the worker recorded carry it too
@@ -125,3 +129,36 @@ def test_it_follows_a_create_from_the_request_to_the_workers_lines(
     assert ran == 1
     image_steps = ("portal_build_step_duration_seconds", "portal_build_step_duration_seconds_count")
     assert sample(scraped, *image_steps, step="image") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_sends_the_request_id_and_the_tokens_tenant_with_the_task(api, alice, tenant_a, host, image, flavor):
+    # given: what each published task's headers hold
+    sent: list[dict] = []
+
+    def record(sender=None, headers=None, **_kwargs):
+        sent.append({"task": sender, **{field: headers.get(field) for field in logs.FIELDS}})
+
+    after_task_publish.connect(record, weak=False)
+    request_id = f"req-{uuid.uuid4().hex[:12]}"
+    try:
+        # when: a create with an API token of tenant A (no worker: the task stays queued)
+        response = api(token=token_for(alice, tenant_a)).post(
+            "/api/v1/instances",
+            {"name": f"m-{uuid.uuid4().hex[:6]}", "image": str(image.pk), "flavor": str(flavor.pk)},
+            format="json",
+            HTTP_X_REQUEST_ID=request_id,
+        )
+    finally:
+        after_task_publish.disconnect(record)
+        redis_client().delete(f"{RUN_PREFIX}:{host.queue}")
+    # then: the build's message carries the request and the token's tenant
+    assert response.status_code == 202, response.json()
+    assert [m for m in sent if m["task"] == "compute.tasks.provision"] == [
+        {
+            "task": "compute.tasks.provision",
+            "request_id": request_id,
+            "tenant_id": str(tenant_a.pk),
+            "instance_id": None,
+        }
+    ]
