@@ -147,7 +147,7 @@ def _enter_task(task_id=None, task=None, args=None, kwargs=None, **extra):
         task_id=task_id,
     )
     # The line that ties the task's id (Celery's own lines) to the request that queued it.
-    log.info("task %s[%s] started", task.name, task_id)
+    log.info("started %s, task id %s", task.name, task_id)
 
 
 @celery_signals.task_postrun.connect(weak=False)

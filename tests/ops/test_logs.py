@@ -119,7 +119,7 @@ def test_it_follows_a_create_from_the_request_to_the_workers_lines(
     assert {line.get("instance_id") for line in ours} == {instance_id}
     assert {line.get("tenant_id") for line in ours} == {str(tenant_a.pk)}
     assert {line.get("task_name") for line in ours} == {"compute.tasks.provision"}
-    assert any(line["message"].startswith("task compute.tasks.provision[") for line in ours)
+    assert any(line["message"].startswith("started compute.tasks.provision, task id ") for line in ours)
     # the steps the worker recorded carry it too
     steps = InstanceAction.objects.filter(instance_id=instance_id).exclude(step="")
     assert steps.count() >= 6 and set(steps.values_list("request_id", flat=True)) == {request_id}
