@@ -328,6 +328,9 @@ def checks(stack: Stack) -> list[str]:
     ticks = [x for x in worker_lines if x.get("task_name") == "portal.tasks.beat_tick" and x.get("request_id")]
     assert ticks, stack.log("worker")[-2000:]
     ok(f"worker logs JSON lines ({len(worker_lines)}), its tasks' lines with a request id")
+    access = [json.loads(x) for x in stack.log("web").splitlines() if x.startswith("{")]
+    assert any(f"rid=smoke-{stack.id}" in x["message"] for x in access if x["logger"] == "gunicorn.access"), access[-5:]
+    ok("gunicorn logs JSON lines, its access lines with the request id")
     return passed
 
 
