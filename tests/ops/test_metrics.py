@@ -9,6 +9,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from billing import tasks as billing_tasks
+from billing.models import MeterSample
 from compute import services
 from compute.models import Host
 from compute.sizing import Size
@@ -142,3 +144,34 @@ def test_it_counts_tasks_build_steps_and_failures(eager, api, alice, tenant_a, h
     assert value(after, *duration, task="compute.tasks.provision") > value(
         before, *duration, task="compute.tasks.provision"
     )
+
+
+@pytest.mark.django_db
+def test_it_reports_the_metering_lag_from_the_newest_sample(alice, tenant_a, host, image, flavor):
+    # given: the newest traffic sample was taken 90 s ago
+    request = services.CreateRequest(
+        name=f"m-{uuid.uuid4().hex[:6]}", image_id=str(image.pk), size=Size.of_flavor(flavor), flavor_id=str(flavor.pk)
+    )
+    instance = services.instance_create(actor=actor(alice, tenant_a), request=request)
+    for age in (300, 90):
+        MeterSample.objects.create(
+            instance=instance, taken_at=timezone.now() - timedelta(seconds=age), cpu_time_ns=0, rx_bytes=0,
+            tx_bytes=0, disk_bytes=0, cpu_ns_delta=0, rx_delta=0, tx_delta=0,
+        )  # fmt: skip
+    # when
+    lag = sample(families(Client()), "portal_metering_lag_seconds", "portal_metering_lag_seconds")
+    # then
+    assert 90 <= lag < 120
+
+
+def test_it_times_the_invoice_run_and_counts_its_outcome(eager, settings):
+    # given
+    runs = ("portal_invoice_runs", "portal_invoice_runs_total")
+    before = sample(families(Client()), *runs, outcome="success") or 0
+    # when: the monthly run, as beat queues it (nothing to bill here)
+    billing_tasks.invoice_last_month.delay()
+    # then
+    scraped = families(Client())
+    assert sample(scraped, *runs, outcome="success") == before + 1
+    duration = sample(scraped, "portal_invoice_run_duration_seconds", "portal_invoice_run_duration_seconds")
+    assert 0 < duration < 60
