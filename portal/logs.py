@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 HEADER = "HTTP_X_REQUEST_ID"
 FIELDS = ("request_id", "tenant_id", "instance_id")
 # A caller's id is kept only when it is short and plain: it goes into every line and row.
-ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+ACCEPTABLE = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # fullmatch: "$" would let a final newline in
 
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("log_context", default={})  # noqa: B039
 
@@ -55,7 +55,7 @@ class RequestContextMiddleware:
 
     def __call__(self, request):
         given = request.META.get(HEADER, "")
-        request_id = given if ACCEPTABLE.match(given) else new_request_id()
+        request_id = given if ACCEPTABLE.fullmatch(given) else new_request_id()
         token = _context.set({"request_id": request_id})
         try:
             response = self.get_response(request)
@@ -159,7 +159,7 @@ def _leave_task(task_id=None, **kwargs):
 
 def _header(request, field: str) -> str | None:
     value = getattr(request, field, None) or (getattr(request, "headers", None) or {}).get(field)
-    return value if isinstance(value, str) and ACCEPTABLE.match(value) else None
+    return value if isinstance(value, str) and ACCEPTABLE.fullmatch(value) else None
 
 
 def _tenant_of(instance_id: str) -> str | None:

@@ -12,9 +12,11 @@ import pytest
 from celery.signals import after_task_publish
 from django.test import Client
 
+from compute import operations, services
 from compute.models import InstanceAction
+from compute.sizing import Size
 from portal import logs
-from tests.conftest import RUN_PREFIX, token_for
+from tests.conftest import RUN_PREFIX, actor, token_for
 from tests.ops.scrape import families, sample
 from tests.processes import redis_client
 
@@ -65,6 +67,8 @@ def test_it_takes_a_plain_request_id_from_the_caller_and_makes_one_otherwise():
     assert client.get("/healthz/live", HTTP_X_REQUEST_ID="abc-123")["X-Request-ID"] == "abc-123"
     made = client.get("/healthz/live", HTTP_X_REQUEST_ID="bad id\n{}")["X-Request-ID"]
     assert made != "bad id\n{}" and len(made) == 32
+    assert client.get("/healthz/live", HTTP_X_REQUEST_ID="abc\n")["X-Request-ID"] != "abc\n"
+    assert len(client.get("/healthz/live", HTTP_X_REQUEST_ID="x" * 65)["X-Request-ID"]) == 32
     assert client.get("/healthz/live")["X-Request-ID"] != made
 
 
@@ -161,4 +165,30 @@ def test_it_sends_the_request_id_and_the_tokens_tenant_with_the_task(api, alice,
             "tenant_id": str(tenant_a.pk),
             "instance_id": None,
         }
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_sends_the_instance_a_route_names_with_its_task(api, alice, tenant_a, host, image, flavor):
+    # given: a running instance, and what each published task's headers hold
+    request = services.CreateRequest(name="vm", image_id=str(image.pk), size=Size.of_flavor(flavor), flavor_id=None)
+    instance = services.instance_create(actor=actor(alice, tenant_a), request=request)
+    redis_client().delete(f"{RUN_PREFIX}:{host.queue}")  # the build's message: run here instead
+    operations.provision(instance.pk)
+    sent: list[dict] = []
+
+    def record(sender=None, headers=None, **_kwargs):
+        sent.append({"task": sender, **{field: headers.get(field) for field in logs.FIELDS}})
+
+    after_task_publish.connect(record, weak=False)
+    try:
+        # when: a stop through the instance's route
+        response = api(alice).post(f"/api/v1/instances/{instance.pk}/stop", HTTP_X_REQUEST_ID="req-stop-1")
+    finally:
+        after_task_publish.disconnect(record)
+        redis_client().delete(f"{RUN_PREFIX}:{host.queue}")
+    # then
+    assert response.status_code == 202, response.json()
+    assert [m for m in sent if m["task"] == "compute.tasks.stop"] == [
+        {"task": "compute.tasks.stop", "request_id": "req-stop-1", "tenant_id": None, "instance_id": str(instance.pk)}
     ]
