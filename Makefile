@@ -9,7 +9,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 # timeouts), not on the two cores: see docs/performance.md, "How the test suite runs in parallel".
 TEST_WORKERS ?= 4
 
-.PHONY: run test checks bench lint format setup system-deps services
+.PHONY: run test checks bench prod-smoke lint format setup system-deps services
 
 run: setup services
 	$(PY) manage.py runportal
@@ -24,6 +24,11 @@ checks: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres $(PY) manage.py makemigrations --check --dry-run
+
+# The whole stack the production way (gunicorn, workers, beat, console proxy, nginx with TLS),
+# smoke-tested, then removed: deploy/smoke.py, docs/deploy.md.
+prod-smoke: setup services
+	REDIS_URL=$(TEST_REDIS_URL) $(PY) deploy/smoke.py
 
 bench: setup services
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m bench

@@ -401,6 +401,9 @@ class InstanceAction(models.Model):
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
     detail = models.JSONField(default=dict, blank=True)
+    # The web request (X-Request-ID) this row's work came from, to find its log lines; set by
+    # the web layer's tracing (portal/logs.py) when the row is first saved.
+    request_id = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["started_at", "id"]

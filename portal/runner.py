@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -121,6 +122,14 @@ def _say(text: str) -> None:
         print(text, flush=True)
     except (OSError, ValueError):
         pass
+
+
+def fresh_metrics_dir(path: str) -> str:
+    """PROMETHEUS_MULTIPROC_DIR for a stack that starts: emptied, since files of processes of an
+    earlier run would be added to this run's figures (and live gauges of the dead never drop)."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, mode=0o700)
+    return path
 
 
 def python_bin(name: str) -> str:

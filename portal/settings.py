@@ -37,6 +37,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request id is known to every later line, and the time counts every layer.
+    "portal.logs.RequestContextMiddleware",
+    "portal.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "portal.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -262,13 +265,32 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_DEFAULT_QUEUE", f"{REDIS_PREFIX}.con
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
 
+# LOG_FORMAT=json: one JSON object a line, with the request id, tenant and instance (portal/logs.py).
+LOG_FORMAT = env_str("LOG_FORMAT", "text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"context": {"()": "portal.logs.ContextFilter"}},
+    "formatters": {"json": {"()": "portal.logs.JsonFormatter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["context"],
+            **({"formatter": "json"} if LOG_FORMAT == "json" else {}),
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Operations (docs/operations.md). /metrics and /healthz/ready answer staff users, and anyone
+# connecting straight (not through the proxy) from these networks: Prometheus, load balancers.
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+# Readiness: how long each hypervisor and service may take to answer, and how old beat's last
+# tick (portal.tasks.beat_tick, every BEAT_TICK_SECONDS) may be.
+READINESS_TIMEOUT_SECONDS = env_int("READINESS_TIMEOUT_SECONDS", 3)
+BEAT_TICK_SECONDS = env_int("BEAT_TICK_SECONDS", 30)
+BEAT_STALE_SECONDS = env_int("BEAT_STALE_SECONDS", 180)
 
 # Custom instance sizes: (min, max) of each dimension, and the SLA they come with.
 CUSTOM_SIZE_LIMITS = {
@@ -310,6 +332,7 @@ CELERY_BEAT_SCHEDULE = {
     "instances-reap-stalled": {"task": "compute.tasks.reap_stalled", "schedule": 15.0},
     "hosts-orphans": {"task": "compute.tasks.report_all_orphans", "schedule": 3600.0},
     "idempotency-keys-expire": {"task": "compute.tasks.expire_keys", "schedule": 3600.0},
+    "beat-tick": {"task": "portal.tasks.beat_tick", "schedule": float(BEAT_TICK_SECONDS)},
 }
 
 # The host `make run` registers on first start; when it cannot be used, the run falls back to

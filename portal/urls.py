@@ -3,11 +3,12 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
-from portal import i18n, views
+from portal import i18n, metrics, views
 from portal.api import billing as billing_api
 from portal.api import tenants as tenants_api
 from portal.api.compute import catalogue, firewall, instances, operators, quota
 from portal.api.errors import api_not_found
+from portal.views import health
 
 # Uncaught exceptions on /api/ paths answer JSON (a 503 for database faults), not an HTML page.
 handler500 = "portal.api.errors.server_error"
@@ -56,6 +57,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("healthz", views.healthz, name="healthz"),
+    path("healthz/live", health.live, name="healthz-live"),
+    path("healthz/ready", health.ready, name="healthz-ready"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("i18n/setlang/", i18n.set_language, name="set_language"),
     path("instances/<uuid:pk>/console", views.instance_console, name="instance-console-page"),
     path("invitations/accept/<str:token>", views.invitation_accept, name="invitation-accept-page"),

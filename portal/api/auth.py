@@ -6,6 +6,7 @@ from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from portal import logs
 from tenants.models import ApiToken
 from tenants.tokens import LAST_USED_GRANULARITY, token_from_string
 
@@ -26,6 +27,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked API token.")
         if token.last_used_at is None or token.last_used_at < now - LAST_USED_GRANULARITY:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        logs.bind(tenant_id=token.tenant_id)  # this request's log lines (and its tasks') name it
         return token.user, token
 
     def authenticate_header(self, request) -> str:

@@ -15,6 +15,8 @@ packages=(
   mmdebstrap dosfstools mtools syslinux syslinux-common fdisk e2fsprogs cpio
   # the install-ISO test builds a bootable CD: isolinux.bin, and xorriso to write El Torito
   isolinux xorriso
+  # the TLS proxy of docs/deploy.md, run by `make prod-smoke` and tests/ops/test_production.py
+  nginx-light
 )
 missing=()
 for pkg in "${packages[@]}"; do

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import connections
@@ -7,6 +9,21 @@ from websockify.auth_plugins import ExpectOrigin
 from websockify.websocketproxy import WebSocketProxy
 
 from compute.console import ConsoleProxyHandler, ConsoleTokenPlugin
+from portal import metrics
+
+
+class CountedConsoleHandler(ConsoleProxyHandler):
+    """compute's handler, counted in the console sessions gauge while a session lasts. Each
+    connection runs in a child of its own: its gauge file goes when the session ends."""
+
+    def do_proxy(self, target):
+        metrics.CONSOLE_SESSIONS.inc()
+        try:
+            super().do_proxy(target)
+        finally:
+            metrics.CONSOLE_SESSIONS.dec()
+            if metrics.multiprocess_dir():
+                metrics.multiprocess.mark_process_dead(os.getpid())
 
 
 class Command(BaseCommand):
@@ -20,7 +37,7 @@ class Command(BaseCommand):
         # Each connection runs in a forked child; none may inherit this process's DB socket.
         connections.close_all()
         server = WebSocketProxy(
-            RequestHandlerClass=ConsoleProxyHandler,
+            RequestHandlerClass=CountedConsoleHandler,
             listen_host=host.strip("[]"),
             listen_port=int(port),
             token_plugin=ConsoleTokenPlugin(""),

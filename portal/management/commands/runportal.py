@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from compute.models import Host
-from portal.runner import Proc, python_bin, supervise
+from portal.runner import Proc, fresh_metrics_dir, python_bin, supervise
 from tenants.models import User
 from tenants.services import personal_tenant_for
 
@@ -36,13 +36,23 @@ class Command(BaseCommand):
         call_command("seed_demo")
         password = self._operator_password()
         queues = ",".join([settings.CELERY_TASK_DEFAULT_QUEUE, *Host.objects.values_list("queue", flat=True)])
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", **served_over_http(os.environ)}
+        # Web, worker, beat and console proxy write their metrics there; /metrics adds them up.
+        metrics_dir = fresh_metrics_dir(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(settings.VAR_DIR / "metrics"))
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+            **served_over_http(os.environ),
+        }
         procs = [
             Proc(
                 "web",
                 [
                     python_bin("gunicorn"),
                     "portal.wsgi",
+                    # Its hooks (a worker's metrics files when it exits); the flags below win.
+                    "--config",
+                    str(settings.BASE_DIR / "deploy" / "gunicorn.conf.py"),
                     "--bind",
                     bind,
                     "--workers",
