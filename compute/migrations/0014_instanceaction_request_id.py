@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('compute', '0011_image_imports'),
+        ('compute', '0013_migration_between_hosts'),
     ]
 
     operations = [
