@@ -72,6 +72,7 @@ NOT_IN_THE_SCHEMA = {
     "POST /api/v1/invitations/accept": {"token"},
     "POST /api/v1/ssh-keys": {"public_key"},
     "POST /api/v1/tokens": {"expires_at"},
+    "POST /api/v1/access-keys": {"expires_at"},
 }
 
 
