@@ -811,6 +811,10 @@ ACTIONS: dict[str, tuple[Callable[[Call], dict], bool]] = {
 }
 
 
+def writes(action: str) -> bool:
+    return ACTIONS.get(action, (None, False))[1]
+
+
 def perform(call: Call, action: str) -> dict:
     if action not in ACTIONS:
         raise Ec2Error("UnsupportedOperation", f"The action {action[:60]!r} is not supported by this endpoint.")

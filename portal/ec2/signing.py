@@ -2,9 +2,12 @@
 and the HMAC chain, as in AWS's "Create a signed AWS API request". Header signatures only
 (Authorization: AWS4-HMAC-SHA256 ...), which is what the SDKs and the CLI send.
 
-A signature is accepted once: the signatures seen in the last REPLAY_SECONDS are kept in Redis,
-and the date check refuses anything older, so every accepted request is new. Two identical
-requests signed within the same second carry the same signature; the second is refused.
+A write's signature is accepted once (`claim_signature`): the signatures seen in the last
+REPLAY_SECONDS are kept in Redis, and the date check refuses anything older, so a captured
+request that changes something cannot be sent again. Reads are not held to it: X-Amz-Date has
+whole seconds, so two identical reads within one second carry one signature, and SDKs send
+exactly that (a waiter's last DescribeInstances, then the caller's own); a replayed read
+answers what the same read answers anyway.
 """
 
 from __future__ import annotations
@@ -151,9 +154,14 @@ def authenticate(request, body: bytes) -> AccessKey:
             "The request signature we calculated does not match the signature you provided. "
             "Check your AWS Secret Access Key and signing method."
         )
-    seen = f"{settings.REDIS_PREFIX}:ec2-signature:{match['signature']}"
-    if not leases.client().set(seen, "1", nx=True, ex=REPLAY_SECONDS):
-        raise auth_failure("This signature was already used; sign each request anew.")
+    key.signature = match["signature"]
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
         AccessKey.objects.filter(pk=key.pk).update(last_used_at=now)
     return key
+
+
+def claim_signature(key: AccessKey) -> None:
+    """Refuse a signature seen before (a replayed write); remember it for REPLAY_SECONDS."""
+    seen = f"{settings.REDIS_PREFIX}:ec2-signature:{key.signature}"
+    if not leases.client().set(seen, "1", nx=True, ex=REPLAY_SECONDS):
+        raise auth_failure("This signature was already used; sign each request anew.")

@@ -53,6 +53,8 @@ def ec2(request) -> HttpResponse:
         action = params.get("Action")
         if not action:
             raise Ec2Error("MissingAction", "The request must contain the parameter Action.")
+        if actions.writes(action):
+            signing.claim_signature(key)
         actor = Actor(key.user, key.tenant, key.member_role, access_key=key)
         call = actions.Call(actor=actor, params=params, endpoint=request.build_absolute_uri(request.path))
         return xml.answer(action, request_id, actions.perform(call, action))

@@ -41,3 +41,46 @@ def ec2_client(endpoint):
         )
 
     return make
+
+
+@pytest.fixture
+def raw_call(endpoint):
+    """Send one request signed by botocore's own SigV4 signer, exactly as given; returns
+    (status, EC2 error code or None, the body). `prepared` re-sends an earlier request."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlencode
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    def sign(key_id: str, secret: str, params: dict, *, region: str = REGION) -> AWSRequest:
+        request = AWSRequest(
+            method="POST",
+            url=endpoint,
+            data=urlencode(params),
+            headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+        )
+        SigV4Auth(Credentials(key_id, secret), "ec2", region).add_auth(request)
+        return request
+
+    def send(request: AWSRequest) -> tuple[int, str | None, str]:
+        prepared = request.prepare()
+        outgoing = urllib.request.Request(  # noqa: S310 - the live test server on loopback
+            prepared.url, data=prepared.body.encode(), headers=dict(prepared.headers), method="POST"
+        )
+        try:
+            with urllib.request.urlopen(outgoing, timeout=30) as response:  # noqa: S310
+                return response.status, None, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode()
+            code = body.split("<Code>", 1)[1].split("</Code>", 1)[0] if "<Code>" in body else None
+            return exc.code, code, body
+
+    def call(key_id: str, secret: str, params: dict, **options) -> tuple[int, str | None, str]:
+        return send(sign(key_id, secret, params, **options))
+
+    call.sign = sign
+    call.send = send
+    return call
