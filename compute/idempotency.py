@@ -18,6 +18,10 @@ from tenants.models import Tenant
 KEEP_HOURS = 48
 
 
+class KeyReused(Conflict):
+    """The key came with another request body, or its first request failed."""
+
+
 def claim(tenant: Tenant, key: str, fingerprint: str) -> tuple[IdempotencyKey | None, Instance | None]:
     """Claim `key` for this request inside the caller's transaction: (the new key row, None),
     or (None, the instance an earlier request with the same key and body made).
@@ -30,9 +34,9 @@ def claim(tenant: Tenant, key: str, fingerprint: str) -> tuple[IdempotencyKey | 
         # Another request with this key won (possibly just now: the insert waited on it).
         previous = IdempotencyKey.objects.select_related("instance").get(tenant=tenant, key=key)
         if previous.request_hash != fingerprint:
-            raise Conflict("This Idempotency-Key was used with a different request; use a new key.") from None
+            raise KeyReused("This Idempotency-Key was used with a different request; use a new key.") from None
         if previous.instance is None:
-            raise Conflict("The first request with this Idempotency-Key failed; use a new key.") from None
+            raise KeyReused("The first request with this Idempotency-Key failed; use a new key.") from None
         return None, previous.instance
 
 

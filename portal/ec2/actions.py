@@ -131,7 +131,9 @@ def _member_order(item: tuple[str, str]) -> tuple[int, str]:
 def _check_names(call: Call, allowed: set[str]) -> None:
     for name in call.params:
         if name.split(".", 1)[0] not in allowed | COMMON:
-            raise Ec2Error("UnknownParameter", f"The parameter {name[:80]} is not recognized.")
+            # EC2 parameters this endpoint does not take (security groups, subnets, volumes...)
+            # are refused rather than ignored: a script must not believe it got them.
+            raise invalid_value(f"The parameter {name[:80]} is not supported by this endpoint.")
 
 
 def _zone() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from base.errors import Conflict, Invalid, NotPermitted, QuotaExceeded, Refused, Unavailable
+from compute.idempotency import KeyReused
 
 
 class Ec2Error(Exception):
@@ -44,6 +45,8 @@ def from_refusal(exc: Refused, *, conflict_code: str = "IncorrectInstanceState")
         return Ec2Error("UnauthorizedOperation", exc.message, 403)
     if isinstance(exc, Unavailable):
         return Ec2Error("Unavailable", exc.message, 503)
+    if isinstance(exc, KeyReused):  # ClientToken is the idempotency key
+        return Ec2Error("IdempotentParameterMismatch", exc.message)
     if isinstance(exc, Conflict):
         return Ec2Error(conflict_code, exc.message)
     return Ec2Error("InvalidParameterValue", exc.message)

@@ -18,8 +18,13 @@ def access_key(user, tenant, scope: str = ApiToken.Scope.WRITE) -> tuple[str, st
 
 
 @pytest.fixture
-def endpoint(live_server, settings) -> str:
+def endpoint(live_server, settings, monkeypatch) -> str:
+    from django.db import connections
+
     settings.EC2_REGION = REGION
+    # The live server answers each request in a thread of its own; a persistent connection
+    # would outlive its thread and keep the test database from being dropped at the end.
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
     return f"{live_server.url}/ec2/"
 
 

@@ -155,7 +155,7 @@ def test_it_refuses_a_stale_date_a_replay_and_an_unknown_action(alice, tenant_a,
     )
     # a parameter the action does not have
     status, code, _body = raw_call.send(raw_call.sign(key_id, secret, {"Action": "DescribeRegions", "x": "1"}))
-    assert status == 400 and code == "UnknownParameter"
+    assert status == 400 and code == "InvalidParameterValue"
 
 
 @pytest.mark.parametrize(
@@ -298,6 +298,9 @@ def test_it_keeps_the_rest_api_and_the_ec2_api_consistent(alice_ec2, eager, alic
     )["Instances"][0]
     assert again["InstanceId"] == run["InstanceId"]
     assert Instance.objects.filter(tenant=tenant_a).count() == 2
+    with pytest.raises(ClientError) as mismatch:  # the same token with another request
+        ec2.run_instances(ImageId=ami(image), InstanceType=flavor.name, MinCount=1, MaxCount=1, ClientToken="deploy-42")
+    assert error_code(mismatch) == "IdempotentParameterMismatch"
     # tags set through EC2 are the instance's own tags (the pages show and filter by them)
     ec2.create_tags(Resources=[run["InstanceId"]], Tags=[{"Key": "Env", "Value": "Prod"}])
     assert list(Instance.objects.get(pk=pk).tags.values_list("name", flat=True)) == ["env:prod"]
