@@ -340,6 +340,8 @@ def run_instances(call: Call) -> dict:
         {"ImageId", "InstanceType", "MinCount", "MaxCount", "KeyName", "UserData", "ClientToken"}
         | {"TagSpecification", "Placement"},
     )
+    if not call.actor.tenant.is_active:
+        raise Ec2Error("Blocked", "This tenant is suspended and cannot create instances.", 403)
     image_pk = ids.parse("image", call.required("ImageId"), "InvalidAMIID.NotFound")
     type_name = call.required("InstanceType")
     flavor = Flavor.objects.filter(name=type_name, active=True).first()

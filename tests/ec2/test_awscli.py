@@ -44,7 +44,6 @@ def aws(endpoint, tmp_path):
     return run
 
 
-@pytest.mark.worker
 def test_it_runs_and_describes_instances_with_the_aws_cli(aws, eager, alice, tenant_a, host, image, flavor, tmp_path):
     key = access_key(alice, tenant_a)
     user_data = tmp_path / "user-data.sh"

@@ -36,7 +36,6 @@ def alice_ec2(ec2_client, alice, tenant_a):
     return ec2_client(*access_key(alice, tenant_a))
 
 
-@pytest.mark.worker
 def test_it_runs_waits_for_stops_starts_and_terminates_an_instance(
     eager, alice_ec2, ec2_client, charlie, tenant_b, tenant_a, host, image, flavor
 ):
@@ -212,6 +211,14 @@ def test_it_maps_refusals_to_ec2_codes(alice_ec2, ec2_client, eager, alice, vera
         ec2.run_instances(ImageId=ami(image), InstanceType=flavor.name, MinCount=1, MaxCount=1)
     assert error_code(over) == "InstanceLimitExceeded"
     Quota.objects.filter(tenant=tenant_a).update(instances=10)
+    # a suspended tenant is blocked
+    tenant_a.status = "suspended"
+    tenant_a.save(update_fields=["status"])
+    with pytest.raises(ClientError) as blocked:
+        ec2.run_instances(ImageId=ami(image), InstanceType=flavor.name, MinCount=1, MaxCount=1)
+    assert error_code(blocked) == "Blocked"
+    tenant_a.status = "active"
+    tenant_a.save(update_fields=["status"])
     # state machine: a stopped instance cannot reboot
     run = ec2.run_instances(ImageId=ami(image), InstanceType=flavor.name, MinCount=1, MaxCount=1)
     instance_id = run["Instances"][0]["InstanceId"]
