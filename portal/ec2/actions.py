@@ -652,8 +652,9 @@ def delete_key_pair(call: Call) -> dict:
 # -- tags -----------------------------------------------------------------------------------------------
 
 
-def _tag_pairs(call: Call) -> list[tuple[str, str]]:
-    pairs = [(t.get("Key", ""), t.get("Value", "")) for t in call.structs("Tag")]
+def _tag_pairs(call: Call) -> list[tuple[str, str | None]]:
+    """(key, value) of each Tag.N; the value None when it was left out."""
+    pairs = [(t.get("Key", ""), t.get("Value")) for t in call.structs("Tag")]
     if any(not key for key, _v in pairs):
         raise missing("Tag.N.Key")
     return pairs
@@ -693,9 +694,9 @@ def create_tags(call: Call) -> dict:
         name, tags = None, {split_tag(t)[0]: t for t in current}
         for key, value in pairs:
             if key == "Name":
-                name = value
+                name = value or ""
             else:
-                tag = join_tag(key, value)
+                tag = join_tag(key, value or "")
                 tags[split_tag(tag)[0]] = tag
         return name, list(tags.values())
 
@@ -707,19 +708,17 @@ def delete_tags(call: Call) -> dict:
     pairs = _tag_pairs(call)
 
     def change(instance: Instance, current: list[str]) -> tuple[str | None, list[str]]:
+        # No Tag.N: every tag goes (the Name stays: it is the instance's name). A Tag.N
+        # without a value removes the key whatever its value; with one, only that value.
         if not pairs:
             return None, []
-        keep = []
-        for tag in current:
+        doomed = [(k.strip().lower(), None if v is None else v.strip().lower()) for k, v in pairs if k != "Name"]
+
+        def gone(tag: str) -> bool:
             key, value = split_tag(tag)
-            gone = any(
-                join_tag(k, "").split(":")[0] == key and (not v or join_tag(k, v) == tag)
-                for k, v in pairs
-                if k != "Name"
-            )
-            if not gone:
-                keep.append(tag)
-        return None, keep
+            return any(k == key and (v is None or v == value) for k, v in doomed)
+
+        return None, [tag for tag in current if not gone(tag)]
 
     return _retag(call, change)
 

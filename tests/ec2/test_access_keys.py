@@ -68,3 +68,15 @@ def test_it_hides_the_key_form_from_members(bob, tenant_a):
     client = browser_client(bob)
     assert 'id="new-access-key-title"' not in client.get("/tenant/tokens").content.decode()
     assert post(client, "/tenant/access-keys", {"name": "x", "scope": "read"}).status_code == 403
+
+
+def test_it_takes_no_session_at_the_ec2_endpoint(alice, tenant_a):
+    # given: a logged-in browser session, with CSRF checked as a browser's is
+    client = browser_client(alice)
+    client.get("/tenant/tokens")
+    # when: it posts to /ec2/ without a signature
+    response = client.post("/ec2/", {"Action": "DescribeInstances", "Version": "2016-11-15"})
+    # then: EC2's own refusal (not a CSRF 403, not the session's tenant)
+    assert response.status_code == 401
+    assert b"<Code>MissingAuthenticationToken</Code>" in response.content
+    assert response["Content-Type"].startswith("text/xml")

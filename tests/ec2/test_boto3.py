@@ -266,6 +266,10 @@ def test_it_filters_and_pages_described_instances(alice_ec2, eager, alice, tenan
     assert described(**{"instance-id": [made[3]], "instance-state-name": ["running"]}) == [made[3]]
     tags = ec2.describe_tags(Filters=[{"Name": "key", "Values": ["env"]}])["Tags"]
     assert sorted(t["ResourceId"] for t in tags) == sorted(made[:2]) and tags[0]["Value"] == "prod"
+    # and a deleted tag no longer matches
+    ec2.delete_tags(Resources=[made[0]], Tags=[{"Key": "env"}])
+    assert described(**{"tag:env": ["prod"]}) == [made[1]]
+    assert described(**{"tag-key": ["team"]}) == sorted(made[:2])
 
 
 def test_it_keeps_the_rest_api_and_the_ec2_api_consistent(alice_ec2, eager, alice, tenant_a, host, image, flavor):
