@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from tenants import access_keys
-from tenants.models import AccessKey, AuditEvent
-from tests.conftest import client_for, token_for
+from tenants import access_keys, services
+from tenants.models import AccessKey, AuditEvent, Membership
+from tests.conftest import actor, client_for, token_for
+from tests.ec2.conftest import access_key
 from tests.ui.conftest import browser_client, post
 
 pytestmark = pytest.mark.django_db
@@ -80,3 +81,9 @@ def test_it_takes_no_session_at_the_ec2_endpoint(alice, tenant_a):
     assert response.status_code == 401
     assert b"<Code>MissingAuthenticationToken</Code>" in response.content
     assert response["Content-Type"].startswith("text/xml")
+
+
+def test_it_revokes_a_members_keys_when_they_are_removed(alice, bob, tenant_a):
+    key_id, _secret = access_key(bob, tenant_a)
+    services.membership_remove(actor=actor(alice, tenant_a), membership=Membership.objects.get(user=bob))
+    assert AccessKey.objects.get(access_key_id=key_id).revoked_at is not None
