@@ -52,9 +52,13 @@ def _encode(text: str) -> str:
     return quote(text, safe="-_.~")
 
 
-def canonical_query(raw: str) -> str:
+def canonical_queries(raw: str) -> set[str]:
+    """The canonical query string as AWS defines it (each name and value decoded, then encoded
+    again, RFC 3986, space as %20), and as botocore builds it from a URL it was given (the
+    pairs as they are spelled, sorted): both bind the parameters the request carries."""
     pairs = sorted((_encode(k), _encode(v)) for k, v in parse_qsl(raw, keep_blank_values=True))
-    return "&".join(f"{k}={v}" for k, v in pairs)
+    as_sent = sorted(pair.partition("=")[::2] for pair in raw.split("&")) if raw else []
+    return {"&".join(f"{k}={v}" for k, v in pairs), "&".join(f"{k}={v}" for k, v in as_sent)}
 
 
 def header_value(request, name: str) -> str | None:
@@ -65,7 +69,7 @@ def header_value(request, name: str) -> str | None:
     return request.META.get("HTTP_" + name.upper().replace("-", "_"))
 
 
-def canonical_request(request, signed_headers: list[str], body: bytes) -> str:
+def canonical_request(request, signed_headers: list[str], body: bytes, query: str) -> str:
     lines = []
     for name in signed_headers:
         value = header_value(request, name)
@@ -76,7 +80,7 @@ def canonical_request(request, signed_headers: list[str], body: bytes) -> str:
         [
             request.method,
             quote(request.path, safe="/~"),
-            canonical_query(request.META.get("QUERY_STRING", "")),
+            query,
             "".join(lines),
             ";".join(signed_headers),
             hashlib.sha256(body).hexdigest(),
@@ -148,8 +152,10 @@ def authenticate(request, body: bytes) -> AccessKey:
     secret = unseal(key.secret_sealed) if usable else None
     if secret is None:
         raise auth_failure("AWS was not able to validate the provided access credentials.")
-    expected = signature(secret, credential, amz_date, canonical_request(request, signed, body))
-    if not hmac.compare_digest(expected, match["signature"]):
+    queries = canonical_queries(request.META.get("QUERY_STRING", ""))
+    given = match["signature"]
+    expected = [signature(secret, credential, amz_date, canonical_request(request, signed, body, q)) for q in queries]
+    if not any(hmac.compare_digest(candidate, given) for candidate in expected):
         raise auth_failure(
             "The request signature we calculated does not match the signature you provided. "
             "Check your AWS Secret Access Key and signing method."

@@ -60,20 +60,24 @@ def raw_call(endpoint):
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    def sign(key_id: str, secret: str, params: dict, *, region: str = REGION) -> AWSRequest:
-        request = AWSRequest(
-            method="POST",
-            url=endpoint,
-            data=urlencode(params),
-            headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
-        )
+    def sign(key_id: str, secret: str, params: dict, *, region: str = REGION, method: str = "POST") -> AWSRequest:
+        if method == "GET":
+            request = AWSRequest(method="GET", url=f"{endpoint}?{urlencode(params)}")
+        else:
+            request = AWSRequest(
+                method="POST",
+                url=endpoint,
+                data=urlencode(params),
+                headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+            )
         SigV4Auth(Credentials(key_id, secret), "ec2", region).add_auth(request)
         return request
 
     def send(request: AWSRequest) -> tuple[int, str | None, str]:
         prepared = request.prepare()
+        body = prepared.body.encode() if prepared.body else None
         outgoing = urllib.request.Request(  # noqa: S310 - the live test server on loopback
-            prepared.url, data=prepared.body.encode(), headers=dict(prepared.headers), method="POST"
+            prepared.url, data=body, headers=dict(prepared.headers), method=prepared.method
         )
         try:
             with urllib.request.urlopen(outgoing, timeout=30) as response:  # noqa: S310

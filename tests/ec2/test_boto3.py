@@ -157,6 +157,20 @@ def test_it_refuses_a_stale_date_a_replay_and_an_unknown_action(alice, tenant_a,
     assert status == 400 and code == "InvalidParameterValue"
 
 
+def test_it_takes_a_signed_get_with_the_parameters_in_the_query(alice, tenant_a, raw_call):
+    key_id, secret = access_key(alice, tenant_a)
+    # parameters that need encoding, in an order other than the canonical one
+    params = {"Version": "2016-11-15", "Action": "DescribeKeyPairs", "Filter.1.Name": "key-name"}
+    params["Filter.1.Value.1"] = "a b/c+d~é"
+    status, code, body = raw_call(key_id, secret, params, method="GET")
+    assert (status, code) == (200, None), body
+    assert body.startswith("<?xml") and 'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"' in body
+    # and a request with a parameter changed after signing is refused
+    request = raw_call.sign(key_id, secret, {**params, "Action": "DescribeRegions"}, method="GET")
+    request.url = request.url.replace("DescribeRegions", "DescribeImages")
+    assert raw_call.send(request)[:2] == (401, "AuthFailure")
+
+
 @pytest.mark.parametrize(
     "params",
     [
