@@ -19,6 +19,10 @@ from tenants.models import Tenant
 KEEP_HOURS = 48
 
 
+class KeyReused(Conflict):
+    """The key came with another request body, or its first request failed."""
+
+
 def claim(tenant: Tenant, key: str, fingerprint: str) -> tuple[IdempotencyKey | None, Instance | None]:
     """Claim `key` for this request inside the caller's transaction: (the new key row, None),
     or (None, the instance an earlier request with the same key and body made).
@@ -31,9 +35,9 @@ def claim(tenant: Tenant, key: str, fingerprint: str) -> tuple[IdempotencyKey | 
         # Another request with this key won (possibly just now: the insert waited on it).
         previous = IdempotencyKey.objects.select_related("instance").get(tenant=tenant, key=key)
         if previous.request_hash != fingerprint:
-            raise Conflict(_("This Idempotency-Key was used with a different request; use a new key.")) from None
+            raise KeyReused(_("This Idempotency-Key was used with a different request; use a new key.")) from None
         if previous.instance is None:
-            raise Conflict(_("The first request with this Idempotency-Key failed; use a new key.")) from None
+            raise KeyReused(_("The first request with this Idempotency-Key failed; use a new key.")) from None
         return None, previous.instance
 
 

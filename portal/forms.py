@@ -244,6 +244,13 @@ class TokenForm(forms.Form):
         return datetime.combine(day, time.max, tzinfo=UTC) if day else None
 
 
+class AccessKeyForm(forms.Form):
+    # The same once-only marker as TokenForm's.
+    once = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
+    name = forms.CharField(max_length=100, label=_("Name"))
+    scope = forms.ChoiceField(choices=SCOPE_CHOICES, initial=ApiToken.Scope.WRITE, label=_("Scope"))
+
+
 class ImageRenameForm(forms.Form):
     name = forms.CharField(max_length=255, label=_("Name"))
 

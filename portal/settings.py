@@ -242,6 +242,11 @@ DEFAULT_QUOTA = {
 }
 INVITATION_TTL_HOURS = env_int("INVITATION_TTL_HOURS", 72)
 
+# The EC2-compatible API (/ec2/): the one region it answers for (its zone is the region + "a"),
+# and how far a request's X-Amz-Date may be from the server's clock.
+EC2_REGION = env_str("EC2_REGION", "portal-1")
+EC2_CLOCK_SKEW_SECONDS = env_int("EC2_CLOCK_SKEW_SECONDS", 300)
+
 # Celery: late acks so a worker that dies mid-task leaves the message to be redelivered. The
 # Redis visibility timeout must exceed the longest task, or Redis hands the same message to
 # a second worker while the first still runs it; Celery reads it from all three places below.

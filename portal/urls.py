@@ -9,6 +9,7 @@ from portal.api import tenants as tenants_api
 from portal.api.compute import catalogue, firewall, instances, operators, quota
 from portal.api.errors import api_not_found
 from portal.views import health
+from portal.ec2.views import ec2
 
 # Uncaught exceptions on /api/ paths answer JSON (a 503 for database faults), not an HTML page.
 handler500 = "portal.api.errors.server_error"
@@ -17,6 +18,7 @@ router = SimpleRouter(trailing_slash=False)
 router.register("members", tenants_api.MemberViewSet, basename="member")
 router.register("invitations", tenants_api.InvitationViewSet, basename="invitation")
 router.register("tokens", tenants_api.TokenViewSet, basename="token")
+router.register("access-keys", tenants_api.AccessKeyViewSet, basename="accesskey")
 router.register("ssh-keys", tenants_api.SshKeyViewSet, basename="sshkey")
 router.register("images", catalogue.ImageViewSet, basename="image")
 router.register("flavors", catalogue.FlavorViewSet, basename="flavor")
@@ -54,6 +56,8 @@ urlpatterns = [
         name="api-redoc",
     ),
     re_path(r"^api/", api_not_found),
+    path("ec2/", ec2, name="ec2"),
+    path("ec2", ec2),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("healthz", views.healthz, name="healthz"),

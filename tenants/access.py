@@ -12,26 +12,29 @@ from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet
 from django.http import Http404
 
-from tenants.models import ApiToken, Membership, Role, Tenant, User, role_at_least
+from tenants.models import AccessKey, ApiToken, Membership, Role, Tenant, User, role_at_least
 
 SESSION_TENANT_KEY = "tenant_id"
 
 
 @dataclass(frozen=True)
 class Actor:
-    """A user acting for one tenant, with a role there, perhaps through an API token."""
+    """A user acting for one tenant, with a role there, perhaps through an API token or an EC2
+    access key (portal/ec2/)."""
 
     user: User
     tenant: Tenant
     role: str
     token: ApiToken | None = None
+    access_key: AccessKey | None = None
 
     def has_role(self, needed: str) -> bool:
         return role_at_least(self.role, needed)
 
     @property
     def token_read_only(self) -> bool:
-        return self.token is not None and self.token.scope == ApiToken.Scope.READ
+        credential = self.token or self.access_key
+        return credential is not None and credential.scope == ApiToken.Scope.READ
 
     def may_write(self, needed: str = Role.MEMBER) -> bool:
         return self.has_role(needed) and not self.token_read_only

@@ -4,7 +4,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin
 
 from tenants import services
-from tenants.models import ApiToken, AuditEvent, Invitation, Membership, Quota, SshKey, Tenant, User
+from tenants.models import AccessKey, ApiToken, AuditEvent, Invitation, Membership, Quota, SshKey, Tenant, User
 
 
 class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
@@ -95,6 +95,20 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         for token in queryset.filter(revoked_at__isnull=True):
             services.token_revoke(actor=None, token=token)
+
+
+@admin.register(AccessKey)
+class AccessKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "access_key_id", "tenant", "user", "scope", "last_used_at", "revoked_at"]
+    list_filter = ["scope", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "access_key_id", "tenant__name", "user__email"]
+    exclude = ["secret_sealed"]
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke the selected access keys")
+    def revoke(self, request, queryset):
+        for key in queryset.filter(revoked_at__isnull=True):
+            services.access_key_revoke(actor=None, key=key)
 
 
 @admin.register(SshKey)

@@ -180,6 +180,35 @@ class ApiToken(models.Model):
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
+class AccessKey(models.Model):
+    """An EC2-style access key pair (portal/ec2/): `AKIA…` names the row, and the secret signs
+    each request (AWS Signature Version 4). Checking a signature needs the secret itself, so it
+    is stored encrypted with a key derived from SECRET_KEY (tenants/access_keys.py), not hashed.
+    Same roles and scopes as ApiToken: the holder's role in the tenant, narrowed by the scope."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="access_keys")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="access_keys")
+    name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=16, choices=ApiToken.Scope.choices, default=ApiToken.Scope.WRITE)
+    access_key_id = models.CharField(max_length=20, unique=True)
+    secret_sealed = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.access_key_id})"
+
+    def is_usable(self, now=None) -> bool:
+        now = now or timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
 class SshKey(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="ssh_keys")

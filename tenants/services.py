@@ -1,4 +1,4 @@
-"""Writes for tenants, members, invitations, tokens and SSH keys.
+"""Writes for tenants, members, invitations, tokens, access keys and SSH keys.
 
 Views, the API, tasks and commands call these; none of them saves these rows directly.
 """
@@ -22,7 +22,9 @@ from django.utils.translation import gettext_lazy
 
 from base.errors import Conflict, Invalid, Unavailable
 from tenants.access import Actor
+from tenants.access_keys import new_key_material, seal
 from tenants.models import (
+    AccessKey,
     ApiToken,
     AuditEvent,
     Invitation,
@@ -49,6 +51,8 @@ class InvitationInvalid(Invalid):
 
 def audit(actor: Actor | None, action: str, *, tenant: Tenant | None = None, target: str = "", **detail) -> AuditEvent:
     """Record who did what. `actor=None` means the system did it."""
+    if actor is not None and actor.access_key is not None:
+        detail = {"access_key": actor.access_key.access_key_id, **detail}
     return AuditEvent.objects.create(
         tenant=tenant or (actor.tenant if actor else None),
         user=actor.user if actor else None,
@@ -266,9 +270,10 @@ def membership_remove(*, actor: Actor, membership: Membership) -> None:
         if _owner_count(actor.tenant) == 1:
             raise Conflict(_("A tenant needs at least one owner."))
     # The member's tokens for this tenant die with the membership.
-    ApiToken.objects.filter(tenant=actor.tenant, user=membership.user, revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
-    )
+    for credentials in (ApiToken, AccessKey):
+        credentials.objects.filter(tenant=actor.tenant, user=membership.user, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
     membership.delete()
     audit(actor, "membership.remove", target=membership.user.email)
 
@@ -299,6 +304,39 @@ def token_revoke(*, actor: Actor, token: ApiToken) -> ApiToken:
         token.save(update_fields=["revoked_at"])
         audit(actor, "token.revoke", target=token.name, prefix=token.prefix)
     return token
+
+
+@transaction.atomic
+def access_key_create(
+    *, actor: Actor, name: str, scope: str, expires_at: datetime | None = None
+) -> tuple[AccessKey, str]:
+    """An EC2 access key for the actor's tenant, acting as the actor's user; the secret is
+    returned once (and kept only sealed, see tenants/access_keys.py)."""
+    if expires_at is not None and expires_at <= timezone.now():
+        raise Invalid("expires_at", "expires_at must be in the future.")
+    if scope not in ApiToken.Scope.values:
+        raise Invalid("scope", f"One of {', '.join(ApiToken.Scope.values)}.")
+    key_id, secret = new_key_material()
+    key = AccessKey.objects.create(
+        tenant=actor.tenant,
+        user=actor.user,
+        name=name,
+        scope=scope,
+        access_key_id=key_id,
+        secret_sealed=seal(secret),
+        expires_at=expires_at,
+    )
+    audit(actor, "access_key.create", target=name, scope=scope, access_key_id=key_id)
+    return key, secret
+
+
+@transaction.atomic
+def access_key_revoke(*, actor: Actor | None, key: AccessKey) -> AccessKey:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+        audit(actor, "access_key.revoke", tenant=key.tenant, target=key.name, access_key_id=key.access_key_id)
+    return key
 
 
 @transaction.atomic

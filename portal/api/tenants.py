@@ -11,7 +11,7 @@ from portal.api.permissions import WritesNeedAWritableToken
 from portal.api.viewsets import TenantScopedViewSet
 from tenants import services
 from tenants.access import actor_for_request
-from tenants.models import ApiToken, Invitation, Membership, Role, SshKey, Tenant, validate_one_line
+from tenants.models import AccessKey, ApiToken, Invitation, Membership, Role, SshKey, Tenant, validate_one_line
 
 
 class TenantSerializer(serializers.ModelSerializer):
@@ -195,6 +195,51 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
 
     def perform_destroy(self, token):
         services.token_revoke(actor=self.actor, token=token)
+
+
+class AccessKeySerializer(serializers.ModelSerializer):
+    user = serializers.EmailField(source="user.email", read_only=True)
+
+    class Meta:
+        model = AccessKey
+        fields = [
+            "id",
+            "name",
+            "scope",
+            "access_key_id",
+            "user",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+            "revoked_at",
+        ]
+
+
+class AccessKeyCreatedSerializer(AccessKeySerializer):
+    secret_access_key = serializers.CharField(read_only=True, help_text="The secret. Shown once, never again.")
+
+    class Meta(AccessKeySerializer.Meta):
+        fields = [*AccessKeySerializer.Meta.fields, "secret_access_key"]
+
+
+class AccessKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, TenantScopedViewSet):
+    """EC2 access keys of the tenant, for the EC2-compatible API at /ec2/ (AWS Signature
+    Version 4). Roles and scopes as for tokens. DELETE revokes; a revoked key stays listed."""
+
+    queryset = AccessKey.objects.select_related("user")
+    serializer_class = AccessKeySerializer
+    write_role = Role.ADMIN
+
+    @extend_schema(request=TokenCreateSerializer, responses={201: AccessKeyCreatedSerializer})
+    def create(self, request):
+        data = TokenCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        key, secret = services.access_key_create(actor=self.actor, **data.validated_data)
+        key.secret_access_key = secret
+        return Response(AccessKeyCreatedSerializer(key).data, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, key):
+        services.access_key_revoke(actor=self.actor, key=key)
 
 
 class SshKeySerializer(serializers.ModelSerializer):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
@@ -18,11 +19,19 @@ from django.views.decorators.http import require_GET, require_POST
 from billing import selectors as billing_selectors
 from billing.models import Invoice
 from compute.selectors import tenant_resource_usage
-from portal.forms import ROLE_CHOICES, InvitationForm, MemberRoleForm, NoticeSettingsForm, SshKeyForm, TokenForm
+from portal.forms import (
+    ROLE_CHOICES,
+    AccessKeyForm,
+    InvitationForm,
+    MemberRoleForm,
+    NoticeSettingsForm,
+    SshKeyForm,
+    TokenForm,
+)
 from portal.views.guards import REFUSALS, require_role, tenant_page, unchanged, version_of, versioned, why
 from tenants import services as tenant_services
 from tenants.access import Actor, get_scoped, scoped, switch_tenant
-from tenants.models import ApiToken, AuditEvent, Invitation, Membership, NoticeSettings, Quota, Role, SshKey
+from tenants.models import AccessKey, ApiToken, AuditEvent, Invitation, Membership, NoticeSettings, Quota, Role, SshKey
 
 QUOTA_LABELS = {"instances": _("Instances"), "vcpus": _("vCPUs"), "memory_mb": _("Memory"), "disk_gb": _("Disk")}
 ACTIVITY_PAGE = 50
@@ -199,10 +208,21 @@ def quota_live(request, actor: Actor):
 TOKEN_FORM_SECONDS = 24 * 3600
 
 
-def _tokens_page(request, actor: Actor, form: TokenForm | None = None, *, secret: str = "", status: int = 200):
+def _tokens_page(
+    request,
+    actor: Actor,
+    form: TokenForm | None = None,
+    *,
+    secret: str = "",
+    key_form: AccessKeyForm | None = None,
+    new_key: tuple[str, str] | None = None,
+    status: int = 200,
+):
     tokens = scoped(actor, ApiToken.objects.select_related("user"))
     if form is None:  # a new form, with a new marker; a form shown again keeps its own
         form = TokenForm(initial={"once": secrets.token_urlsafe(16)})
+    if key_form is None:
+        key_form = AccessKeyForm(initial={"once": secrets.token_urlsafe(16)})
     return render(
         request,
         "portal/tenant/tokens.html",
@@ -211,6 +231,10 @@ def _tokens_page(request, actor: Actor, form: TokenForm | None = None, *, secret
             "tokens": tokens,
             "form": form,
             "secret": secret,
+            "access_keys": scoped(actor, AccessKey.objects.select_related("user")),
+            "key_form": key_form,
+            "new_key": new_key,
+            "ec2_region": settings.EC2_REGION,
             "can_manage": actor.may_write(Role.ADMIN),
         },
         status=status,
@@ -257,6 +281,46 @@ def token_revoke(request, actor: Actor, pk):
     token = get_scoped(actor, ApiToken.objects, pk)
     tenant_services.token_revoke(actor=actor, token=token)
     messages.success(request, _("Token %(name)s is revoked.") % {"name": token.name})
+    return redirect("tenant-tokens")
+
+
+# -- EC2 access keys -------------------------------------------------------------------------------
+
+
+@require_POST
+@tenant_page
+def access_key_create(request, actor: Actor):
+    require_role(actor, Role.ADMIN)
+    form = AccessKeyForm(request.POST)
+    if not form.is_valid():
+        return _tokens_page(request, actor, key_form=form, status=400)
+    marker = f"access-key-form:{actor.tenant.pk}:{form.cleaned_data['once']}"
+    if form.cleaned_data["once"] and not cache.add(marker, True, timeout=TOKEN_FORM_SECONDS):
+        messages.warning(
+            request,
+            _(
+                "This form was already sent and its access key made; its secret was shown that once. "
+                "If you did not copy it, revoke that key and make a new one."
+            ),
+        )
+        return _tokens_page(request, actor, status=409)
+    key, secret = tenant_services.access_key_create(
+        actor=actor, name=form.cleaned_data["name"], scope=form.cleaned_data["scope"]
+    )
+    messages.success(
+        request,
+        _("Access key %(name)s created. Copy its secret now: it is shown only once.") % {"name": key.name},
+    )
+    return _tokens_page(request, actor, new_key=(key.access_key_id, secret), status=201)
+
+
+@require_POST
+@tenant_page
+def access_key_revoke(request, actor: Actor, pk):
+    require_role(actor, Role.ADMIN)
+    key = get_scoped(actor, AccessKey.objects, pk)
+    tenant_services.access_key_revoke(actor=actor, key=key)
+    messages.success(request, _("Access key %(name)s is revoked.") % {"name": key.name})
     return redirect("tenant-tokens")
 
 

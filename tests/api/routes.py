@@ -22,7 +22,7 @@ from compute.models import Image, Instance, SecurityGroup, SecurityGroupRule
 from compute.sizing import Size
 from portal.api.viewsets import TenantScopedViewSet
 from tenants import services as tenant_services
-from tenants.models import ApiToken, Invitation, Membership, Role, SshKey
+from tenants.models import AccessKey, ApiToken, Invitation, Membership, Role, SshKey
 from tests.conftest import actor, make_user
 
 API_PREFIX = "api/v1/"
@@ -100,6 +100,13 @@ def make_token(request, alice, tenant_a) -> ApiToken:
     return token
 
 
+def make_access_key(request, alice, tenant_a) -> AccessKey:
+    key, _secret = tenant_services.access_key_create(
+        actor=actor(alice, tenant_a), name="ci", scope=ApiToken.Scope.WRITE
+    )
+    return key
+
+
 def make_ssh_key(request, alice, tenant_a) -> SshKey:
     blob = b"".join(len(part).to_bytes(4, "big") + part for part in (b"ssh-ed25519", os.urandom(32)))
     return tenant_services.sshkey_create(
@@ -142,6 +149,7 @@ FACTORIES: dict[type[Model], Callable] = {
     Membership: make_membership,
     Invitation: make_invitation,
     ApiToken: make_token,
+    AccessKey: make_access_key,
     SshKey: make_ssh_key,
     Image: make_private_image,
     Instance: make_instance,

@@ -77,6 +77,7 @@ NOT_IN_THE_SCHEMA = {
     "POST /api/v1/security-groups": {"name", "rules", "remote_group_id", "port_min", "port_max", "cidr"},
     "POST /api/v1/security-group-rules": {"security_group_id", "remote_group_id", "port_min", "port_max", "cidr"},
     "PUT /api/v1/instances/{id}/security-groups": {"security_group_ids"},
+    "POST /api/v1/access-keys": {"expires_at"},
 }
 
 
