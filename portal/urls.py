@@ -8,8 +8,8 @@ from portal.api import billing as billing_api
 from portal.api import tenants as tenants_api
 from portal.api.compute import catalogue, firewall, instances, operators, quota
 from portal.api.errors import api_not_found
-from portal.views import health
 from portal.ec2.views import ec2
+from portal.views import health
 
 # Uncaught exceptions on /api/ paths answer JSON (a 503 for database faults), not an HTML page.
 handler500 = "portal.api.errors.server_error"
