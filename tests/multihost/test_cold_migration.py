@@ -1,0 +1,107 @@
+"""Cold migration between two real libvirt hosts, each a libvirtd of the test's own in its own
+namespaces, registered through the operator API and served by its own worker: a tiny guest
+that booted once on the first host is stopped, moved through the operator API, and boots on
+the second from the same disk (its on-disk boot counter goes on from 1 to 2), at an address of
+the second host's network; nothing of it is left on the first."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import libvirt
+import pytest
+
+from compute.models import Host, Instance
+from tests.conftest import client_for
+from tests.multihost.conftest import LEASE_SECONDS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+SETTLE_WITHIN = 240.0  # two cores, shared with other suites' guests
+
+
+def wait_until(what: str, check, within: float = SETTLE_WITHIN, every: float = 0.5):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {within} s")
+
+
+def settled(api, instance_id: str, wanted: str) -> dict:
+    def check():
+        body = api.get(f"/api/v1/instances/{instance_id}").json()
+        assert body["state"] != "error", body
+        return body if body["state"] == wanted else None
+
+    return wait_until(f"state {wanted}", check)
+
+
+def boot_lines(api, instance_id: str) -> list[tuple[int, str]]:
+    """(boot count, address) of each boot the console log shows: the tiny image prints both."""
+    log = api.get(f"/api/v1/instances/{instance_id}/console-log", {"max_kib": 256}).json()["log"]
+    return [(int(n), ip) for n, ip in re.findall(r"TINY-IMAGE boot=(\d+) ip=([0-9.]+)", log)]
+
+
+def held(uri: str, uuid: str) -> tuple[list[str], list[str]]:
+    """Domains and volumes of the instance on a host (on a connection of its own)."""
+    conn = libvirt.open(uri)
+    try:
+        domains = [d.name() for d in conn.listAllDomains(0) if d.UUIDString() == uuid]
+        volumes = []
+        for pool in conn.listAllStoragePools(0):
+            pool.refresh(0)
+            volumes += [v for v in pool.listVolumes() if uuid in v]
+        return domains, sorted(volumes)
+    finally:
+        conn.close()
+
+
+def test_it_moves_a_stopped_guest_to_another_real_host_with_its_disk(
+    namespaced_libvirtd, portal_hosts, host_worker, tiny_image, tiny_flavor, operator, alice, tenant_a
+):
+    # given: two real hosts with a worker each, and a guest on the first that booted once
+    first = portal_hosts(namespaced_libvirtd())
+    second = portal_hosts(namespaced_libvirtd())
+    for host in (first, second):
+        host_worker(host.queue, {"LEASE_SECONDS": LEASE_SECONDS, "INSTANCE_STOP_TIMEOUT": "20"})
+    Host.objects.filter(pk=second.pk).update(status=Host.Status.DISABLED)  # the build lands on the first
+    api = client_for(alice)
+    body = {"name": "mover", "image": str(tiny_image.pk), "flavor": str(tiny_flavor.pk)}
+    response = api.post("/api/v1/instances", body, format="json")
+    assert response.status_code == 202, response.json()
+    uuid = response.json()["id"]
+    settled(api, uuid, "running")
+    Host.objects.filter(pk=second.pk).update(status=Host.Status.UP)
+    old_ip = Instance.objects.get(pk=uuid).ip_address
+    assert wait_until("the first boot", lambda: boot_lines(api, uuid))[0] == (1, old_ip)
+    assert api.post(f"/api/v1/instances/{uuid}/stop").status_code == 202
+    settled(api, uuid, "stopped")
+
+    # when: an operator moves it to the second host
+    began = time.monotonic()
+    response = client_for(operator).post(
+        f"/api/v1/admin/instances/{uuid}/migrate", {"host": str(second.pk)}, format="json"
+    )
+    assert response.status_code == 202, response.json()
+    moved = settled(api, uuid, "stopped")
+    print(f"\nMULTI-HOST cold migration: {time.monotonic() - began:.1f} s")
+
+    # then: it is on the second host, and nothing of it is left on the first
+    instance = Instance.objects.select_related("host").get(pk=uuid)
+    assert instance.host_id == second.pk
+    assert held(first.uri, uuid) == ([], [])
+    domains, volumes = held(second.uri, uuid)
+    assert domains == [f"inst-{uuid}"] and f"inst-{uuid}-disk.qcow2" in volumes
+
+    # when: started there, it boots from the disk it had (the boot counter on it goes on), at
+    # the address the portal gave it on the second host's network
+    assert api.post(f"/api/v1/instances/{uuid}/start").status_code == 202
+    settled(api, uuid, "running")
+    boots = wait_until("the boot on the second host", lambda: [b for b in boot_lines(api, uuid) if b[0] == 2])
+    assert boots == [(2, moved["ip_address"])]
+
+    assert api.delete(f"/api/v1/instances/{uuid}").status_code == 202
+    settled(api, uuid, "deleted")
+    assert held(second.uri, uuid) == ([], [])
