@@ -93,7 +93,7 @@ def remove_everything(conn: libvirt.virConnect, name: str, pool_dir: Path) -> No
                 dom.undefine()
         except libvirt.libvirtError:
             continue
-    localhost.remove(conn, pool=name, network=name)
+    localhost.remove(conn, pool=name, network=name, host=name)
     shutil.rmtree(pool_dir, ignore_errors=True)
 
 

@@ -3,9 +3,9 @@
 Every guest interface gets its own filter (`<prefix>i.<instance>`), which includes:
 - libvirt's `clean-traffic` with the guest's IP: it may send only from its own MAC and IP and
   answer ARP only for itself (anti-spoofing, at the ebtables level);
-- base rules: DHCP, DNS to the host network's own server, and nothing else to the host (its
-  gateway address, VNC and libvirt ports included) or to the addresses in
-  FIREWALL_PROTECTED_ADDRESSES;
+- base rules: DHCP, DNS to the host network's own server, and no other connection opened to
+  the host (its gateway address, VNC and libvirt ports included) or to the addresses in
+  FIREWALL_PROTECTED_ADDRESSES (replies to connections the host opened still pass);
 - one filter per security group it is a member of (`<prefix>sg.<group>`), holding that
   group's rules, a rule whose source is a group expanded to its members' addresses;
 - a final drop of whatever no rule allowed.
@@ -77,7 +77,9 @@ def base_rules(gateway: str | None, protected: list[str]) -> list[PacketRule]:
             rules.append(PacketRule("accept", "out", protocol, BASE_PRIORITY + 10, peer=dns_server, dst_ports=(53, 53)))
     for address in [gateway, *protected]:
         if address:
-            rules.append(PacketRule("drop", "out", "all", HOST_DROP_PRIORITY, peer=_host_address(address)))
+            # New connections only: replies to the host (SSH from it, say) still pass.
+            rule = PacketRule("drop", "out", "all", HOST_DROP_PRIORITY, peer=_host_address(address), new_only=True)
+            rules.append(rule)
     return rules
 
 

@@ -32,6 +32,7 @@ def host_register(
     allow_kvm: bool = True,
     pool_first: str | None = None,
     pool_last: str | None = None,
+    segment: str = "",
     **ratios,
 ) -> Host:
     """Probe the host through libvirt, then record it with its capacity and IP pool.
@@ -52,6 +53,7 @@ def host_register(
         domain_type = "test" if uri.startswith("test:") else ("kvm" if info.kvm_available and allow_kvm else "qemu")
     probe = replace(probe, domain_type=domain_type)
     _check_pool(net.cidr, net.gateway, pool_first, pool_last)
+    _check_segment(name, segment, net.cidr)
     with transaction.atomic():
         host, _created = Host.objects.update_or_create(
             name=name,
@@ -62,6 +64,7 @@ def host_register(
                 "network": network,
                 "vnc_listen": vnc_listen,
                 "shaping": shaping,
+                "segment": segment,
                 "domain_type": domain_type,
                 "vcpus_total": info.vcpus,
                 "memory_mb_total": info.memory_mb,
@@ -79,6 +82,20 @@ def host_register(
             },
         )
     return host
+
+
+def _check_segment(name: str, segment: str, cidr: str) -> None:
+    """A host joins a segment only with a network on the segment's subnet."""
+    if not segment:
+        return
+    others = IpPool.objects.filter(host__segment=segment).exclude(host__name=name).values_list("cidr", flat=True)
+    for other in set(others):
+        if other != cidr:
+            raise Invalid(
+                "segment",
+                _("The hosts of segment %(segment)s are on %(other)s; this host's network is %(cidr)s.")
+                % {"segment": segment, "other": other, "cidr": cidr},
+            )
 
 
 def _check_pool(cidr: str, gateway: str, first: str | None, last: str | None) -> None:

@@ -36,11 +36,12 @@ def _pool_xml(name: str, path: Path) -> str:
 DYNAMIC_ADDRESSES = 16
 
 
-def address_plan(subnet: ipaddress.IPv4Network) -> dict[str, str]:
-    """Gateway, the portal's pool (first..last) and dnsmasq's own range, disjoint."""
+def address_plan(subnet: ipaddress.IPv4Network, gateway_index: int = 0) -> dict[str, str]:
+    """Gateway, the portal's pool (first..last) and dnsmasq's own range, disjoint. Hosts of one
+    segment (one L2 network) each take another of the first addresses as their gateway."""
     hosts = list(subnet.hosts())
     return {
-        "gateway": str(hosts[0]),
+        "gateway": str(hosts[gateway_index]),
         "pool_first": str(hosts[9]),
         "pool_last": str(hosts[-DYNAMIC_ADDRESSES - 1]),
         "dynamic_first": str(hosts[-DYNAMIC_ADDRESSES]),
@@ -52,10 +53,19 @@ def address_plan(subnet: ipaddress.IPv4Network) -> dict[str, str]:
 MODES = {"nat": "nat", "route": "route", "isolated": None}
 
 
-def _network_xml(name: str, bridge: str, subnet: ipaddress.IPv4Network, mode: str = "isolated") -> str:
+def _network_xml(
+    name: str,
+    bridge: str,
+    subnet: ipaddress.IPv4Network,
+    mode: str = "isolated",
+    gateway_index: int = 0,
+    static_only: bool = False,
+) -> str:
+    """`static_only`: dnsmasq answers only the MACs it has a host entry for, no dynamic range,
+    as every host's dnsmasq on a shared segment must (each serves its own guests)."""
     if mode not in MODES:
         raise ValueError(f"network mode {mode!r} is not one of {', '.join(MODES)}")
-    plan = address_plan(subnet)
+    plan = address_plan(subnet, gateway_index)
     net = ET.Element("network")
     ET.SubElement(net, "name").text = name
     if MODES[mode]:
@@ -63,7 +73,8 @@ def _network_xml(name: str, bridge: str, subnet: ipaddress.IPv4Network, mode: st
     ET.SubElement(net, "bridge", name=bridge, stp="on", delay="0")
     ip = ET.SubElement(net, "ip", address=plan["gateway"], netmask=str(subnet.netmask))
     dhcp = ET.SubElement(ip, "dhcp")
-    ET.SubElement(dhcp, "range", start=plan["dynamic_first"], end=plan["dynamic_last"])
+    if not static_only:
+        ET.SubElement(dhcp, "range", start=plan["dynamic_first"], end=plan["dynamic_last"])
     return ET.tostring(net, encoding="unicode")
 
 
@@ -96,18 +107,41 @@ def ensure_pool(conn: libvirt.virConnect, name: str, path: Path) -> libvirt.virS
     return pool
 
 
-def ensure_network(conn: libvirt.virConnect, name: str, bridge: str, mode: str = "isolated") -> libvirt.virNetwork:
+def ensure_network(
+    conn: libvirt.virConnect, name: str, bridge: str, mode: str = "isolated", **segment
+) -> libvirt.virNetwork:
+    """`segment`: gateway_index and static_only, for a host joining a shared segment."""
     try:
         net = conn.networkLookupByName(name)
     except libvirt.libvirtError:
-        net = conn.networkDefineXML(_network_xml(name, bridge, free_subnet(conn), mode))
+        net = conn.networkDefineXML(_network_xml(name, bridge, free_subnet(conn), mode, **segment))
     if not net.isActive():
         net.create()
     return net
 
 
-def remove(conn: libvirt.virConnect, *, pool: str | None = None, network: str | None = None) -> None:
-    """Tear down what ensure_* made (volumes included); missing parts are skipped."""
+def remove_filters(conn: libvirt.virConnect, host_name: str) -> list[str]:
+    """The packet filters the portal made for the host called `host_name` (compute.firewall's
+    names): instances' first, since they include the groups'. What is still in use stays."""
+    prefix = f"portal.{host_name}."
+    names = sorted(
+        (f.name() for f in conn.listAllNWFilters(0) if f.name().startswith(prefix)), key=lambda n: ".i." not in n
+    )
+    removed = []
+    for name in names:
+        with suppress(libvirt.libvirtError):
+            conn.nwfilterLookupByName(name).undefine()
+            removed.append(name)
+    return removed
+
+
+def remove(
+    conn: libvirt.virConnect, *, pool: str | None = None, network: str | None = None, host: str | None = None
+) -> None:
+    """Tear down what ensure_* made (volumes included), and the packet filters of the host
+    registered as `host`; missing parts are skipped."""
+    if host:
+        remove_filters(conn, host)
     if network:
         try:
             net = conn.networkLookupByName(network)
@@ -136,13 +170,23 @@ def remove(conn: libvirt.virConnect, *, pool: str | None = None, network: str | 
             p.undefine()
 
 
-def prepare(uri: str, *, pool: str, pool_dir: Path, network: str, bridge: str, mode: str = "isolated") -> dict:
+def prepare(
+    uri: str,
+    *,
+    pool: str,
+    pool_dir: Path,
+    network: str,
+    bridge: str,
+    mode: str = "isolated",
+    gateway_index: int = 0,
+    static_only: bool = False,
+) -> dict:
     """Make sure pool and network exist and run; the arguments that register the host. An
     existing network keeps the mode it was made with."""
     conn = libvirt.open(uri)
     try:
         ensure_pool(conn, pool, pool_dir)
-        net = ensure_network(conn, network, bridge, mode)
+        net = ensure_network(conn, network, bridge, mode, gateway_index=gateway_index, static_only=static_only)
         subnet = ipaddress.ip_network(network_info_of(net.XMLDesc(0)).cidr)
     finally:
         conn.close()

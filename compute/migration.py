@@ -1,7 +1,8 @@
 """Moving a stopped instance to another host (cold migration), as an operator asks.
 
 The request claims room on the target (the scheduler's conditional UPDATE, or the scheduler's
-own choice) and an address of the target's pool, and queues `compute.tasks.migrate`. The
+own choice) and an address of the target's pool (between hosts of one segment, one L2
+network, the instance keeps its own), and queues `compute.tasks.migrate`. The
 worker (compute.operations.migrate) then, step by step, each idempotent:
 export (the disk flattened to one file on the source) -> import (streamed into the target's
 pool through libvirt storage streams) -> seed (rebuilt there) -> dhcp (entry and DNS record on
@@ -46,16 +47,19 @@ def _target(instance: Instance, size: Size, host_id) -> Host:
 def instance_migrate(*, actor: Actor, instance: Instance, host_id=None) -> Instance:
     """Start moving a stopped instance to `host_id` (or a host the scheduler picks)."""
     with transaction.atomic():
-        current = Instance.objects.select_related("image").get(pk=instance.pk)
+        current = Instance.objects.select_related("image", "host").get(pk=instance.pk)
         if reason := refusal("migrate", current.state):
             raise Conflict(reason)
         size = Size.of_instance(current)
         target = _target(current, size, host_id)
-        pool = IpPool.objects.filter(host=target).first()
-        address = services._free_address(pool) if pool is not None else None
-        if address is None:
-            raise Conflict(_("Host %(name)s has no free IP address.") % {"name": target.name})
-        IpAllocation.objects.create(pool=pool, address=address, instance=current)
+        if current.host.segment and current.host.segment == target.segment:
+            address = current.ip_address  # one network: the address moves with the instance
+        else:
+            pool = IpPool.objects.filter(host=target).first()
+            address = services._free_address(pool) if pool is not None else None
+            if address is None:
+                raise Conflict(_("Host %(name)s has no free IP address.") % {"name": target.name})
+            IpAllocation.objects.create(pool=pool, address=address, instance=current)
         locked = services._begin(actor, current, "migrate", target=str(target.pk), address=address)
         audit(actor, "instance.migrate", target=str(locked.pk), source=locked.host.name, destination=target.name)
         services._enqueue(tasks.migrate, locked)

@@ -40,6 +40,9 @@ class Host(models.Model):
     disk_gb_used = models.PositiveIntegerField(default=0)
     storage_pool = models.CharField(max_length=100, default="default")
     network = models.CharField(max_length=100, default="default")
+    # Hosts of one segment share an L2 network and its addresses: an instance keeps its
+    # address when it moves between them. Empty: a network of its own.
+    segment = models.SlugField(max_length=60, blank=True)
     vnc_listen = models.GenericIPAddressField(default="127.0.0.1")
     shaping = models.BooleanField(default=True, help_text="Apply <bandwidth> limits to interfaces")
     domain_type = models.CharField(max_length=8, choices=DomainType.choices, default=DomainType.QEMU)

@@ -21,7 +21,7 @@ from django.utils import timezone
 from compute import cloudinit, dns, firewall, history, leases, redis_locks, scheduler
 from compute.driver_refs import driver, image_ref
 from compute.drivers.base import DomainSpec, HostError, TransientHostError
-from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpAllocation
+from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpAllocation, IpPool
 from compute.row_locks import lock_host, lock_instance
 from compute.sizing import Size
 
@@ -465,9 +465,14 @@ def migrate(instance_id) -> str:
         switched = _settle(instance, S.MIGRATING, S.STOPPED, host=target, ip_address=moved.ip_address, vnc_port=None)
         if switched:
             scheduler.release(source.pk, Size.of_instance(instance))
-            IpAllocation.objects.filter(instance=instance, pool__host=source).update(
-                instance=None, released_at=timezone.now()
-            )
+            held = IpAllocation.objects.filter(instance=instance, pool__host=source)
+            if not IpAllocation.objects.filter(instance=instance, pool__host=target).exists():
+                # One segment: no address was taken on the target; this one moves along.
+                target_pool = IpPool.objects.get(host=target)
+                IpAllocation.objects.filter(pool=target_pool, address=moved.ip_address, instance=None).delete()
+                held.update(pool=target_pool)
+            else:
+                held.update(instance=None, released_at=timezone.now())
     if not switched:
         return "skipped"
     _clean_source(instance, source)

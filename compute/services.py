@@ -18,7 +18,7 @@ from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -125,20 +125,35 @@ def _check_quota(actor: Actor, extra: Size, *, new_instances: int) -> None:
             raise QuotaExceeded(name, in_use=used[name], requested=amount, limit=limit)
 
 
+def segment_pools(pool: IpPool) -> list[int]:
+    """The pools whose addresses are one address space with `pool`'s: those of every host of
+    its host's segment (locked against a concurrent pick on another of them), or just itself."""
+    segment = Host.objects.filter(pk=pool.host_id).values_list("segment", flat=True).first()
+    if not segment:
+        return [pool.pk]
+    if connection.vendor == "postgresql":
+        # Creates on two hosts of one segment lock different host rows: this serializes them.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"segment:{segment}"])
+    return list(IpPool.objects.filter(host__segment=segment).values_list("pk", flat=True))
+
+
 def _free_address(pool: IpPool) -> str | None:
     """Lowest free address of the pool: held by no instance, and not resting after a delete
     (the host's DHCP server would still hand it to the old guest's MAC only). The caller holds
     its host's row lock (its claim updated the row), so two creates on one host never pick the
-    same address. A rested address's old row is cleared for the new allocation."""
+    same address; on a segment, every pool of it counts, under the segment's lock. A rested
+    address's old row is cleared for the new allocation."""
+    pools = segment_pools(pool)
     rested = timezone.now() - timedelta(seconds=settings.IP_REST_SECONDS)
-    rows = IpAllocation.objects.filter(pool=pool).values_list("address", "instance_id", "released_at")
+    rows = IpAllocation.objects.filter(pool__in=pools).values_list("address", "instance_id", "released_at")
     taken = {address for address, holder, released in rows if holder is not None or (released and released > rested)}
-    reserved = {pool.gateway}
+    reserved = set(IpPool.objects.filter(pk__in=pools).values_list("gateway", flat=True))
     start, end = int(ipaddress.ip_address(pool.first)), int(ipaddress.ip_address(pool.last))
     for number in range(start, end + 1):
         address = str(ipaddress.ip_address(number))
         if address not in taken and address not in reserved:
-            IpAllocation.objects.filter(pool=pool, address=address, instance__isnull=True).delete()
+            IpAllocation.objects.filter(pool__in=pools, address=address, instance__isnull=True).delete()
             return address
     return None
 

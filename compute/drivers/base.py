@@ -75,6 +75,9 @@ class PacketRule:
     src_ports: tuple[int, int] | None = None
     # False for traffic connection tracking cannot pair (DHCP's broadcast replies).
     stateful: bool = True
+    # Only packets that open a connection: a drop of new connections to the host that still
+    # lets the guest answer the host (SSH from it, a probe's reply).
+    new_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,8 @@ def _rule_xml(filter_el: ET.Element, rule: PacketRule) -> None:
         if ports is not None:
             match[f"{side}portstart"] = str(ports[0])
             match[f"{side}portend"] = str(ports[1])
+    if rule.new_only:
+        match["state"] = "NEW"
     _sub(el, rule.protocol, **match)
 
 

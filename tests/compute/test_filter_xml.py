@@ -35,13 +35,19 @@ def rule_of(rule: PacketRule) -> ET.Element:
         (PacketRule("accept", "in", "icmp", 0), {"direction": "in"}, {}, "icmp"),
         (PacketRule("drop", "inout", "all", 1000), {"action": "drop", "priority": "1000"}, {}, "all"),
         (
+            PacketRule("drop", "out", "all", -880, peer="10.0.0.1/32", new_only=True),
+            {"action": "drop"},
+            {"dstipaddr": "10.0.0.1", "state": "NEW"},
+            "all",
+        ),
+        (
             PacketRule("accept", "in", "udp", -900, src_ports=(67, 67), dst_ports=(68, 68), stateful=False),
             {"statematch": "false"},
             {"srcportstart": "67", "srcportend": "67", "dstportstart": "68"},
             "udp",
         ),
     ],
-    ids=["tcp-range-from-cidr", "udp-out-to-host", "icmp", "final-drop", "dhcp-reply"],
+    ids=["tcp-range-from-cidr", "udp-out-to-host", "icmp", "final-drop", "new-to-host", "dhcp-reply"],
 )
 def test_it_writes_each_kind_of_rule(rule, attrs, match, protocol):
     element = rule_of(rule)

@@ -8,7 +8,7 @@ import libvirt
 import pytest
 
 from compute import operations, services, tasks
-from compute.models import Host, Instance, IpAllocation
+from compute.models import Flavor, Host, Instance, IpAllocation
 from compute.sizing import Size
 from tenants.access import operator_actor
 from tests.compute.hypervisor import FaultPlan, faulty_driver, holdings
@@ -153,3 +153,59 @@ def test_it_resumes_a_migration_after_a_dead_worker(stopped, two_hosts, operator
 
     # then
     assert Instance.objects.get(pk=stopped.pk).host_id == second.pk
+
+
+@pytest.fixture
+def segment_hosts(db, tmp_path):
+    """Two simulated hosts on one segment: one subnet, one address space."""
+    from compute.hosts import host_register
+    from tests.conftest import RUN_ID
+    from tests.simulated import write_host
+
+    return [host_register(segment="rack-1", **write_host(tmp_path, name=f"seg{n}-{RUN_ID}", subnet=77)) for n in (1, 2)]
+
+
+def test_it_keeps_the_address_between_hosts_of_one_segment(eager, operator, alice, tenant_a, segment_hosts, image):
+    first, second = segment_hosts
+    flavor = Flavor.objects.create(name="seg.tiny", vcpus=1, memory_mb=128, disk_gb=1, bandwidth_mbit=1, traffic_gb=1)
+    who = actor(alice, tenant_a)
+
+    # given: instances spread over both hosts draw from one address space
+    made = []
+    for n in range(4):
+        Host.objects.filter(pk=(second if n % 2 == 0 else first).pk).update(status=Host.Status.DISABLED)
+        Host.objects.filter(pk=(first if n % 2 == 0 else second).pk).update(status=Host.Status.UP)
+        request = services.CreateRequest(
+            name=f"seg-{n}", image_id=str(image.pk), size=Size.of_flavor(flavor), flavor_id=str(flavor.pk)
+        )
+        made.append(services.instance_create(actor=who, request=request))
+    Host.objects.update(status=Host.Status.UP)
+    assert {i.host_id for i in made} == {first.pk, second.pk}
+    assert len({i.ip_address for i in made}) == 4
+
+    # when: one of the first host's moves to the second
+    mover = next(i for i in made if i.host_id == first.pk)
+    services.instance_stop(actor=who, instance=Instance.objects.get(pk=mover.pk))
+    response = client_for(operator).post(
+        f"/api/v1/admin/instances/{mover.pk}/migrate", {"host": str(second.pk)}, format="json"
+    )
+
+    # then: same address, now of the second host's pool, and its DHCP entry there
+    assert response.status_code == 202, response.json()
+    moved = Instance.objects.get(pk=mover.pk)
+    assert (moved.host_id, moved.ip_address) == (second.pk, mover.ip_address)
+    assert [(a.pool.host_id, a.address) for a in IpAllocation.objects.filter(instance=moved)] == [
+        (second.pk, mover.ip_address)
+    ]
+    assert holdings(second, moved).dhcp[0]["ip"] == mover.ip_address
+    assert holdings(first, moved).dhcp == []
+
+
+def test_it_refuses_a_host_on_another_subnet_into_a_segment(db, tmp_path, segment_hosts):
+    from base.errors import Invalid
+    from compute.hosts import host_register
+    from tests.simulated import write_host
+
+    with pytest.raises(Invalid) as refused:
+        host_register(segment="rack-1", **write_host(tmp_path, name="seg-odd", subnet=78))
+    assert refused.value.field == "segment"

@@ -196,8 +196,8 @@ def test_it_turns_rules_into_packet_filters_for_the_host(alice, tenant_a, host, 
     mine = filters[firewall.instance_filter_name(database)]
     assert mine.includes == ("clean-traffic", firewall.group_filter_name(host, db.pk))
     gateway = host.ip_pool.gateway
-    assert PacketRule("drop", "out", "all", -880, peer=f"{gateway}/32") in mine.rules
-    assert PacketRule("drop", "out", "all", -880, peer="192.0.2.10/32") in mine.rules
+    assert PacketRule("drop", "out", "all", -880, peer=f"{gateway}/32", new_only=True) in mine.rules
+    assert PacketRule("drop", "out", "all", -880, peer="192.0.2.10/32", new_only=True) in mine.rules
     assert PacketRule("accept", "out", "udp", -890, peer=f"{gateway}/32", dst_ports=(53, 53)) in mine.rules
     assert mine.rules[-1] == PacketRule("drop", "inout", "all", 1000)
 

@@ -88,8 +88,7 @@ def real_host(hypervisor, transactional_db):
                 if dom.isActive():
                     dom.destroy()
                 dom.undefine()
-        remove_filters(hypervisor, name)
-        localhost.remove(hypervisor, pool=name, network=name)
+        localhost.remove(hypervisor, pool=name, network=name, host=name)
         shutil.rmtree(pool_dir, ignore_errors=True)
 
 
@@ -97,16 +96,6 @@ def run_filters(hypervisor: libvirt.virConnect, host) -> list[str]:
     """The packet filters the portal made on the hypervisor for `host`."""
     prefix = f"portal.{getattr(host, 'name', host)}."
     return sorted(f.name() for f in hypervisor.listAllNWFilters(0) if f.name().startswith(prefix))
-
-
-def remove_filters(hypervisor: libvirt.virConnect, host_name: str) -> None:
-    """Whatever filters a failed test left for the run's host: instances' first (they include
-    the groups' ones)."""
-    for name in sorted(run_filters(hypervisor, host_name), key=lambda n: ".i." not in n):
-        try:
-            hypervisor.nwfilterLookupByName(name).undefine()
-        except libvirt.libvirtError:
-            pass
 
 
 def _on_network(dom: libvirt.virDomain, network: str) -> bool:

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from billing import metering
 from billing.models import MeterSample
+from compute import firewall
 from compute.drivers.libvirt import disk_volume, seed_volume
 from compute.models import Flavor, Instance, IpAllocation
 from tests.conftest import client_for, token_for
@@ -191,8 +192,19 @@ def test_it_boots_a_real_guest_serves_its_console_and_cleans_up(
     wait_for("RUNNING again", lambda: state_of(api, instance_id) == "running", within=60)
     assert boot_count(hypervisor, instance_id) == 2
 
-    # metering reads QEMU's own interface counters: bytes sent to the guest are its rx. The
-    # host must know the guest's MAC first: until it does, the kernel keeps only about 100
+    # metering reads QEMU's own interface counters: bytes sent to the guest are its rx. Its
+    # firewall lets them in only once the tenant opens the port (the default group takes SSH
+    # and ICMP only), as a customer would; the rule is on the host when its filter holds it.
+    group = api.get("/api/v1/security-groups").json()["results"][0]
+    rule = {"security_group_id": group["id"], "direction": "ingress", "protocol": "udp", "port_min": 9}
+    assert api.post("/api/v1/security-group-rules", rule, format="json").status_code == 201
+    group_filter = firewall.group_filter_name(real_host, group["id"])
+    wait_for(
+        "the rule on the host",
+        lambda: "dstportstart='9'" in hypervisor.nwfilterLookupByName(group_filter).XMLDesc(0),
+        within=60,
+    )
+    # The host must know the guest's MAC first: until it does, the kernel keeps only about 100
     # datagrams for an address and drops the rest before they reach the guest's interface.
     wait_for("the guest answering ARP", lambda: knock(ip), within=90)
     metered_at = timezone.now().replace(microsecond=0)

@@ -27,6 +27,7 @@ from tests.e2e.conftest import BUILD_SCRIPT, TINY_IMAGE, tiny_image  # noqa: F40
 from tests.multihost.hosts import HostScriptError, NamespacedHost, bring_up, tear_down
 
 LEASE_SECONDS = "3"  # for the workers as for this process
+BRIDGE = "brportal"  # the guests' bridge inside each host's network namespace
 TOOLS = ("qemu-system-x86_64", "libvirtd", "virtlogd", "virsh", "ip", "nsenter", "unshare", "setsid")
 
 
@@ -104,10 +105,18 @@ def portal_hosts(namespaced_libvirtd, transactional_db, operator):
     daemons stop (this fixture depends on theirs, so it is torn down first)."""
     registered: list[NamespacedHost] = []
 
-    def register(ns: NamespacedHost) -> Host:
+    def register(ns: NamespacedHost, *, segment: str = "", gateway_index: int = 0) -> Host:
+        """`segment`: the host joins it (a static-only DHCP server, the gateway address at
+        `gateway_index`); joining the hosts' bridges is the test's part."""
         registered.append(ns)
         plan = localhost.prepare(
-            ns.uri, pool=ns.name, pool_dir=ns.pool_dir / ns.name, network=ns.name, bridge="brportal"
+            ns.uri,
+            pool=ns.name,
+            pool_dir=ns.pool_dir / ns.name,
+            network=ns.name,
+            bridge=BRIDGE,
+            gateway_index=gateway_index,
+            static_only=bool(segment),
         )
         shaping = localhost.kernel_can_shape()
         response = client_for(operator).post(
@@ -119,6 +128,7 @@ def portal_hosts(namespaced_libvirtd, transactional_db, operator):
                 "network": ns.name,
                 "vnc_listen": ns.address,  # reachable from this side, through the veth
                 "shaping": shaping,
+                "segment": segment,
             },
             format="json",
         )
@@ -136,6 +146,7 @@ def portal_hosts(namespaced_libvirtd, transactional_db, operator):
             allow_kvm=django_settings.ALLOW_KVM,
             pool_first=plan["pool_first"],
             pool_last=plan["pool_last"],
+            segment=segment,
         )
         assert str(host.pk) == response.json()["id"]
         return host

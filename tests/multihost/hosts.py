@@ -89,20 +89,20 @@ class NamespacedHost:
         )
 
     def guest_answers(self, address: str) -> bool:
-        """Whether a guest's kernel answers at `address`, seen from inside the host: a UDP
-        datagram to a closed port comes back as ICMP port unreachable (no ping needed)."""
+        """Whether a guest's kernel answers at `address`, seen from inside the host: a TCP
+        connection to its SSH port is accepted or refused (a reset), where the default security
+        group lets it in; a silent guest lets it time out."""
         done = self.in_namespace(sys.executable, "-c", _PROBE, address)
         return done.stdout.strip() == "answered"
 
 
 _PROBE = """
 import socket, sys
-probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 probe.settimeout(2)
-probe.connect((sys.argv[1], 9))
 try:
-    probe.send(b"?")
-    probe.recv(1)
+    probe.connect((sys.argv[1], 22))
+    print("answered")
 except ConnectionRefusedError:
     print("answered")
 except OSError:

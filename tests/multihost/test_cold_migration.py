@@ -13,8 +13,8 @@ import libvirt
 import pytest
 
 from compute.models import Host, Instance
-from tests.conftest import client_for
-from tests.multihost.conftest import LEASE_SECONDS
+from tests.conftest import RUN_ID, client_for
+from tests.multihost.conftest import BRIDGE, LEASE_SECONDS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 SETTLE_WITHIN = 240.0  # two cores, shared with other suites' guests
@@ -105,3 +105,57 @@ def test_it_moves_a_stopped_guest_to_another_real_host_with_its_disk(
     assert api.delete(f"/api/v1/instances/{uuid}").status_code == 202
     settled(api, uuid, "deleted")
     assert held(second.uri, uuid) == ([], [])
+
+
+def test_it_keeps_the_address_between_hosts_of_one_segment(
+    namespaced_libvirtd, portal_hosts, host_worker, tiny_image, tiny_flavor, operator, alice, tenant_a
+):
+    # given: two real hosts of one segment, their guest bridges joined by a veth pair (one L2
+    # network: each host's dnsmasq answers only its own guests, the gateways are .1 and .2)
+    first_ns, second_ns = namespaced_libvirtd(), namespaced_libvirtd()
+    segment = f"seg-{RUN_ID}"
+    first = portal_hosts(first_ns, segment=segment, gateway_index=0)
+    second = portal_hosts(second_ns, segment=segment, gateway_index=1)
+    near, far = f"sg{RUN_ID[:6]}a", f"sg{RUN_ID[:6]}b"
+    joined = first_ns.in_namespace(
+        "ip", "link", "add", near, "type", "veth", "peer", "name", far, "netns", second_ns.name
+    )
+    assert joined.returncode == 0, joined.stderr
+    for ns, end in ((first_ns, near), (second_ns, far)):
+        done = ns.in_namespace("ip", "link", "set", end, "master", BRIDGE, "up")
+        assert done.returncode == 0, done.stderr
+    for host in (first, second):
+        host_worker(host.queue, {"LEASE_SECONDS": LEASE_SECONDS, "INSTANCE_STOP_TIMEOUT": "20"})
+    Host.objects.filter(pk=second.pk).update(status=Host.Status.DISABLED)
+    api = client_for(alice)
+    body = {"name": "stayer", "image": str(tiny_image.pk), "flavor": str(tiny_flavor.pk)}
+    response = api.post("/api/v1/instances", body, format="json")
+    assert response.status_code == 202, response.json()
+    uuid = response.json()["id"]
+    settled(api, uuid, "running")
+    Host.objects.filter(pk=second.pk).update(status=Host.Status.UP)
+    address = Instance.objects.get(pk=uuid).ip_address
+    assert wait_until("the first boot", lambda: boot_lines(api, uuid))[0] == (1, address)
+    # the segment is one network: the guest on the first host answers from the second's side
+    assert wait_until("the guest seen from the second host", lambda: second_ns.guest_answers(address), within=60)
+    assert api.post(f"/api/v1/instances/{uuid}/stop").status_code == 202
+    settled(api, uuid, "stopped")
+
+    # when
+    response = client_for(operator).post(
+        f"/api/v1/admin/instances/{uuid}/migrate", {"host": str(second.pk)}, format="json"
+    )
+    assert response.status_code == 202, response.json()
+    moved = settled(api, uuid, "stopped")
+
+    # then: the same address, leased from the second host's DHCP server after the move
+    assert moved["ip_address"] == address
+    assert Instance.objects.get(pk=uuid).host_id == second.pk
+    assert api.post(f"/api/v1/instances/{uuid}/start").status_code == 202
+    settled(api, uuid, "running")
+    boots = wait_until("the boot on the second host", lambda: [b for b in boot_lines(api, uuid) if b[0] == 2])
+    assert boots == [(2, address)]
+    assert wait_until("the guest seen from the first host", lambda: first_ns.guest_answers(address), within=60)
+
+    assert api.delete(f"/api/v1/instances/{uuid}").status_code == 202
+    settled(api, uuid, "deleted")

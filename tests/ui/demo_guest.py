@@ -42,7 +42,7 @@ def real_host() -> Iterator[Host]:
                 if dom.isActive():
                     dom.destroy()
                 dom.undefine()
-        localhost.remove(conn, pool=name, network=name)
+        localhost.remove(conn, pool=name, network=name, host=name)
         conn.close()
         shutil.rmtree(pool_dir, ignore_errors=True)
 

@@ -80,6 +80,13 @@ class HostRegisterSerializer(StrictSerializer):
     network = serializers.CharField(max_length=100, default="default")
     vnc_listen = serializers.IPAddressField(default="127.0.0.1")
     shaping = serializers.BooleanField(default=True)
+    segment = serializers.SlugField(
+        max_length=60,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="Hosts of one segment share an L2 network and its addresses (instances keep theirs when moved).",
+    )
     pool_first = serializers.IPAddressField(
         protocol="IPv4", required=False, help_text="First address of the portal's pool (default: the DHCP range's)."
     )
