@@ -1,4 +1,5 @@
-"""Moving a stopped instance to another host (cold migration), as an operator asks.
+"""Moving an instance to another host, as an operator asks: a stopped one cold, a running
+one live (between hosts of one segment, so that its address stays).
 
 The request claims room on the target (the scheduler's conditional UPDATE, or the scheduler's
 own choice) and an address of the target's pool (between hosts of one segment, one L2
@@ -9,8 +10,12 @@ pool through libvirt storage streams) -> seed (rebuilt there) -> dhcp (entry and
 the target's network) -> firewall (the target's filters, this guest's included) -> define ->
 switch (one transaction: the instance's host, address and claims move, and it settles back
 into stopped) -> cleanup (domain, volumes, DHCP entry, DNS record and filter go from the source).
-A failure before the switch gives the target's claim and address back and leaves the
-instance stopped where it was, with the failed step in its action log.
+A running instance moves live instead: prepare (an empty disk of its size on the target, the
+seed) -> dhcp -> firewall -> migrate (libvirt's live migration, copying the disks while the
+guest runs) -> switch (it settles back into running) -> cleanup. A failure before the switch
+gives the target's claim and address back and leaves the instance where it was (running, for a
+live one: libvirt keeps the guest on the source when a migration fails), with the failed step
+in its action log.
 """
 
 from __future__ import annotations
@@ -52,7 +57,16 @@ def instance_migrate(*, actor: Actor, instance: Instance, host_id=None) -> Insta
             raise Conflict(reason)
         size = Size.of_instance(current)
         target = _target(current, size, host_id)
-        if current.host.segment and current.host.segment == target.segment:
+        same_segment = bool(current.host.segment) and current.host.segment == target.segment
+        if current.state == Instance.State.RUNNING and not same_segment:
+            raise Conflict(
+                _(
+                    "A running instance moves only between hosts of one segment, where its address "
+                    "stays; stop it for a cold migration to host %(name)s."
+                )
+                % {"name": target.name}
+            )
+        if same_segment:
             address = current.ip_address  # one network: the address moves with the instance
         else:
             pool = IpPool.objects.filter(host=target).first()

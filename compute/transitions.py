@@ -24,8 +24,9 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     # The rescue system boots with the instance's own disk as its second disk, and back.
     "rescue": (frozenset({S.RUNNING, S.STOPPED}), S.RESCUING),
     "unrescue": (frozenset({S.RESCUE}), S.UNRESCUING),
-    # An operator moves a stopped instance to another host (compute.migration).
-    "migrate": (frozenset({S.STOPPED}), S.MIGRATING),
+    # An operator moves an instance to another host (compute.migration): a stopped one cold,
+    # a running one live.
+    "migrate": (frozenset({S.STOPPED, S.RUNNING}), S.MIGRATING),
 }
 # Actions only operators may start: never offered to the instance's tenant.
 OPERATOR_ACTIONS = frozenset({"migrate"})

@@ -215,6 +215,22 @@ class ComputeDriver(abc.ABC):
         this host's pool, and marked complete; kept if complete already, made again if not."""
 
     @abc.abstractmethod
+    def prepare_disk(self, uuid: str, capacity_bytes: int) -> None:
+        """An empty qcow2 disk of this virtual size for a live migration to copy into; one
+        that exists (a live migration already under way or done) is kept."""
+
+    @abc.abstractmethod
+    def disk_capacity(self, uuid: str) -> int:
+        """The virtual size of the instance's disk, in bytes."""
+
+    @abc.abstractmethod
+    def migrate_live(self, uuid: str, target: ComputeDriver, spec: DomainSpec) -> DomainStatus:
+        """Move the running domain to `target` without stopping it, its disks copied on the way
+        (no shared storage needed), defined there as `spec` says and gone from here; its status
+        there. Done already (running there, gone here): the same answer. When it fails, the
+        guest runs on here as before (libvirt's guarantee)."""
+
+    @abc.abstractmethod
     def ensure_defined(self, spec: DomainSpec) -> None:
         """The persistent domain exists with this spec (redefined if the size changed)."""
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import libvirt
 
@@ -548,6 +549,62 @@ class LibvirtDriver(ComputeDriver):
                 vol.delete(0)
                 raise
             pool.createXML(lx.volume_xml(complete_marker(name), 0, "raw"), 0)
+
+    def prepare_disk(self, uuid: str, capacity_bytes: int) -> None:
+        with self._translated(f"prepare the disk of {uuid}"):
+            if self._volume(disk_volume(uuid)) is None:
+                self._pool().createXML(lx.volume_xml(disk_volume(uuid), capacity_bytes, "qcow2"), 0)
+
+    def disk_capacity(self, uuid: str) -> int:
+        with self._translated(f"disk of {uuid}"):
+            vol = self._volume(disk_volume(uuid))
+            if vol is None:
+                raise HostError(f"disk of {uuid} is missing")
+            return vol.info()[1]
+
+    def _console_log_path(self, uuid: str) -> str | None:
+        pool_path = lx.pool_path_of(self._pool().XMLDesc(0))
+        return f"{pool_path.rstrip('/')}/{console_log_volume(uuid)}" if pool_path else None
+
+    def migrate_live(self, uuid: str, target: ComputeDriver, spec: DomainSpec) -> DomainStatus:
+        assert isinstance(target, LibvirtDriver)
+        with self._translated(f"live migration of {uuid}"):
+            dom = self._domain(uuid)
+            there = target._domain(uuid)
+            if dom is None and there is not None and there.isActive():
+                return target._status_of(there)  # done before (a redelivered task)
+            if dom is None or not dom.isActive():
+                raise HostError(f"domain {uuid} is not running here")
+            address = urlsplit(target.host.uri).hostname
+            if not address or target.host.uri.startswith("test:"):
+                raise HostError(f"host {target.host.name} has no address to migrate to")
+            if self._content_free:
+                raise HostError("libvirt's test driver cannot migrate")
+            with target._translated(f"storage pool {target.host.storage_pool}"):
+                console_log = target._console_log_path(uuid)
+            xml = lx.retarget_domain(
+                dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE),
+                pool=target.host.storage_pool,
+                network=target.host.network,
+                vnc_listen=target.host.vnc_listen,
+                packet_filter=spec.packet_filter if target.can_filter() else None,
+                console_log=console_log,
+            )
+            params = {
+                libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{address}",
+                libvirt.VIR_MIGRATE_PARAM_DEST_XML: xml,
+                libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: xml,
+            }
+            # The disks are copied while the guest runs (no shared storage); the definition
+            # moves with it, and the source's goes once the guest runs there.
+            flags = (
+                libvirt.VIR_MIGRATE_LIVE
+                | libvirt.VIR_MIGRATE_PERSIST_DEST
+                | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+                | libvirt.VIR_MIGRATE_NON_SHARED_DISK
+            )
+            moved = dom.migrate3(target.conn, params, flags)
+            return target._status_of(moved)
 
     def ensure_defined(self, spec: DomainSpec) -> None:
         with self._translated(f"storage pool {self.host.storage_pool}"):

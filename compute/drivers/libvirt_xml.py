@@ -227,6 +227,43 @@ def nwfilter_uuid_of(filter_xml_text: str) -> str | None:
     return ET.fromstring(filter_xml_text).findtext("uuid")  # noqa: S314 - libvirt's own output
 
 
+def retarget_domain(
+    domain_xml_text: str,
+    *,
+    pool: str,
+    network: str,
+    vnc_listen: str,
+    packet_filter: str | None,
+    console_log: str | None,
+) -> str:
+    """A running domain's own (migratable) XML as it is to be on another host: its volumes in
+    that host's pool, its interface on that host's network and filter, VNC on that host's
+    address, the console log in that host's pool. Nothing else changes, so the guest's
+    machine stays the same across a live migration."""
+    root = ET.fromstring(domain_xml_text)  # noqa: S314 - libvirt's own output
+    for source in root.iterfind("./devices/disk/source[@pool]"):
+        source.set("pool", pool)
+    for iface in root.iterfind("./devices/interface[@type='network']"):
+        source = iface.find("source")
+        if source is not None:
+            source.set("network", network)
+            source.attrib.pop("bridge", None)
+        filterref = iface.find("filterref")
+        if filterref is not None:
+            if packet_filter:
+                filterref.set("filter", packet_filter)
+            else:
+                iface.remove(filterref)
+    for graphics in root.iterfind("./devices/graphics[@type='vnc']"):
+        graphics.set("listen", vnc_listen)
+        for listen in graphics.iterfind("listen"):
+            listen.set("address", vnc_listen)
+    for log in root.iterfind("./devices/serial/log"):
+        if console_log:
+            log.set("file", console_log)
+    return _xml(root)
+
+
 def vnc_port_of(domain_xml_text: str) -> int | None:
     graphics = ET.fromstring(domain_xml_text).find("./devices/graphics[@type='vnc']")  # noqa: S314 - libvirt's own output
     if graphics is None:

@@ -18,7 +18,9 @@
 #  1. Makes its state directory, $PORTAL_HOSTS_DIR/NAME (default /var/lib/portal-hosts/NAME).
 #     That directory is the record of ownership: `down` touches only hosts that have one.
 #  2. `ip netns add NAME`, and a veth pair: vo<hash> here with 10.243.N.1/30, vi<hash> in the
-#     namespace with 10.243.N.2/30 (hash: 8 hex digits of NAME's SHA-1; names stay under 15).
+#     namespace with 10.243.N.2/30 (hash: 8 hex digits of NAME's SHA-1; names stay under 15),
+#     and a route to 10.243.0.0/16 through this side, so that hosts reach each other (a live
+#     migration's memory and disk stream goes host to host) where this machine forwards IPv4.
 #  3. Private copies in the state directory: etc/ (a copy of /etc/libvirt without any domain,
 #     network, pool or secret, and with its own libvirtd.conf: listen_tcp = 1, listen_tls = 0,
 #     auth_tcp = "none", listen_addr = 10.243.N.2, a fresh host_uuid, warnings logged to
@@ -331,7 +333,8 @@ cmd_up() {
       && ip link set "$VETH_OUT" up \
       && ip -n "$NAME" addr add "$ADDRESS/30" dev "$VETH_IN" \
       && ip -n "$NAME" link set "$VETH_IN" up \
-      && ip -n "$NAME" link set lo up
+      && ip -n "$NAME" link set lo up \
+      && ip -n "$NAME" route add "$SUBNET_PREFIX.0.0/16" via "$PEER_ADDRESS"
   }; then
     cmd_down "$NAME" >/dev/null
     die "$NAME: could not make its network namespace"

@@ -160,6 +160,8 @@ STEP_LABELS = {
     "seed": pgettext_lazy("action step", "Cloud-init seed"),
     "dhcp": pgettext_lazy("action step", "DHCP entry"),
     "firewall": pgettext_lazy("action step", "Firewall"),
+    "prepare": pgettext_lazy("action step", "Prepare target"),
+    "migrate": pgettext_lazy("action step", "Live migration"),
     "export": pgettext_lazy("action step", "Export disk"),
     "import": pgettext_lazy("action step", "Copy disk"),
     "switch": pgettext_lazy("action step", "Switch host"),

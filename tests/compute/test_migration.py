@@ -209,3 +209,32 @@ def test_it_refuses_a_host_on_another_subnet_into_a_segment(db, tmp_path, segmen
     with pytest.raises(Invalid) as refused:
         host_register(segment="rack-1", **write_host(tmp_path, name="seg-odd", subnet=78))
     assert refused.value.field == "segment"
+
+
+def test_it_leaves_a_running_instance_where_it_was_when_a_live_migration_fails(
+    eager, operator, alice, tenant_a, segment_hosts, image
+):
+    # given: a running instance on the first host of a segment (libvirt's test driver cannot
+    # migrate a domain, nor has an address to: the migration step fails, as a real one can)
+    first, second = segment_hosts
+    flavor = Flavor.objects.create(name="seg.live", vcpus=1, memory_mb=128, disk_gb=1, bandwidth_mbit=1, traffic_gb=1)
+    Host.objects.filter(pk=second.pk).update(status=Host.Status.DISABLED)
+    request = services.CreateRequest(
+        name="live", image_id=str(image.pk), size=Size.of_flavor(flavor), flavor_id=str(flavor.pk)
+    )
+    instance = services.instance_create(actor=actor(alice, tenant_a), request=request)
+    Host.objects.filter(pk=second.pk).update(status=Host.Status.UP)
+
+    # when
+    response = client_for(operator).post(
+        f"/api/v1/admin/instances/{instance.pk}/migrate", {"host": str(second.pk)}, format="json"
+    )
+
+    # then: still running on the first host, the second's claim given back, the failure logged
+    assert response.status_code == 202, response.json()
+    after = Instance.objects.get(pk=instance.pk)
+    assert (after.state, after.host_id, after.ip_address) == ("running", first.pk, instance.ip_address)
+    assert holdings(first, after).active
+    assert used(second) == (0, 0, 0)
+    failed = after.actions.get(action="migrate", status="failed")
+    assert failed.step == "migrate" and "migrate" in failed.error

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import libvirt
 import pytest
 
+from compute.drivers import libvirt_xml as lx
 from compute.models import Host, Instance
 from tests.conftest import RUN_ID, client_for
+from tests.e2e.test_real_vm import boot_count
 from tests.multihost.conftest import BRIDGE, LEASE_SECONDS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -107,11 +110,9 @@ def test_it_moves_a_stopped_guest_to_another_real_host_with_its_disk(
     assert held(second.uri, uuid) == ([], [])
 
 
-def test_it_keeps_the_address_between_hosts_of_one_segment(
-    namespaced_libvirtd, portal_hosts, host_worker, tiny_image, tiny_flavor, operator, alice, tenant_a
-):
-    # given: two real hosts of one segment, their guest bridges joined by a veth pair (one L2
-    # network: each host's dnsmasq answers only its own guests, the gateways are .1 and .2)
+def join_segment(namespaced_libvirtd, portal_hosts) -> tuple:
+    """Two real hosts of one segment, their guest bridges joined by a veth pair (one L2 network:
+    each host's dnsmasq answers only its own guests, the gateways are .1 and .2)."""
     first_ns, second_ns = namespaced_libvirtd(), namespaced_libvirtd()
     segment = f"seg-{RUN_ID}"
     first = portal_hosts(first_ns, segment=segment, gateway_index=0)
@@ -124,11 +125,13 @@ def test_it_keeps_the_address_between_hosts_of_one_segment(
     for ns, end in ((first_ns, near), (second_ns, far)):
         done = ns.in_namespace("ip", "link", "set", end, "master", BRIDGE, "up")
         assert done.returncode == 0, done.stderr
-    for host in (first, second):
-        host_worker(host.queue, {"LEASE_SECONDS": LEASE_SECONDS, "INSTANCE_STOP_TIMEOUT": "20"})
+    return first_ns, second_ns, first, second
+
+
+def running_on_first(api, first, second, tiny_image, tiny_flavor, name: str) -> tuple[str, str]:
+    """A guest built on the first host, booted once; its id and address."""
     Host.objects.filter(pk=second.pk).update(status=Host.Status.DISABLED)
-    api = client_for(alice)
-    body = {"name": "stayer", "image": str(tiny_image.pk), "flavor": str(tiny_flavor.pk)}
+    body = {"name": name, "image": str(tiny_image.pk), "flavor": str(tiny_flavor.pk)}
     response = api.post("/api/v1/instances", body, format="json")
     assert response.status_code == 202, response.json()
     uuid = response.json()["id"]
@@ -136,7 +139,18 @@ def test_it_keeps_the_address_between_hosts_of_one_segment(
     Host.objects.filter(pk=second.pk).update(status=Host.Status.UP)
     address = Instance.objects.get(pk=uuid).ip_address
     assert wait_until("the first boot", lambda: boot_lines(api, uuid))[0] == (1, address)
-    # the segment is one network: the guest on the first host answers from the second's side
+    return uuid, address
+
+
+def test_it_keeps_the_address_between_hosts_of_one_segment(
+    namespaced_libvirtd, portal_hosts, host_worker, tiny_image, tiny_flavor, operator, alice, tenant_a
+):
+    # given: a guest on the first host of a segment, seen from the second host's side
+    first_ns, second_ns, first, second = join_segment(namespaced_libvirtd, portal_hosts)
+    for host in (first, second):
+        host_worker(host.queue, {"LEASE_SECONDS": LEASE_SECONDS, "INSTANCE_STOP_TIMEOUT": "20"})
+    api = client_for(alice)
+    uuid, address = running_on_first(api, first, second, tiny_image, tiny_flavor, "stayer")
     assert wait_until("the guest seen from the second host", lambda: second_ns.guest_answers(address), within=60)
     assert api.post(f"/api/v1/instances/{uuid}/stop").status_code == 202
     settled(api, uuid, "stopped")
@@ -156,6 +170,48 @@ def test_it_keeps_the_address_between_hosts_of_one_segment(
     boots = wait_until("the boot on the second host", lambda: [b for b in boot_lines(api, uuid) if b[0] == 2])
     assert boots == [(2, address)]
     assert wait_until("the guest seen from the first host", lambda: first_ns.guest_answers(address), within=60)
+
+    assert api.delete(f"/api/v1/instances/{uuid}").status_code == 202
+    settled(api, uuid, "deleted")
+
+
+def test_it_moves_a_running_guest_live_between_hosts_of_one_segment(
+    namespaced_libvirtd, portal_hosts, host_worker, tiny_image, tiny_flavor, operator, alice, tenant_a
+):
+    if Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() != "1":
+        pytest.skip("MULTI-HOST LIVE MIGRATION SKIPPED: this machine does not forward IPv4 between its hosts")
+    # given: a running guest on the first host of a segment
+    first_ns, second_ns, first, second = join_segment(namespaced_libvirtd, portal_hosts)
+    for host in (first, second):
+        host_worker(host.queue, {"LEASE_SECONDS": LEASE_SECONDS, "INSTANCE_STOP_TIMEOUT": "20"})
+    api = client_for(alice)
+    uuid, address = running_on_first(api, first, second, tiny_image, tiny_flavor, "live")
+
+    # when: an operator moves it while it runs
+    began = time.monotonic()
+    response = client_for(operator).post(
+        f"/api/v1/admin/instances/{uuid}/migrate", {"host": str(second.pk)}, format="json"
+    )
+    assert response.status_code == 202, response.json()
+    moved = settled(api, uuid, "running")
+    print(f"\nMULTI-HOST live migration: {time.monotonic() - began:.1f} s")
+
+    # then: it runs on the second host, never rebooted, at the same address, and nothing of it
+    # is left on the first
+    instance = Instance.objects.get(pk=uuid)
+    assert (instance.host_id, moved["ip_address"]) == (second.pk, address)
+    conn = libvirt.open(second.uri)
+    try:
+        assert boot_count(conn, uuid) == 1
+        assert lx.vnc_port_of(conn.lookupByUUIDString(uuid).XMLDesc(0)) == instance.vnc_port
+    finally:
+        conn.close()
+    assert held(first.uri, uuid) == ([], [])
+    assert wait_until("the guest seen from the first host", lambda: first_ns.guest_answers(address), within=60)
+    # the console follows it: a new console token is given for the new host
+    assert api.post(f"/api/v1/instances/{uuid}/console").status_code == 201
+    steps = list(instance.actions.filter(action="migrate").exclude(step="").values_list("step", "status"))
+    assert [s for s, _ in steps] == ["prepare", "seed", "dhcp", "firewall", "migrate", "switch", "cleanup"]
 
     assert api.delete(f"/api/v1/instances/{uuid}").status_code == 202
     settled(api, uuid, "deleted")
