@@ -52,6 +52,7 @@ GUEST_LANES = {
     "tests/e2e/test_faults.py": "guests-3",  # 340 s
     "tests/e2e/test_address_churn.py": "guests-3",  # 133 s
     "tests/e2e/test_iso_install.py": "guests-3",  # 85 s
+    "tests/multihost/test_migration.py": "guests-3",  # about 190 s (two second hosts per test)
 }
 
 
