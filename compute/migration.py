@@ -23,20 +23,25 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from base.errors import Conflict, Invalid
-from compute import scheduler, services, tasks
+from base.errors import Conflict, Invalid, Refused
+from compute import hosts, scheduler, services, tasks
 from compute.models import Host, Instance, IpAllocation, IpPool
 from compute.sizing import Size
-from compute.transitions import refusal
-from tenants.access import Actor
+from compute.transitions import refusal, state_word
+from tenants.access import Actor, operator_actor
 from tenants.services import audit
 
 
 def _target(instance: Instance, size: Size, host_id) -> Host:
-    """Claim room on the asked-for host, or on the one the scheduler picks."""
+    """Claim room on the asked-for host, or on the one the scheduler picks (for a running
+    instance, a host of its own host's segment)."""
     if host_id is None:
+        live = instance.state == Instance.State.RUNNING
+        if live and not instance.host.segment:
+            raise Conflict(_("A running instance moves only between hosts of one segment; stop it first."))
         try:
-            return scheduler.place(size, instance.image, exclude=[instance.host_id])
+            segment = instance.host.segment if live else None
+            return scheduler.place(size, instance.image, exclude=[instance.host_id], segment=segment)
         except scheduler.NoValidHost:
             raise Conflict(_("No other host has room for this instance.")) from None
     target = Host.objects.filter(pk=host_id).first() if services._is_uuid(host_id) else None
@@ -78,6 +83,32 @@ def instance_migrate(*, actor: Actor, instance: Instance, host_id=None) -> Insta
         audit(actor, "instance.migrate", target=str(locked.pk), source=locked.host.name, destination=target.name)
         services._enqueue(tasks.migrate, locked)
     return locked
+
+
+# What a drain moves; instances in another state are waited for (the drain is asked again).
+MOVABLE = (Instance.State.RUNNING, Instance.State.STOPPED)
+
+
+def host_drain(*, actor: Actor, host: Host) -> dict[str, list[dict]]:
+    """Put the host in maintenance (no new instances) and move every instance off it: live
+    where it runs, cold where it is stopped, to hosts the scheduler picks. Asked again, it
+    moves what is left; what cannot move now (in flight, or nowhere to go) is listed with why."""
+    hosts.host_set_status(actor=actor, host=host, status=Host.Status.DISABLED)
+    result: dict[str, list[dict]] = {"moving": [], "waiting": []}
+    live = Instance.objects.filter(host=host).exclude(state=Instance.State.DELETED).select_related("tenant")
+    for instance in live.order_by("created_at"):
+        entry = {"id": str(instance.pk), "name": instance.name, "state": instance.state}
+        if instance.state not in MOVABLE:
+            result["waiting"].append({**entry, "reason": _("It is %(state)s.") % {"state": state_word(instance.state)}})
+            continue
+        try:
+            instance_migrate(actor=operator_actor(actor.user, instance.tenant), instance=instance)
+        except Refused as exc:
+            result["waiting"].append({**entry, "reason": str(exc)})
+            continue
+        result["moving"].append(entry)
+    audit(actor, "host.drain", tenant=None, target=host.name, moving=len(result["moving"]))
+    return result
 
 
 def undo_claims(instance_id) -> bool:

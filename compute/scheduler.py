@@ -96,11 +96,14 @@ def release(host_id, size: Size) -> None:
     )
 
 
-def place(size: Size, image: Image, *, exclude=()) -> Host:
-    """Claim room on the best host for the size (not one of `exclude`); raises NoValidHost
-    when none has it."""
+def place(size: Size, image: Image, *, exclude=(), segment: str | None = None) -> Host:
+    """Claim room on the best host for the size (not one of `exclude`; of `segment` only, when
+    given); raises NoValidHost when none has it."""
     for _round in range(ROUNDS):
-        candidates = list(candidate_hosts(size, image).exclude(pk__in=list(exclude))[:CANDIDATES_PER_ROUND])
+        hosts = candidate_hosts(size, image).exclude(pk__in=list(exclude))
+        if segment is not None:
+            hosts = hosts.filter(segment=segment)
+        candidates = list(hosts[:CANDIDATES_PER_ROUND])
         if not candidates:
             break
         for host in candidates:

@@ -181,6 +181,7 @@ STEP_LABELS = {
 }
 AUDIT_LABELS = {
     "host.status": pgettext_lazy("audit", "Host status changed"),
+    "host.drain": pgettext_lazy("audit", "Host drained"),
     "image.delete": pgettext_lazy("audit", "Image deleted"),
     "image.import": pgettext_lazy("audit", "Image imported"),
     "image.rename": pgettext_lazy("audit", "Image renamed"),

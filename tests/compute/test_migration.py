@@ -238,3 +238,38 @@ def test_it_leaves_a_running_instance_where_it_was_when_a_live_migration_fails(
     assert used(second) == (0, 0, 0)
     failed = after.actions.get(action="migrate", status="failed")
     assert failed.step == "migrate" and "migrate" in failed.error
+
+
+def test_it_drains_a_host_moving_what_can_move(eager, operator, alice, tenant_a, segment_hosts, image):
+    # given: on the first host of a segment, a stopped instance, and one in the middle of a reboot
+    first, second = segment_hosts
+    flavor = Flavor.objects.create(name="seg.drain", vcpus=1, memory_mb=128, disk_gb=1, bandwidth_mbit=1, traffic_gb=1)
+    Host.objects.filter(pk=second.pk).update(status=Host.Status.DISABLED)
+    who = actor(alice, tenant_a)
+    made = []
+    for name in ("resting", "busy"):
+        request = services.CreateRequest(
+            name=name, image_id=str(image.pk), size=Size.of_flavor(flavor), flavor_id=str(flavor.pk)
+        )
+        made.append(services.instance_create(actor=who, request=request))
+    Host.objects.filter(pk=second.pk).update(status=Host.Status.UP)
+    resting, busy = made
+    services.instance_stop(actor=who, instance=Instance.objects.get(pk=resting.pk))
+    Instance.objects.filter(pk=busy.pk).update(state="rebooting")
+
+    # when
+    response = client_for(operator).post(f"/api/v1/admin/hosts/{first.pk}/drain")
+
+    # then: the host takes nothing new, the stopped one moved, the busy one waits, with why
+    assert response.status_code == 202, response.json()
+    body = response.json()
+    assert [m["name"] for m in body["moving"]] == ["resting"]
+    assert [(w["name"], w["state"]) for w in body["waiting"]] == [("busy", "rebooting")]
+    first.refresh_from_db()
+    assert first.status == Host.Status.DISABLED
+    assert Instance.objects.get(pk=resting.pk).host_id == second.pk
+
+    # and: undrain puts it back in service
+    response = client_for(operator).post(f"/api/v1/admin/hosts/{first.pk}/undrain")
+    assert response.status_code == 200 and response.json()["status"] == "up"
+    assert client_for(alice).post(f"/api/v1/admin/hosts/{first.pk}/drain").status_code == 403

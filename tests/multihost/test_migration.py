@@ -215,3 +215,39 @@ def test_it_moves_a_running_guest_live_between_hosts_of_one_segment(
 
     assert api.delete(f"/api/v1/instances/{uuid}").status_code == 202
     settled(api, uuid, "deleted")
+
+
+def test_it_drains_a_host_of_a_segment(
+    namespaced_libvirtd, portal_hosts, host_worker, tiny_image, tiny_flavor, operator, alice, tenant_a
+):
+    if Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() != "1":
+        pytest.skip("MULTI-HOST DRAIN SKIPPED: this machine does not forward IPv4 between its hosts")
+    # given: on the first host of a segment, a running guest and a stopped one
+    first_ns, second_ns, first, second = join_segment(namespaced_libvirtd, portal_hosts)
+    for host in (first, second):
+        host_worker(host.queue, {"LEASE_SECONDS": LEASE_SECONDS, "INSTANCE_STOP_TIMEOUT": "20"})
+    api = client_for(alice)
+    running, address = running_on_first(api, first, second, tiny_image, tiny_flavor, "runner")
+    stopped, _ = running_on_first(api, first, second, tiny_image, tiny_flavor, "sleeper")
+    assert api.post(f"/api/v1/instances/{stopped}/stop").status_code == 202
+    settled(api, stopped, "stopped")
+
+    # when
+    response = client_for(operator).post(f"/api/v1/admin/hosts/{first.pk}/drain")
+
+    # then: both move off (live and cold), the host is in maintenance and holds nothing
+    assert response.status_code == 202, response.json()
+    assert sorted(m["name"] for m in response.json()["moving"]) == ["runner", "sleeper"]
+    settled(api, running, "running")
+    settled(api, stopped, "stopped")
+    assert set(Instance.objects.filter(pk__in=[running, stopped]).values_list("host_id", flat=True)) == {second.pk}
+    assert held(first.uri, running) == ([], []) and held(first.uri, stopped) == ([], [])
+    assert Host.objects.get(pk=first.pk).status == Host.Status.DISABLED
+    assert wait_until("the running guest after the drain", lambda: second_ns.guest_answers(address), within=60)
+
+    # and: undrained, it takes new instances again
+    response = client_for(operator).post(f"/api/v1/admin/hosts/{first.pk}/undrain")
+    assert response.status_code == 200 and response.json()["status"] == "up"
+    for uuid in (running, stopped):
+        assert api.delete(f"/api/v1/instances/{uuid}").status_code == 202
+        settled(api, uuid, "deleted")

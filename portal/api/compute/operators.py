@@ -106,6 +106,22 @@ class HostStatusSerializer(StrictSerializer):
     status = serializers.ChoiceField(choices=Host.Status.choices)
 
 
+class MovedSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    state = serializers.CharField()
+    reason = serializers.CharField(required=False, help_text="Why it waits.")
+
+
+class DrainSerializer(serializers.Serializer):
+    moving = MovedSerializer(many=True, help_text="Instances whose migration began.")
+    waiting = MovedSerializer(many=True, help_text="Instances that cannot move now; drain again later.")
+
+
+class EmptySerializer(StrictSerializer):
+    pass
+
+
 class AdminHostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Operators: hypervisor hosts. POST registers (and probes) a host; PATCH sets its status."""
 
@@ -121,6 +137,25 @@ class AdminHostViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         data.is_valid(raise_exception=True)
         host = host_services.host_register(allow_kvm=settings.ALLOW_KVM, **data.validated_data)
         return Response(HostSerializer(self.get_queryset().get(pk=host.pk)).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={202: DrainSerializer})
+    @action(detail=True, methods=["post"])
+    def drain(self, request, pk=None):
+        """Maintenance: no new instances here, and every instance moves off (live where it runs,
+        between hosts of its segment; cold where it is stopped). Ask again for what waited."""
+        host = self.get_object()
+        EmptySerializer(data=request.data or {}).is_valid(raise_exception=True)
+        result = migration.host_drain(actor=operator_actor(request.user), host=host)
+        return Response(result, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses=HostSerializer)
+    @action(detail=True, methods=["post"])
+    def undrain(self, request, pk=None):
+        """Back in service: the host takes new instances again."""
+        host = self.get_object()
+        EmptySerializer(data=request.data or {}).is_valid(raise_exception=True)
+        host_services.host_set_status(actor=operator_actor(request.user), host=host, status=Host.Status.UP)
+        return Response(HostSerializer(self.get_queryset().get(pk=host.pk)).data)
 
     @extend_schema(request=HostStatusSerializer, responses=HostSerializer)
     def partial_update(self, request, pk=None):
