@@ -35,6 +35,7 @@ api_v1 = [
     path("tenant", tenants_api.CurrentTenantView.as_view(), name="tenant"),
     path("tenants", tenants_api.MyTenantsView.as_view(), name="tenants"),
     path("quota", quota.QuotaView.as_view(), name="quota"),
+    path("admin/consolidation", operators.ConsolidationView.as_view(), name="admin-consolidation"),
     path("usage", billing_api.UsageView.as_view(), name="usage"),
     path("invitations/accept", tenants_api.InvitationAcceptView.as_view(), name="invitation-accept"),
     *router.urls,

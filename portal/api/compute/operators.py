@@ -11,9 +11,10 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from compute import consolidation, images, migration
 from compute import hosts as host_services
-from compute import images, migration
 from compute.models import Flavor, Host, Image, Instance, InstanceState
 from portal.api.compute.catalogue import FlavorSerializer, ImageSerializer
 from portal.api.compute.presenters import InstanceDetailSerializer
@@ -210,6 +211,66 @@ class AdminInstanceViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         )
         fresh = self.get_queryset().get(pk=instance.pk)
         return Response(AdminInstanceSerializer(fresh).data, status=status.HTTP_202_ACCEPTED)
+
+
+class MoveSerializer(serializers.Serializer):
+    instance = serializers.UUIDField()
+    name = serializers.CharField()
+    source = serializers.CharField(help_text="The host it leaves.")
+    target = serializers.UUIDField(help_text="The host it moves to.")
+    target_name = serializers.CharField()
+    live = serializers.BooleanField(help_text="Moved while it runs (else stopped, cold).")
+
+
+class PlanSerializer(serializers.Serializer):
+    moves = MoveSerializer(many=True)
+    emptied = serializers.ListField(child=serializers.CharField(), help_text="Hosts left empty, to power down.")
+    hosts_in_use_before = serializers.IntegerField()
+    hosts_in_use_after = serializers.IntegerField()
+    token = serializers.CharField(help_text="Send it back to carry out exactly this plan.")
+
+
+class ApproveSerializer(StrictSerializer):
+    token = serializers.CharField(max_length=500)
+
+
+class OutcomeSerializer(serializers.Serializer):
+    instance = serializers.UUIDField()
+    started = serializers.BooleanField()
+    reason = serializers.CharField(allow_blank=True)
+
+
+class AppliedSerializer(serializers.Serializer):
+    plan = PlanSerializer()
+    outcomes = OutcomeSerializer(many=True)
+
+
+def _plan_body(plan: consolidation.Plan) -> dict:
+    return {
+        "moves": [move.__dict__ for move in plan.moves],
+        "emptied": plan.emptied,
+        "hosts_in_use_before": plan.hosts_in_use_before,
+        "hosts_in_use_after": plan.hosts_in_use_after,
+        "token": plan.token(),
+    }
+
+
+class ConsolidationView(APIView):
+    """Operators: a plan that packs instances onto fewer hosts within their overcommit, leaving
+    whole hosts empty (to power down); POST its token to carry it out."""
+
+    permission_classes = [IsStaff]
+
+    @extend_schema(responses=PlanSerializer)
+    def get(self, request):
+        return Response(_plan_body(consolidation.plan()))
+
+    @extend_schema(request=ApproveSerializer, responses={202: AppliedSerializer})
+    def post(self, request):
+        data = ApproveSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        plan, outcomes = consolidation.apply(actor=operator_actor(request.user), token=data.validated_data["token"])
+        return Response({"plan": _plan_body(plan), "outcomes": outcomes}, status=status.HTTP_202_ACCEPTED)
 
 
 class ImportErrorSerializer(serializers.Serializer):
