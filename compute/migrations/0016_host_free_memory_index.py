@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('compute', '0014_instanceaction_request_id'),
+        ('compute', '0015_host_segment'),
     ]
 
     operations = [
