@@ -29,12 +29,12 @@ from bench import processes, seed
 from bench.environment import BASE_DIR, BenchEnvironment
 from bench.load import request_json
 from bench.report import Figure, percentile, skipped
-from compute import cloudinit, localhost
+from compute import cloudinit, firewall, localhost
 from compute.driver_refs import host_ref, image_ref
 from compute.drivers import libvirt_xml as lx
 from compute.drivers.libvirt import disk_volume, domain_name, driver_for, seed_volume
 from compute.hosts import host_register
-from compute.models import Image, Instance, InstanceAction, InstanceState, IpPool
+from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpPool
 from compute.services import mac_for
 
 AREA = "real-vm"
@@ -93,7 +93,10 @@ def remove_everything(conn: libvirt.virConnect, name: str, pool_dir: Path) -> No
                 dom.undefine()
         except libvirt.libvirtError:
             continue
-    localhost.remove(conn, pool=name, network=name, host=name)
+    host = Host.objects.filter(name=name).first()
+    if host is not None:
+        firewall.remove_host_filters(host)
+    localhost.remove(conn, pool=name, network=name)
     shutil.rmtree(pool_dir, ignore_errors=True)
 
 

@@ -155,16 +155,46 @@ def host_filters(host: Host) -> list[PacketFilter]:
     return filters
 
 
+def defined_key(host_id) -> str:
+    """The names of the filters the portal has defined on a host. The host's own list is
+    never read: libvirt 9.0 can deadlock listing filters while a guest starts (a list holds
+    the list's lock and waits for a filter's, which a starting guest holds while it looks the
+    list up). A name lost with Redis stays on the host, unused and harmless."""
+    return f"{settings.REDIS_PREFIX}:firewall-defined:{host_id}"
+
+
 def apply_host(host: Host) -> list[str]:
     """Bring the host's filters in line with the database; the names of those it removed.
     Idempotent, and serialized per host, so any number of syncs converge on the last state."""
+    from compute import leases
+
     drv = driver(host)
     if not drv.can_filter():
         return []
     with redis_locks.held(host.pk, "firewall", wait=60):
         filters = host_filters(host)
+        wanted = {f.name for f in filters}
+        client = leases.client()
+        if wanted:
+            client.sadd(defined_key(host.pk), *wanted)  # before: a crash in between leaves no unknown filter
         drv.ensure_filters(filters)
-        return drv.remove_filters({f.name for f in filters}, prefix(host))
+        stale = {name.decode() for name in client.smembers(defined_key(host.pk))} - wanted
+        gone = drv.remove_filters(sorted(stale, key=lambda name: ".i." not in name))  # instances' first
+        if gone:
+            client.srem(defined_key(host.pk), *gone)
+        return gone
+
+
+def remove_host_filters(host: Host) -> list[str]:
+    """Every filter the portal defined on the host (a host being taken away, a test's)."""
+    from compute import leases
+
+    client = leases.client()
+    names = sorted((n.decode() for n in client.smembers(defined_key(host.pk))), key=lambda n: ".i." not in n)
+    gone = driver(host).remove_filters(names)
+    if gone:
+        client.srem(defined_key(host.pk), *gone)
+    return gone
 
 
 # A queued sync whose worker died no longer holds back the next one after this long.

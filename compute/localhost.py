@@ -120,28 +120,8 @@ def ensure_network(
     return net
 
 
-def remove_filters(conn: libvirt.virConnect, host_name: str) -> list[str]:
-    """The packet filters the portal made for the host called `host_name` (compute.firewall's
-    names): instances' first, since they include the groups'. What is still in use stays."""
-    prefix = f"portal.{host_name}."
-    names = sorted(
-        (f.name() for f in conn.listAllNWFilters(0) if f.name().startswith(prefix)), key=lambda n: ".i." not in n
-    )
-    removed = []
-    for name in names:
-        with suppress(libvirt.libvirtError):
-            conn.nwfilterLookupByName(name).undefine()
-            removed.append(name)
-    return removed
-
-
-def remove(
-    conn: libvirt.virConnect, *, pool: str | None = None, network: str | None = None, host: str | None = None
-) -> None:
-    """Tear down what ensure_* made (volumes included), and the packet filters of the host
-    registered as `host`; missing parts are skipped."""
-    if host:
-        remove_filters(conn, host)
+def remove(conn: libvirt.virConnect, *, pool: str | None = None, network: str | None = None) -> None:
+    """Tear down what ensure_* made (volumes included); missing parts are skipped."""
     if network:
         try:
             net = conn.networkLookupByName(network)

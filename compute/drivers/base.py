@@ -191,9 +191,10 @@ class ComputeDriver(abc.ABC):
         uses one gets the change at once, without a restart. A no-op where the host cannot filter."""
 
     @abc.abstractmethod
-    def remove_filters(self, keep: set[str], prefix: str) -> list[str]:
-        """Undefine the host's filters named `prefix`… that are not in `keep` and no interface
-        uses any more; the names removed."""
+    def remove_filters(self, names: Iterable[str]) -> list[str]:
+        """Undefine these filters, by name, where no interface or other filter uses them any
+        more; the names that are gone (missing ones included). Never lists the host's filters:
+        libvirt 9.0 can deadlock listing them while a guest starts."""
 
     @abc.abstractmethod
     def export_disk(self, uuid: str) -> tuple[int, int]:

@@ -448,25 +448,23 @@ class LibvirtDriver(ComputeDriver):
                 # an unchanged definition changes nothing.
                 self.conn.nwfilterDefineXML(lx.nwfilter_xml(spec, uuid))
 
-    def remove_filters(self, keep: set[str], prefix: str) -> list[str]:
+    def remove_filters(self, names: Iterable[str]) -> list[str]:
         if not self.can_filter():
-            return []
-        removed = []
+            return list(names)
+        gone = []
         with self._translated("packet filters"):
-            for nwfilter in self.conn.listAllNWFilters(0):
-                name = nwfilter.name()
-                if not name.startswith(prefix) or name in keep:
-                    continue
+            for name in names:
                 try:
-                    nwfilter.undefine()
+                    self.conn.nwfilterLookupByName(name).undefine()
                 except libvirt.libvirtError as exc:
-                    # Still used by an interface, or by another filter defined meanwhile:
-                    # the next sync tries again.
-                    if _code(exc) != libvirt.VIR_ERR_OPERATION_INVALID:
+                    if _code(exc) == libvirt.VIR_ERR_NO_NWFILTER:
+                        gone.append(name)
+                    elif _code(exc) != libvirt.VIR_ERR_OPERATION_INVALID:
                         raise
+                    # In use (an interface or a filter still refers to it): the next sync.
                     continue
-                removed.append(name)
-        return removed
+                gone.append(name)
+        return gone
 
     def export_disk(self, uuid: str) -> tuple[int, int]:
         name = export_volume(uuid)

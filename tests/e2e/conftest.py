@@ -20,7 +20,7 @@ import libvirt
 import pytest
 from django.conf import settings as django_settings
 
-from compute import localhost
+from compute import firewall, localhost
 from compute.hosts import host_register
 from compute.models import Image
 from tests.conftest import RUN_ID
@@ -76,6 +76,7 @@ def real_host(hypervisor, transactional_db):
     pool_dir = Path("/var/lib/libvirt/images") / f"portal-{name}"
     with networks_lock():
         args = localhost.prepare(URI, pool=name, pool_dir=pool_dir, network=name, bridge=f"vbe2e{RUN_ID[:6]}")
+    host = None
     try:
         host = host_register(
             name=name, shaping=localhost.kernel_can_shape(), allow_kvm=django_settings.ALLOW_KVM, **args
@@ -88,14 +89,10 @@ def real_host(hypervisor, transactional_db):
                 if dom.isActive():
                     dom.destroy()
                 dom.undefine()
-        localhost.remove(hypervisor, pool=name, network=name, host=name)
+        if host is not None:
+            firewall.remove_host_filters(host)
+        localhost.remove(hypervisor, pool=name, network=name)
         shutil.rmtree(pool_dir, ignore_errors=True)
-
-
-def run_filters(hypervisor: libvirt.virConnect, host) -> list[str]:
-    """The packet filters the portal made on the hypervisor for `host`."""
-    prefix = f"portal.{getattr(host, 'name', host)}."
-    return sorted(f.name() for f in hypervisor.listAllNWFilters(0) if f.name().startswith(prefix))
 
 
 def _on_network(dom: libvirt.virDomain, network: str) -> bool:

@@ -51,5 +51,5 @@ def test_it_defines_the_network_with_the_bridge_of_its_name(settings, tmp_path):
         assert bridge.get("name") == bridge_name(settings.LIBVIRT_NETWORK) != "virbr-portal"
         assert Host.objects.get(name="local").network == settings.LIBVIRT_NETWORK
     finally:
-        localhost.remove(conn, pool=settings.LIBVIRT_POOL, network=settings.LIBVIRT_NETWORK, host="local")
+        localhost.remove(conn, pool=settings.LIBVIRT_POOL, network=settings.LIBVIRT_NETWORK)
         conn.close()

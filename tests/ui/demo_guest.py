@@ -16,7 +16,7 @@ import libvirt
 from django.conf import settings
 from django.db import connection
 
-from compute import localhost
+from compute import firewall, localhost
 from compute.hosts import host_register
 from compute.models import Host
 from portal.management.commands import seed_demo
@@ -42,7 +42,10 @@ def real_host() -> Iterator[Host]:
                 if dom.isActive():
                     dom.destroy()
                 dom.undefine()
-        localhost.remove(conn, pool=name, network=name, host=name)
+        forget = Host.objects.filter(name=name).first()
+        if forget is not None:
+            firewall.remove_host_filters(forget)
+        localhost.remove(conn, pool=name, network=name)
         conn.close()
         shutil.rmtree(pool_dir, ignore_errors=True)
 
