@@ -26,6 +26,7 @@ AREAS = {
     "real-vm": "bench.real_vm",
     "debian-ssh": "bench.debian_ssh",
     "billing": "bench.billing",
+    "bulk-create": "bench.bulk_create",
 }
 ALIASES = {"memory": ["control-plane", "api"], "all": list(AREAS)}
 
