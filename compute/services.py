@@ -304,6 +304,7 @@ def _create(
 ) -> list[Instance]:
     """One instance per name, in one transaction: all of them, or none."""
     image, keys, groups = _checked_create(actor, request)
+    passwords = _passwords(request, len(names))
     with transaction.atomic():
         key_row = None
         if idempotency_key:
@@ -316,22 +317,36 @@ def _create(
             lock_bulk_creates()
         # A host or an address missing for any one raises: the claims and rows of those made
         # before it roll back with the transaction.
-        made = [_make_instance(actor, request, name, image, keys, groups) for name in names]
+        made = [
+            _make_instance(actor, request, name, image, keys, groups, password)
+            for name, password in zip(names, passwords, strict=True)
+        ]
         idempotency.bind(key_row, made)
     return made
 
 
-def _make_instance(actor: Actor, request: CreateRequest, name: str, image: Image, keys: list, groups: list) -> Instance:
+def _passwords(request: CreateRequest, count: int) -> list[tuple[str, str]]:
+    """(password, its crypt hash) for each instance, or ("", ""): made before any lock is
+    taken, since each hash takes a while (50,000 rounds of SHA-512)."""
+    if not (request.password or request.generate_password):
+        return [("", "")] * count
+    plains = [cloudinit.generate_password() if request.generate_password else request.password for _ in range(count)]
+    return [(plain, cloudinit.hash_password(plain)) for plain in plains]
+
+
+def _make_instance(
+    actor: Actor, request: CreateRequest, name: str, image: Image, keys: list, groups: list, password: tuple[str, str]
+) -> Instance:
     """Claim a host and an address for one instance, write its rows and queue its build on
     commit. The caller holds the tenant's quota row lock in an open transaction."""
     host, pool, address = _place_with_address(request.size, image)
-    plain = cloudinit.generate_password() if request.generate_password else request.password
+    plain, password_hash = password
     instance = Instance(
         tenant=actor.tenant,
         name=name,
         image=image,
         iso=image if image.format == Image.Format.ISO else None,
-        password_hash=cloudinit.hash_password(plain) if plain else "",
+        password_hash=password_hash,
         flavor_id=request.flavor_id,
         host=host,
         user_data=request.user_data,
