@@ -34,7 +34,7 @@ from compute.driver_refs import host_ref, image_ref
 from compute.drivers import libvirt_xml as lx
 from compute.drivers.libvirt import disk_volume, domain_name, driver_for, seed_volume
 from compute.hosts import host_register
-from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpPool
+from compute.models import Flavor, Host, Image, Instance, InstanceAction, InstanceState, IpPool
 from compute.services import mac_for
 
 AREA = "real-vm"
@@ -100,7 +100,7 @@ def remove_everything(conn: libvirt.virConnect, name: str, pool_dir: Path) -> No
     shutil.rmtree(pool_dir, ignore_errors=True)
 
 
-def _remove_with_own_connection(name: str, pool_dir: Path) -> None:
+def remove_with_own_connection(name: str, pool_dir: Path) -> None:
     conn = libvirt.open(URI)
     try:
         remove_everything(conn, name, pool_dir)
@@ -198,37 +198,55 @@ class Runs:
         return leased
 
 
-def run(env: BenchEnvironment, *, quick: bool = False) -> list[Figure]:
-    if reason := unavailable():
-        return [skipped(AREA, reason)]
+def build_tiny_image() -> str | None:
+    """Build (or find cached) the tiny image; why it could not be, or None."""
     built = subprocess.run(
         ["bash", str(BUILD_SCRIPT), str(TINY_IMAGE)], capture_output=True, text=True, timeout=900, check=False
     )
     if built.returncode != 0:
-        return [skipped(AREA, f"skipped: the tiny image could not be built: {built.stderr.strip()[-300:]}")]
+        return f"skipped: the tiny image could not be built: {built.stderr.strip()[-300:]}"
+    return None
+
+
+def tiny_image() -> tuple[Image, Flavor]:
+    """The tiny image's row (its file linked into the image store) and a flavor of 1 vCPU and
+    256 MiB: what the real-guest areas boot."""
+    (settings.IMAGE_STORE / "tiny.qcow2").symlink_to(TINY_IMAGE)
+    image = Image.objects.create(
+        name="Tiny Linux",
+        os_family="linux",
+        os_version="busybox",
+        size_bytes=TINY_IMAGE.stat().st_size,
+        source_path="tiny.qcow2",
+        min_disk_gb=1,
+        min_memory_mb=128,
+    )
+    return image, seed.flavor(name="bench.vm", vcpus=1, memory_mb=256, disk_gb=1)
+
+
+def real_host(name: str, pool_dir: Path, bridge: str, image: Image) -> Host:
+    """A host on qemu:///system with its own dir pool and isolated network, both called
+    `name`, and the image already uploaded to its pool."""
+    args = localhost.prepare(URI, pool=name, pool_dir=pool_dir, network=name, bridge=bridge)
+    host = host_register(name=name, shaping=localhost.kernel_can_shape(), allow_kvm=settings.ALLOW_KVM, **args)
+    driver_for(host_ref(host)).ensure_base_image(image_ref(image))
+    return host
+
+
+def run(env: BenchEnvironment, *, quick: bool = False) -> list[Figure]:
+    if reason := unavailable() or build_tiny_image():
+        return [skipped(AREA, reason)]
     env.reset_data()
     account = seed.account()
     name = f"bench-{env.run_id}"
     pool_dir = Path("/var/lib/libvirt/images") / f"portal-{name}"
     conn = libvirt.open(URI)
-    env.on_cleanup(lambda: _remove_with_own_connection(name, pool_dir))
+    env.on_cleanup(lambda: remove_with_own_connection(name, pool_dir))
     portal: list[tuple[float, float]] = []
     plain: list[float] = []
     try:
-        args = localhost.prepare(URI, pool=name, pool_dir=pool_dir, network=name, bridge=f"vbb{env.run_id[:6]}")
-        host = host_register(name=name, shaping=localhost.kernel_can_shape(), allow_kvm=settings.ALLOW_KVM, **args)
-        (settings.IMAGE_STORE / "tiny.qcow2").symlink_to(TINY_IMAGE)
-        image = Image.objects.create(
-            name="Tiny Linux",
-            os_family="linux",
-            os_version="busybox",
-            size_bytes=TINY_IMAGE.stat().st_size,
-            source_path="tiny.qcow2",
-            min_disk_gb=1,
-            min_memory_mb=128,
-        )
-        flavor = seed.flavor(name="bench.vm", vcpus=1, memory_mb=256, disk_gb=1)
-        driver_for(host_ref(host)).ensure_base_image(image_ref(image))
+        image, flavor = tiny_image()
+        host = real_host(name, pool_dir, f"vbb{env.run_id[:6]}", image)
         web = processes.start_web(env)
         processes.start_workers(env, [[host.queue]])
         runs = Runs(conn, conn.networkLookupByName(name), host, image, flavor, web.port, account, env.tmp)

@@ -6,6 +6,7 @@ the same key with another body is refused rather than answered with the wrong in
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
@@ -23,9 +24,9 @@ class KeyReused(Conflict):
     """The key came with another request body, or its first request failed."""
 
 
-def claim(tenant: Tenant, key: str, fingerprint: str) -> tuple[IdempotencyKey | None, Instance | None]:
+def claim(tenant: Tenant, key: str, fingerprint: str) -> tuple[IdempotencyKey | None, list[Instance] | None]:
     """Claim `key` for this request inside the caller's transaction: (the new key row, None),
-    or (None, the instance an earlier request with the same key and body made).
+    or (None, the instances an earlier request with the same key and body made, in order).
 
     Conflict when the key came with another body, or its first request failed."""
     try:
@@ -38,14 +39,18 @@ def claim(tenant: Tenant, key: str, fingerprint: str) -> tuple[IdempotencyKey | 
             raise KeyReused(_("This Idempotency-Key was used with a different request; use a new key.")) from None
         if previous.instance is None:
             raise KeyReused(_("The first request with this Idempotency-Key failed; use a new key.")) from None
-        return None, previous.instance
+        if not previous.batch:
+            return None, [previous.instance]
+        made = Instance.objects.in_bulk(previous.batch)
+        return None, [made[pk] for pk in map(uuid.UUID, previous.batch) if pk in made]
 
 
-def bind(key_row: IdempotencyKey | None, instance: Instance) -> None:
-    """Remember which instance the key's request made."""
+def bind(key_row: IdempotencyKey | None, instances: list[Instance]) -> None:
+    """Remember which instances the key's request made: the first, and all of a bulk create."""
     if key_row is not None:
-        key_row.instance = instance
-        key_row.save(update_fields=["instance"])
+        key_row.instance = instances[0]
+        key_row.batch = [str(instance.pk) for instance in instances] if len(instances) > 1 else []
+        key_row.save(update_fields=["instance", "batch"])
 
 
 def expire(*, older_than_hours: int = KEEP_HOURS) -> int:

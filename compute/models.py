@@ -437,6 +437,8 @@ class IdempotencyKey(models.Model):
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
     instance = models.ForeignKey(Instance, null=True, on_delete=models.CASCADE, related_name="+")
+    # A bulk create's instances (their ids, in order); empty when the request made one.
+    batch = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:

@@ -39,7 +39,7 @@ from compute.models import (
     IpAllocation,
     IpPool,
 )
-from compute.row_locks import lock_instance, lock_quota
+from compute.row_locks import lock_bulk_creates, lock_instance, lock_quota
 from compute.selectors import images_visible_filter, tenant_resource_usage
 from compute.sizing import Size, custom_size_errors
 from compute.transitions import TRANSITIONS, action_word, refusal, state_word
@@ -68,7 +68,9 @@ class CreateRequest:
     # The security groups it joins; None: the tenant's default group.
     security_group_ids: tuple[str, ...] | None = None
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, *, count: int | None = None) -> str:
+        """A hash of the request, for Idempotency-Key; `count` for a bulk create (a single
+        create's fingerprint is what it always was, so keys stored before stay good)."""
         body = {
             "name": self.name,
             "image": str(self.image_id),
@@ -82,6 +84,8 @@ class CreateRequest:
             "generate_password": self.generate_password,
             "security_groups": None if self.security_group_ids is None else sorted(map(str, self.security_group_ids)),
         }
+        if count is not None:
+            body["count"] = count
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -234,6 +238,46 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
 
     With an idempotency key, a repeated request returns the instance the first one made.
     """
+    return _create(actor, request, [request.name], idempotency_key, request.fingerprint())[0]
+
+
+def instances_create(
+    *, actor: Actor, request: CreateRequest, count: int, idempotency_key: str | None = None
+) -> list[Instance]:
+    """`count` instances of one image and size, named from the pattern `request.name`
+    (`web-{n}`: web-1, web-2, ...; `{n:02}` pads the number to two digits), in one
+    transaction: the quota is checked once for all of them, and each is placed and given an
+    address as `instance_create` does. If any one cannot be made, none is (their host claims
+    and addresses roll back with the rest).
+
+    With an idempotency key, a repeated request returns the instances the first one made."""
+    names = names_from_pattern(request.name, count)
+    return _create(actor, request, names, idempotency_key, request.fingerprint(count=count))
+
+
+# `{n}`, or `{n:0W}` for the number zero-padded to W digits. Expanded by hand, never with
+# str.format: the pattern is the customer's text.
+NAME_NUMBER = re.compile(r"\{n(?::0([1-9]))?\}")
+NAME_MAX = 255
+
+
+def names_from_pattern(pattern: str, count: int) -> list[str]:
+    """The names of `count` instances: the pattern with its `{n}` numbered 1 to count.
+    Without a `{n}`, the pattern is the one instance's name."""
+    if not 1 <= count <= settings.BULK_CREATE_MAX:
+        raise Invalid("count", _("Make 1 to %(most)s instances at a time.") % {"most": settings.BULK_CREATE_MAX})
+    if NAME_NUMBER.search(pattern) is None:
+        if count > 1:
+            raise Invalid("name", _("To make several instances, put {n} where the number goes, e.g. web-{n}."))
+        return [pattern]
+    names = [NAME_NUMBER.sub(lambda m, n=n: str(n).zfill(int(m.group(1) or 0)), pattern) for n in range(1, count + 1)]
+    if max(map(len, names)) > NAME_MAX:
+        raise Invalid("name", _("A name has at most %(most)s characters.") % {"most": NAME_MAX})
+    return names
+
+
+def _checked_create(actor: Actor, request: CreateRequest) -> tuple[Image, list[SshKey], list]:
+    """What a create needs that is checked before any lock: its image, SSH keys and groups."""
     if not actor.tenant.is_active:
         raise Conflict(_("This tenant is suspended and cannot create instances."))
     if len(request.user_data.encode()) > settings.MAX_USER_DATA_BYTES:
@@ -252,46 +296,91 @@ def instance_create(*, actor: Actor, request: CreateRequest, idempotency_key: st
     if len(keys) != len(set(map(str, request.ssh_key_ids))):
         raise Invalid("ssh_key_ids", _("Unknown SSH key."))
     groups = security_groups.groups_for_create(actor.tenant, request.security_group_ids)
-    fingerprint = request.fingerprint()
+    return image, keys, groups
 
+
+def _check_names_free(actor: Actor, names: list[str]) -> None:
+    """Under the quota row lock: no live instance of the tenant has any of these names."""
+    live = Instance.objects.filter(tenant=actor.tenant).exclude(state=InstanceState.DELETED)
+    taken = set(live.filter(name__in=names).values_list("name", flat=True))
+    if not taken:
+        return
+    if len(names) == 1:
+        raise Invalid("name", NAME_TAKEN)
+    raise Invalid(
+        "name",
+        _("Instances with these names already exist in this tenant: %(names)s.")
+        % {"names": ", ".join(name for name in names if name in taken)},
+    )
+
+
+def _create(
+    actor: Actor, request: CreateRequest, names: list[str], idempotency_key: str | None, fingerprint: str
+) -> list[Instance]:
+    """One instance per name, in one transaction: all of them, or none."""
+    image, keys, groups = _checked_create(actor, request)
+    passwords = _passwords(request, len(names))
     with transaction.atomic():
         key_row = None
         if idempotency_key:
             key_row, previous = idempotency.claim(actor.tenant, idempotency_key, fingerprint)
             if previous is not None:
                 return previous
-        _check_quota(actor, request.size, new_instances=1)
-        live = Instance.objects.filter(tenant=actor.tenant).exclude(state=InstanceState.DELETED)
-        if live.filter(name=request.name).exists():
-            raise Invalid("name", NAME_TAKEN)
-        host, pool, address = _place_with_address(request.size, image)
-        plain = cloudinit.generate_password() if request.generate_password else request.password
-        instance = Instance(
-            tenant=actor.tenant,
-            name=request.name,
-            image=image,
-            iso=image if image.format == Image.Format.ISO else None,
-            password_hash=cloudinit.hash_password(plain) if plain else "",
-            flavor_id=request.flavor_id,
-            host=host,
-            user_data=request.user_data,
-            ssh_keys=[key.public_key for key in keys],
-            created_by=actor.user,
-            **request.size.as_fields(),
-        )
-        instance.mac_address = mac_for(instance.id)
-        instance.ip_address = address
-        instance.dns_label = dns.choose_label(instance, request.name)  # under the quota row lock
-        instance.save()
-        instance.security_groups.set(groups)
-        # Its group peers on other hosts learn its address; its own host applies its filters
-        # in the build, before the guest first runs.
-        firewall.queue_sync(actor.tenant.pk, except_host=host.pk)
-        IpAllocation.objects.create(pool=pool, address=address, instance=instance)
-        idempotency.bind(key_row, instance)
-        record_action(instance, "create", actor=actor, image=str(image.pk), size=request.size.as_json())
-        audit(actor, "instance.create", target=str(instance.pk), name=instance.name)
-        _enqueue(tasks.provision, instance)
+        _check_quota(actor, request.size.times(len(names)), new_instances=len(names))
+        _check_names_free(actor, names)
+        if len(names) > 1:
+            lock_bulk_creates()
+        # A host or an address missing for any one raises: the claims and rows of those made
+        # before it roll back with the transaction.
+        made = [
+            _make_instance(actor, request, name, image, keys, groups, password)
+            for name, password in zip(names, passwords, strict=True)
+        ]
+        idempotency.bind(key_row, made)
+    return made
+
+
+def _passwords(request: CreateRequest, count: int) -> list[tuple[str, str]]:
+    """(password, its crypt hash) for each instance, or ("", ""): made before any lock is
+    taken, since each hash takes a while (50,000 rounds of SHA-512)."""
+    if not (request.password or request.generate_password):
+        return [("", "")] * count
+    plains = [cloudinit.generate_password() if request.generate_password else request.password for _ in range(count)]
+    return [(plain, cloudinit.hash_password(plain)) for plain in plains]
+
+
+def _make_instance(
+    actor: Actor, request: CreateRequest, name: str, image: Image, keys: list, groups: list, password: tuple[str, str]
+) -> Instance:
+    """Claim a host and an address for one instance, write its rows and queue its build on
+    commit. The caller holds the tenant's quota row lock in an open transaction."""
+    host, pool, address = _place_with_address(request.size, image)
+    plain, password_hash = password
+    instance = Instance(
+        tenant=actor.tenant,
+        name=name,
+        image=image,
+        iso=image if image.format == Image.Format.ISO else None,
+        password_hash=password_hash,
+        flavor_id=request.flavor_id,
+        host=host,
+        user_data=request.user_data,
+        ssh_keys=[key.public_key for key in keys],
+        created_by=actor.user,
+        **request.size.as_fields(),
+    )
+    instance.mac_address = mac_for(instance.id)
+    instance.ip_address = address
+    instance.dns_label = dns.choose_label(instance, name)  # under the quota row lock
+    instance.save()
+    instance.security_groups.set(groups)
+    # Its group peers on other hosts learn its address; its own host applies its filters
+    # in the build, before the guest first runs.
+    firewall.queue_sync(actor.tenant.pk, except_host=host.pk)
+    IpAllocation.objects.create(pool=pool, address=address, instance=instance)
+    record_action(instance, "create", actor=actor, image=str(image.pk), size=request.size.as_json())
+    audit(actor, "instance.create", target=str(instance.pk), name=instance.name)
+    _enqueue(tasks.provision, instance)
     if request.generate_password:
         # Shown to the caller this once; an idempotent replay of the request does not have it.
         instance.generated_password = plain

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 
 from django.conf import settings
@@ -30,6 +30,17 @@ class Size:
 
     def as_fields(self) -> dict:
         return asdict(self)
+
+    def times(self, count: int) -> Size:
+        """`count` instances of this size together, as a bulk create asks them of the quota."""
+        return replace(
+            self,
+            vcpus=self.vcpus * count,
+            memory_mb=self.memory_mb * count,
+            disk_gb=self.disk_gb * count,
+            bandwidth_mbit=self.bandwidth_mbit * count,
+            traffic_gb=self.traffic_gb * count,
+        )
 
     def as_json(self) -> dict:
         return {**asdict(self), "sla_percent": str(self.sla_percent)}

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, time
 
 from django import forms
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -119,6 +120,15 @@ def visible_images(actor: Actor):
 
 class InstanceCreateForm(SizeForm):
     name = forms.CharField(max_length=255, label=_("Name"), help_text=_("Also the guest's hostname, made DNS-safe."))
+    count = forms.IntegerField(
+        required=False,
+        min_value=1,
+        initial=1,
+        label=_("How many"),
+        help_text=_(
+            "For more than one, the name is a pattern: web-{n} makes web-1, web-2, …; web-{n:02} makes web-01."
+        ),
+    )
     image = forms.ModelChoiceField(
         queryset=Image.objects.none(), widget=forms.RadioSelect, empty_label=None, label=_("Image")
     )
@@ -140,10 +150,22 @@ class InstanceCreateForm(SizeForm):
         help_text=_("What may reach the instance, and what it may send. With none chosen, it joins the default group."),
     )
 
-    field_order = ["name", "image", "size_mode", "flavor", *CUSTOM_FIELDS, "ssh_keys", "user_data", "security_groups"]
+    field_order = [
+        "name",
+        "count",
+        "image",
+        "size_mode",
+        "flavor",
+        *CUSTOM_FIELDS,
+        "ssh_keys",
+        "user_data",
+        "security_groups",
+    ]
 
     def __init__(self, *args, actor: Actor, default_group: SecurityGroup | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["count"].validators.append(MaxValueValidator(settings.BULK_CREATE_MAX))
+        self.fields["count"].widget.attrs.update(min=1, max=settings.BULK_CREATE_MAX)
         self.fields["image"].queryset = visible_images(actor)
         first_image = self.fields["image"].queryset.first()
         self.fields["image"].initial = first_image.pk if first_image else None
@@ -163,6 +185,9 @@ class InstanceCreateForm(SizeForm):
         if "\x00" in name:
             raise forms.ValidationError(_("Null characters are not allowed."))
         return name
+
+    def clean_count(self) -> int:
+        return self.cleaned_data["count"] or 1  # left empty: one
 
 
 class ResizeForm(SizeForm):

@@ -187,7 +187,7 @@ def create(request, actor: Actor):
         security_group_ids=form.security_group_ids(),
     )
     try:
-        instance = services.instance_create(actor=actor, request=create_request)
+        made = services.instances_create(actor=actor, request=create_request, count=data["count"])
     except QuotaExceeded as exc:
         _quota_error(form, exc)
         return _create_page(request, actor, form, status=409)
@@ -197,6 +197,14 @@ def create(request, actor: Actor):
     except REFUSALS as exc:
         refuse_on_form(form, exc)
         return _create_page(request, actor, form, status=409)
+    if len(made) > 1:
+        messages.success(
+            request,
+            _("%(count)s instances are being built: %(names)s.")
+            % {"count": len(made), "names": ", ".join(instance.name for instance in made)},
+        )
+        return redirect("dashboard")
+    instance = made[0]
     messages.success(
         request,
         _("%(name)s is being built. Its address is %(address)s.")
@@ -208,7 +216,9 @@ def create(request, actor: Actor):
 def quota_sentence(exc: QuotaExceeded) -> str:
     """The sentence a customer reads about the limit a request would pass."""
     amount, left, limit, used = exc.requested, exc.left, exc.limit, exc.in_use
-    if exc.resource == "instances":
+    if exc.resource == "instances" and exc.requested > 1:
+        text = _("This makes %(amount)s instances; your tenant has %(left)s left of %(limit)s.")
+    elif exc.resource == "instances":
         text = _("Your tenant already has %(used)s of its %(limit)s instances; delete one, or ask for more.")
     elif exc.resource == "vcpus":
         text = _("This needs %(amount)s vCPUs; your tenant has %(left)s left of %(limit)s.")
@@ -223,7 +233,7 @@ def quota_sentence(exc: QuotaExceeded) -> str:
 def _quota_error(form: SizeForm, exc: QuotaExceeded) -> None:
     """Show a quota refusal as a sentence next to the size field it is about."""
     if exc.resource == "instances":
-        form.add_error(None, quota_sentence(exc))
+        form.add_error("count" if exc.requested > 1 else None, quota_sentence(exc))
     elif form.mode() == "flavor":
         form.add_error("flavor", quota_sentence(exc))
     else:

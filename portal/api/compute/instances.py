@@ -7,7 +7,7 @@ import re
 from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -30,6 +30,7 @@ from portal.api.compute.serializers import (
     InstanceCreatedSerializer,
     InstanceCreateSerializer,
     InstancePageSerializer,
+    InstancesCreatedSerializer,
     InstanceUpdateSerializer,
     PasswordResultSerializer,
     RebuildSerializer,
@@ -117,18 +118,26 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
 
     @extend_schema(
         request=InstanceCreateSerializer,
-        responses={202: InstanceCreatedSerializer},
+        responses={
+            202: PolymorphicProxySerializer(
+                component_name="InstanceCreateResult",
+                serializers=[InstanceCreatedSerializer, InstancesCreatedSerializer],
+                resource_type_field_name=None,
+            )
+        },
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
                 {"type": "string", "minLength": 1, "maxLength": 255},
                 OpenApiParameter.HEADER,
                 required=False,
-                description="Send a create twice with one key: one instance (a 409 if the bodies differ).",
+                description="Send a create twice with one key: the same instance, or the same instances "
+                "of a bulk create (a 409 if the bodies differ).",
             )
         ],
     )
     def create(self, request):
+        """One instance; with `count`, that many, all or none, answered as `{"instances": [...]}`."""
         data = InstanceCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
@@ -146,11 +155,18 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
             generate_password=v["generate_password"],
             security_group_ids=tuple(str(g) for g in v["security_group_ids"]) if "security_group_ids" in v else None,
         )
-        instance = services.instance_create(actor=self.actor, request=create, idempotency_key=key)
-        password = getattr(instance, "generated_password", None)
-        instance = self.get_queryset().get(pk=instance.pk)
-        body = {**InstanceSerializer(instance).data, "password": password}
-        return Response(body, status=status.HTTP_202_ACCEPTED)
+        if "count" not in v:
+            instance = services.instance_create(actor=self.actor, request=create, idempotency_key=key)
+            return Response(self._created([instance])[0], status=status.HTTP_202_ACCEPTED)
+        made = services.instances_create(actor=self.actor, request=create, count=v["count"], idempotency_key=key)
+        return Response({"instances": self._created(made)}, status=status.HTTP_202_ACCEPTED)
+
+    def _created(self, made: list) -> list[dict]:
+        """The instances as accepted, each with the password made up for it (first answer only)."""
+        fresh = self.get_queryset().in_bulk([instance.pk for instance in made])
+        return [
+            {**InstanceSerializer(fresh[i.pk]).data, "password": getattr(i, "generated_password", None)} for i in made
+        ]
 
     def _accepted(self, instance):
         fresh = self.get_queryset().get(pk=instance.pk) if instance.state != InstanceState.DELETED else instance

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
@@ -85,6 +86,15 @@ class InstanceCreateSerializer(StrictSerializer, SizeInputMixin):
         max_length=16,
         help_text="The security groups it joins; without this, the tenant's default group.",
     )
+    count = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=settings.BULK_CREATE_MAX,
+        help_text="Make this many instances of the same image and size, all or none (the quota and "
+        "the hosts must have room for every one). `name` is then a pattern: `web-{n}` names them "
+        "web-1, web-2, ...; `{n:02}` pads the number (web-01). The answer is then "
+        '`{"instances": [...]}`. Without `count`, one instance named `name` is made.',
+    )
 
 
 class InstanceCreatedSerializer(InstanceSerializer):
@@ -96,6 +106,12 @@ class InstanceCreatedSerializer(InstanceSerializer):
 
     class Meta(InstanceSerializer.Meta):
         fields = [*InstanceSerializer.Meta.fields, "password"]
+
+
+class InstancesCreatedSerializer(serializers.Serializer):
+    """A bulk create (`count`) as accepted: its instances, in the order of their numbers."""
+
+    instances = InstanceCreatedSerializer(many=True)
 
 
 class ResetPasswordSerializer(StrictSerializer):
