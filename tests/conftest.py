@@ -184,6 +184,21 @@ def token_for(user: User, tenant, scope: str = ApiToken.Scope.WRITE) -> str:
     return secret
 
 
+@pytest.fixture(autouse=True)
+def _purge_host_queues():
+    """Host names, and so queue names, repeat from test to test within a run (sim1-<run>...):
+    whatever a test queued and nobody ran is dropped when it ends, or the next test's worker
+    would run it (and its queue-depth figures would count it)."""
+    yield
+    from tests.processes import redis_client
+
+    client = redis_client()
+    keys = list(client.scan_iter(match=f"{RUN_PREFIX}:host.*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
 @pytest.fixture
 def simulated_host(db, tmp_path):
     """A factory of hosts on libvirt's test driver, each with its own pool and network."""

@@ -21,18 +21,6 @@ from tests.conftest import actor
 from tests.processes import RUN_PREFIX, redis_client
 
 
-@pytest.fixture(autouse=True)
-def _purge_host_queues():
-    """Host names, and so queue names, repeat from test to test within a run (sim1-<run>...):
-    whatever a test queued and nobody ran is dropped when it ends."""
-    yield
-    client = redis_client()
-    keys = list(client.scan_iter(match=f"{RUN_PREFIX}:host.*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 @pytest.fixture
 def queued():
     """How many messages wait on a Celery queue of this run."""
