@@ -74,10 +74,10 @@ def tiny_image_file(hypervisor) -> Path:
 def real_host(hypervisor, transactional_db):
     name = f"e2e-{RUN_ID}"
     pool_dir = Path("/var/lib/libvirt/images") / f"portal-{name}"
-    with networks_lock():
-        args = localhost.prepare(URI, pool=name, pool_dir=pool_dir, network=name, bridge=f"vbe2e{RUN_ID[:6]}")
     host = None
     try:
+        with networks_lock():
+            args = localhost.prepare(URI, pool=name, pool_dir=pool_dir, network=name, bridge=f"vbe2e{RUN_ID[:6]}")
         host = host_register(
             name=name, shaping=localhost.kernel_can_shape(), allow_kvm=django_settings.ALLOW_KVM, **args
         )
