@@ -155,7 +155,18 @@ def test_it_stops_every_child_when_its_output_is_gone(tmp_path, recorded):
 
 
 def test_it_stops_the_rest_when_one_child_exits(tmp_path, recorded):
-    children = {"polite": CHILDREN["polite"], "quitter": "ready()\nraise SystemExit(3)"}
+    # The quitter waits for the polite one to be up: quitting at once, it could have the polite
+    # one stopped before it ever said it was ready (seen under a loaded run).
+    quitter = """
+        import time
+        from pathlib import Path
+        deadline = time.monotonic() + 30
+        while not Path(sys.argv[1], "polite").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ready()
+        raise SystemExit(3)
+    """
+    children = {"polite": CHILDREN["polite"], "quitter": quitter}
     supervisor = start_supervisor(tmp_path, children)
     recorded.add(next(p for p in proctree.processes() if p.pid == supervisor.pid))
     wait_ready(tmp_path, ["polite"])
