@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
-from compute import redis_locks
+from compute import leases, redis_locks
 from compute.driver_refs import driver
 from compute.drivers.base import PacketFilter, PacketRule
 from compute.models import Host, Instance, InstanceState, IpPool, SecurityGroupRule
@@ -166,8 +166,6 @@ def defined_key(host_id) -> str:
 def apply_host(host: Host) -> list[str]:
     """Bring the host's filters in line with the database; the names of those it removed.
     Idempotent, and serialized per host, so any number of syncs converge on the last state."""
-    from compute import leases
-
     drv = driver(host)
     if not drv.can_filter():
         return []
@@ -187,8 +185,6 @@ def apply_host(host: Host) -> list[str]:
 
 def remove_host_filters(host: Host) -> list[str]:
     """Every filter the portal defined on the host (a host being taken away, a test's)."""
-    from compute import leases
-
     client = leases.client()
     names = sorted((n.decode() for n in client.smembers(defined_key(host.pk))), key=lambda n: ".i." not in n)
     gone = driver(host).remove_filters(names)
@@ -210,7 +206,7 @@ def queue_sync(tenant_id, *, except_host=None) -> None:
     again: group rules and memberships only ever involve one tenant's instances. A host with a
     sync queued and not started yet gets no second one (the first reads the state it finds).
     Hosts on libvirt's test driver have no filters to apply."""
-    from compute import leases, tasks  # tasks imports operations, which use this module
+    from compute import tasks  # tasks imports operations, which use this module
 
     live = Instance.objects.filter(tenant_id=tenant_id).exclude(state__in=GONE).exclude(host__domain_type="test")
     if except_host is not None:

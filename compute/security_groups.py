@@ -96,8 +96,7 @@ def groups_for_create(tenant, group_ids) -> list[SecurityGroup]:
     if group_ids is None:
         return [default_group(tenant)]
     wanted = {str(g) for g in group_ids}
-    groups = [resolve_group(tenant, g, "security_group_ids") for g in sorted(wanted)]
-    return groups
+    return [resolve_group(tenant, g, "security_group_ids") for g in sorted(wanted)]
 
 
 def _check_name(tenant, name: str, *, other_than=None) -> str:
@@ -110,6 +109,13 @@ def _check_name(tenant, name: str, *, other_than=None) -> str:
     if taken.exists():
         raise Invalid("name", _("A security group with this name already exists in this tenant."))
     return name
+
+
+def _check_description(description: str | None) -> str:
+    description = (description or "").strip()
+    if len(description) > 200 or not description.isprintable():
+        raise Invalid("description", _("A description has up to 200 printable characters."))
+    return description
 
 
 def _port(value, field: str) -> int:
@@ -144,9 +150,7 @@ def clean_rule(tenant, request: RuleRequest) -> dict:
         except ValueError:
             raise Invalid("cidr", _("Give an IPv4 network such as 203.0.113.0/24 or 0.0.0.0/0.")) from None
         cidr = str(network)
-    description = (request.description or "").strip()
-    if len(description) > 200 or not description.isprintable():
-        raise Invalid("description", _("A description has up to 200 printable characters."))
+    description = _check_description(request.description)
     return {
         "direction": request.direction,
         "protocol": request.protocol,
@@ -184,9 +188,7 @@ def _identity(direction, protocol, port_min, port_max, cidr, remote_id) -> tuple
 def group_create(*, actor: Actor, name: str, description: str = "", rules: list[RuleRequest] = ()) -> SecurityGroup:
     """A new group, with its rules, all or nothing."""
     cleaned = [clean_rule(actor.tenant, rule) for rule in rules]
-    description = (description or "").strip()
-    if len(description) > 200 or not description.isprintable():
-        raise Invalid("description", _("A description has up to 200 printable characters."))
+    description = _check_description(description)
     try:
         with transaction.atomic():
             group = SecurityGroup.objects.create(
@@ -212,10 +214,7 @@ def group_update(*, actor: Actor, group: SecurityGroup, name: str | None = None,
                     raise Conflict(_("The default group keeps its name."))
                 locked.name = _check_name(actor.tenant, name, other_than=locked)
             if description is not None:
-                description = description.strip()
-                if len(description) > 200 or not description.isprintable():
-                    raise Invalid("description", _("A description has up to 200 printable characters."))
-                locked.description = description
+                locked.description = _check_description(description)
             locked.save(update_fields=["name", "description"])
             audit(actor, "security_group.update", target=str(locked.pk), name=locked.name)
     except IntegrityError:
