@@ -2,7 +2,9 @@
 
 An instance is meant to run from the moment it settled into running until its tenant stopped
 or deleted it (a guest powering itself off counts as the tenant's doing). Downtime is the part
-of that time in which it was in error through no action of the tenant, or its host was down.
+of that time in which it was in error through no action of the tenant, or its host was down
+(its own host_down state, which it keeps until its host returns or it runs on another host:
+an outage is counted once, whichever host it ends up on).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def availability(instance: Instance, start: datetime, end: datetime) -> Availabi
             continue
         seconds = int((hi - lo).total_seconds())
         meant += seconds
-        failed = state == S.ERROR and cause == "system"
+        failed = (state == S.ERROR and cause == "system") or state == S.HOST_DOWN
         if failed or (state == S.RUNNING and _host_down_at(host_logs, lo, Host.Status.UP)):
             downtime += seconds
     percent = Decimal(100) if meant == 0 else (Decimal(100) * (meant - downtime) / meant).quantize(Decimal("0.0001"))

@@ -6,14 +6,15 @@ from django.conf import settings
 
 from compute.drivers.base import ComputeDriver, HostError, HostRef, ImageRef
 from compute.drivers.libvirt import driver_for
-from compute.models import Host, Image
+from compute.models import Host, Image, Instance
 
 
-def host_ref(host: Host) -> HostRef:
+def host_ref(host: Host, *, shared: bool = False) -> HostRef:
+    """`shared`: the driver works in the host's shared pool (the disks of HA instances)."""
     return HostRef(
         name=host.name,
         uri=host.uri,
-        storage_pool=host.storage_pool,
+        storage_pool=host.shared_pool if shared and host.shared_pool else host.storage_pool,
         network=host.network,
         vnc_listen=host.vnc_listen,
         shaping=host.shaping,
@@ -34,5 +35,10 @@ def image_ref(image: Image) -> ImageRef:
     return ImageRef(volume=image.volume_name, format=image.format, size_bytes=image.size_bytes, source_path=path)
 
 
-def driver(host: Host) -> ComputeDriver:
-    return driver_for(host_ref(host))
+def driver(host: Host, *, shared: bool = False) -> ComputeDriver:
+    return driver_for(host_ref(host, shared=shared))
+
+
+def instance_driver(instance: Instance, host: Host | None = None) -> ComputeDriver:
+    """The driver of the instance's host (or `host`), in the pool that holds its disk."""
+    return driver(host or instance.host, shared=instance.shared_disk)

@@ -33,6 +33,7 @@ def host_register(
     pool_first: str | None = None,
     pool_last: str | None = None,
     segment: str = "",
+    shared_pool: str = "",
     **ratios,
 ) -> Host:
     """Probe the host through libvirt, then record it with its capacity and IP pool.
@@ -49,6 +50,13 @@ def host_register(
         net = drv.network_info()
     except Exception as exc:  # a wrong URI, pool or network name: libvirt's own words say which
         raise Invalid("uri", _("Cannot use this host: %(error)s") % {"error": exc}) from None
+    if shared_pool:
+        if not segment:
+            raise Invalid("shared_pool", _("A shared pool is shared by the hosts of a segment; name the segment."))
+        try:
+            driver_for(replace(probe, storage_pool=shared_pool)).host_info()
+        except Exception as exc:
+            raise Invalid("shared_pool", _("Cannot use this pool: %(error)s") % {"error": exc}) from None
     if domain_type is None:
         domain_type = "test" if uri.startswith("test:") else ("kvm" if info.kvm_available and allow_kvm else "qemu")
     probe = replace(probe, domain_type=domain_type)
@@ -65,6 +73,7 @@ def host_register(
                 "vnc_listen": vnc_listen,
                 "shaping": shaping,
                 "segment": segment,
+                "shared_pool": shared_pool,
                 "domain_type": domain_type,
                 "vcpus_total": info.vcpus,
                 "memory_mb_total": info.memory_mb,

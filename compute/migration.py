@@ -40,8 +40,11 @@ def _target(instance: Instance, size: Size, host_id) -> Host:
         if live and not instance.host.segment:
             raise Conflict(_("A running instance moves only between hosts of one segment; stop it first."))
         try:
-            segment = instance.host.segment if live else None
-            return scheduler.place(size, instance.image, exclude=[instance.host_id], segment=segment)
+            # A disk on shared storage stays there: only hosts of the segment that mount it.
+            segment = instance.host.segment if live or instance.shared_disk else None
+            return scheduler.place(
+                size, instance.image, exclude=[instance.host_id], segment=segment, shared=instance.shared_disk
+            )
         except scheduler.NoValidHost:
             raise Conflict(_("No other host has room for this instance.")) from None
     target = Host.objects.filter(pk=host_id).first() if services._is_uuid(host_id) else None
@@ -63,6 +66,11 @@ def instance_migrate(*, actor: Actor, instance: Instance, host_id=None) -> Insta
         size = Size.of_instance(current)
         target = _target(current, size, host_id)
         same_segment = bool(current.host.segment) and current.host.segment == target.segment
+        if current.shared_disk and not (same_segment and target.shared_pool):
+            raise Conflict(
+                _("Its disk is on the shared storage of segment %(segment)s; host %(name)s does not mount it.")
+                % {"segment": current.host.segment, "name": target.name}
+            )
         if current.state == Instance.State.RUNNING and not same_segment:
             raise Conflict(
                 _(

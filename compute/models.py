@@ -43,6 +43,10 @@ class Host(models.Model):
     # Hosts of one segment share an L2 network and its addresses: an instance keeps its
     # address when it moves between them. Empty: a network of its own.
     segment = models.SlugField(max_length=60, blank=True)
+    # A second storage pool, on storage every host of the segment mounts at the same path (NFS,
+    # a cluster filesystem): the disks of HA instances live there, so another host of the
+    # segment can start them when this one dies (compute.evacuation). Empty: no shared storage.
+    shared_pool = models.CharField(max_length=100, blank=True)
     vnc_listen = models.GenericIPAddressField(default="127.0.0.1")
     shaping = models.BooleanField(default=True, help_text="Apply <bandwidth> limits to interfaces")
     domain_type = models.CharField(max_length=8, choices=DomainType.choices, default=DomainType.QEMU)
@@ -53,6 +57,9 @@ class Host(models.Model):
     hypervisor_seen_at = models.DateTimeField(null=True, blank=True)
     status_detail = models.CharField(max_length=200, blank=True, help_text="Why the host is not fully up")
     orphans = models.JSONField(default=dict, blank=True, help_text="Last orphan report")
+    # When the host was last fenced (powered off by HOST_FENCE_COMMAND) after it was declared
+    # down: only a fenced host's HA instances are started elsewhere.
+    fenced_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -202,6 +209,9 @@ class Flavor(models.Model):
     bandwidth_mbit = models.PositiveIntegerField(default=100)
     traffic_gb = models.PositiveIntegerField(default=1000, help_text="Included monthly traffic")
     sla_percent = models.DecimalField(max_digits=6, decimal_places=3, default=Decimal("99.900"))
+    # High availability: its instances' disks live on shared storage, and a host that dies has
+    # them started again on another host of its segment (compute.evacuation).
+    ha = models.BooleanField(default=False, verbose_name="HA", help_text="Restarted on another host when its host dies")
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -237,6 +247,10 @@ class InstanceState(models.TextChoices):
     RESCUE = "rescue", "Rescue"
     UNRESCUING = "unrescuing", "Leaving rescue"
     MIGRATING = "migrating", "Migrating"
+    # Its host is down (declared dead: compute.upkeep); it waits for the host to return.
+    HOST_DOWN = "host_down", "Host down"
+    # Its host died, and it is being started on another host from its shared disk.
+    EVACUATING = "evacuating", "Restarting on another host"
 
 
 class Instance(models.Model):
@@ -273,6 +287,8 @@ class Instance(models.Model):
     pending = models.JSONField(default=dict, blank=True)
     error_step = models.CharField(max_length=40, blank=True)
     error_message = models.TextField(blank=True)
+    # Its disk (and seed) live in its host's shared pool (an HA flavor), not the local one.
+    shared_disk = models.BooleanField(default=False)
     throttled = models.BooleanField(default=False)
     # The rate (KiB/s each way) it is throttled to, kept so a redefine (resize, rebuild) keeps it.
     throttle_kbytes = models.PositiveIntegerField(null=True, blank=True)

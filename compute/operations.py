@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from compute import cloudinit, dns, firewall, history, leases, redis_locks, scheduler
-from compute.driver_refs import driver, image_ref
+from compute.driver_refs import driver, image_ref, instance_driver
 from compute.drivers.base import DomainSpec, HostError, TransientHostError
 from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpAllocation, IpPool
 from compute.row_locks import lock_host, lock_instance
@@ -173,7 +173,7 @@ def _seed(instance: Instance) -> bytes:
 
 def _build(instance: Instance, action: str, image: Image) -> None:
     """The shared steps of create and rebuild, from base image to a running domain."""
-    drv = driver(instance.host)
+    drv = instance_driver(instance)
     uuid = str(instance.pk)
     # Two builds of one image on one host would write the same volume.
     with step(instance, action, "image"), redis_locks.held(instance.host_id, f"image:{image.pk}"):
@@ -199,7 +199,7 @@ def _build(instance: Instance, action: str, image: Image) -> None:
 
 def _ensure_dns(instance: Instance) -> None:
     name = dns.name_of(instance)
-    driver(instance.host).ensure_dns(instance.ip_address, (name,) if name else ())
+    instance_driver(instance).ensure_dns(instance.ip_address, (name,) if name else ())
 
 
 def refresh_dns(instance_id) -> str:
@@ -222,7 +222,7 @@ def sync_firewall(host_id) -> list[str]:
 
 def _start(instance: Instance, action: str):
     with step(instance, action, "start"):
-        return driver(instance.host).start(str(instance.pk))
+        return instance_driver(instance).start(str(instance.pk))
 
 
 def provision(instance_id) -> str:
@@ -258,7 +258,7 @@ def start(instance_id) -> str:
 
 def _stop(instance: Instance, action: str):
     with step(instance, action, "stop"):
-        return driver(instance.host).stop(str(instance.pk), settings.INSTANCE_STOP_TIMEOUT)
+        return instance_driver(instance).stop(str(instance.pk), settings.INSTANCE_STOP_TIMEOUT)
 
 
 def stop(instance_id) -> str:
@@ -275,7 +275,7 @@ def reboot(instance_id) -> str:
     if instance is None:
         return "skipped"
     with step(instance, "reboot", "reboot"):
-        status = driver(instance.host).reboot(str(instance.pk))
+        status = instance_driver(instance).reboot(str(instance.pk))
     _settle(instance, S.REBOOTING, S.RUNNING, power_state=status.power, vnc_port=status.vnc_port)
     return "running"
 
@@ -286,7 +286,7 @@ def resize(instance_id) -> str:
         return "skipped"
     new = Size.from_json(instance.pending["size"])
     was_running = instance.pending.get("from_state") == S.RUNNING
-    drv = driver(instance.host)
+    drv = instance_driver(instance)
     if was_running:
         _stop(instance, "resize")
     with step(instance, "resize", "define"):
@@ -325,7 +325,7 @@ def rebuild(instance_id) -> str:
     if instance is None:
         return "skipped"
     image = Image.objects.get(pk=instance.pending["image"])
-    drv = driver(instance.host)
+    drv = instance_driver(instance)
     _stop(instance, "rebuild")
     with step(instance, "rebuild", "wipe"):
         drv.delete_disk(str(instance.pk))
@@ -356,7 +356,7 @@ def snapshot(instance_id) -> str:
     if was_running:
         _stop(instance, "snapshot")  # an offline copy is a consistent one
     with step(instance, "snapshot", "copy"):
-        size = driver(instance.host).snapshot(str(instance.pk), image_ref(image))
+        size = instance_driver(instance).snapshot(str(instance.pk), image_ref(image))
     Image.objects.filter(pk=image.pk).update(state=Image.State.ACTIVE, size_bytes=size)
     fields = {"power_state": "shutoff", "vnc_port": None}
     if was_running:
@@ -373,7 +373,7 @@ def detach_iso(instance_id) -> str:
     instance = _load(instance_id, S.DETACHING_ISO)
     if instance is None:
         return "skipped"
-    drv = driver(instance.host)
+    drv = instance_driver(instance)
     with step(instance, "detach_iso", "eject"):
         drv.eject_cdrom(str(instance.pk))
     instance.iso = None
@@ -398,7 +398,7 @@ def rescue(instance_id) -> str:
     if instance is None:
         return "skipped"
     image = _rescue_image(instance)
-    drv = driver(instance.host)
+    drv = instance_driver(instance)
     uuid = str(instance.pk)
     _stop(instance, "rescue")
     with step(instance, "rescue", "image"), redis_locks.held(instance.host_id, f"image:{image.pk}"):
@@ -417,7 +417,7 @@ def unrescue(instance_id) -> str:
     instance = _load(instance_id, S.UNRESCUING)
     if instance is None:
         return "skipped"
-    drv = driver(instance.host)
+    drv = instance_driver(instance)
     _stop(instance, "unrescue")
     with step(instance, "unrescue", "define"):
         drv.ensure_defined(_spec(instance))
@@ -438,10 +438,15 @@ def migrate(instance_id) -> str:
     if target is None:
         raise StepFailed("switch", HostError("the migration's target host is gone"))
     source = instance.host
-    src, dst = driver(source), driver(target)
+    src, dst = instance_driver(instance, source), instance_driver(instance, target)
     uuid = str(instance.pk)
     live = instance.pending.get("from_state") == S.RUNNING
-    if live:
+    if instance.shared_disk:
+        # Both hosts see the disk on the segment's shared storage: nothing to copy.
+        with step(instance, "migrate", "disk"):
+            if not dst.has_disk(uuid):
+                raise HostError(f"the disk of {uuid} is not in the shared pool of {target.name}")
+    elif live:
         with step(instance, "migrate", "prepare"):
             dst.prepare_disk(uuid, src.disk_capacity(uuid))
     else:
@@ -465,7 +470,7 @@ def migrate(instance_id) -> str:
         firewall.apply_host(target)
     if live:
         with step(instance, "migrate", "migrate"):
-            status = src.migrate_live(uuid, dst, _spec(moved))
+            status = src.migrate_live(uuid, dst, _spec(moved), copy_storage=not instance.shared_disk)
         settled_fields = {"power_state": status.power, "vnc_port": status.vnc_port}
     else:
         with step(instance, "migrate", "define"):
@@ -497,9 +502,12 @@ def _clean_source(instance: Instance, source: Host) -> None:
     a failure is logged, and the hourly orphan report shows what stayed."""
     try:
         with step(instance, "migrate", "cleanup"):
-            drv = driver(source)
-            drv.delete(str(instance.pk), instance.mac_address)
-            drv.delete_export(str(instance.pk))
+            drv = instance_driver(instance, source)
+            if instance.shared_disk:
+                drv.forget(str(instance.pk), instance.mac_address)  # the disk is the target's now
+            else:
+                drv.delete(str(instance.pk), instance.mac_address)
+                drv.delete_export(str(instance.pk))
         firewall.apply_host(source)
     except (StepFailed, HostError, TransientHostError, redis_locks.Busy, Superseded) as exc:
         log.warning("leftovers of %s on %s: %s", instance.pk, source.name, exc)
@@ -515,8 +523,8 @@ def undo_migration(instance_id) -> None:
     from compute import migration  # it queues tasks, which import this module
 
     if target is not None and instance.pending.get("from_state") == S.RUNNING:
-        there = driver(target).status(str(instance.pk))
-        if there.power == "running" and driver(instance.host).status(str(instance.pk)).power == "missing":
+        there = instance_driver(instance, target).status(str(instance.pk))
+        if there.power == "running" and instance_driver(instance).status(str(instance.pk)).power == "missing":
             # The guest already runs on the target: undoing would kill it. The operator
             # decides; the instance goes to error naming the step.
             log.error("live migration of %s failed after the guest moved to %s", instance.pk, target.name)
@@ -525,15 +533,47 @@ def undo_migration(instance_id) -> None:
         return
     if target is not None:
         try:
-            driver(target).delete(str(instance.pk), instance.mac_address)
+            there = instance_driver(instance, target)
+            # A shared disk is the source's still: only the target's domain and entry go.
+            (there.forget if instance.shared_disk else there.delete)(str(instance.pk), instance.mac_address)
             firewall.apply_host(target)
         except (HostError, TransientHostError, redis_locks.Busy) as exc:
             log.warning("leftovers of a failed migration of %s on %s: %s", instance.pk, target.name, exc)
     try:
-        driver(instance.host).delete_export(str(instance.pk))
+        instance_driver(instance).delete_export(str(instance.pk))
     except (HostError, TransientHostError) as exc:
         log.warning("export of %s left on %s: %s", instance.pk, instance.host.name, exc)
     _settle(instance, S.MIGRATING, instance.pending.get("from_state", S.STOPPED))
+
+
+def evacuate(instance_id) -> str:
+    """Start an HA instance of a dead (and fenced) host on the host its evacuation claimed
+    (compute.evacuation), from its disk on the segment's shared storage, at its own address.
+    The instance's host is the new one already; the dead one's copy is removed when it returns."""
+    instance = _load(instance_id, S.EVACUATING)
+    if instance is None:
+        return "skipped"
+    drv = instance_driver(instance)
+    uuid = str(instance.pk)
+    with step(instance, "evacuate", "disk"):
+        if not drv.has_disk(uuid):
+            raise HostError(f"the disk of {uuid} is not in the shared pool of {instance.host.name}")
+    with step(instance, "evacuate", "seed"):
+        if instance.image.format != Image.Format.ISO:
+            drv.ensure_seed(uuid, _seed(instance))
+    with step(instance, "evacuate", "dhcp"):
+        drv.ensure_dhcp(instance.mac_address, instance.ip_address, f"i-{instance.pk.hex}")
+        _ensure_dns(instance)
+    with step(instance, "evacuate", "firewall"):
+        firewall.apply_host(instance.host)
+    with step(instance, "evacuate", "define"):
+        drv.ensure_defined(_spec(instance))
+    if instance.pending.get("was") != S.RUNNING:
+        _settle(instance, S.EVACUATING, S.STOPPED, power_state="shutoff", vnc_port=None)
+        return "stopped"
+    status = _start(instance, "evacuate")
+    _settle(instance, S.EVACUATING, S.RUNNING, power_state=status.power, vnc_port=status.vnc_port)
+    return "running"
 
 
 def fail_snapshot_image(instance_id) -> None:
@@ -547,7 +587,7 @@ def delete(instance_id) -> str:
     if instance is None:
         return "skipped"
     with step(instance, "delete", "destroy"):
-        driver(instance.host).delete(str(instance.pk), instance.mac_address)
+        instance_driver(instance).delete(str(instance.pk), instance.mac_address)
     with transaction.atomic():
         lock_host(instance.host_id)
         # The conditional update makes the release happen exactly once, however often this runs.

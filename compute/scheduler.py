@@ -96,13 +96,16 @@ def release(host_id, size: Size) -> None:
     )
 
 
-def place(size: Size, image: Image, *, exclude=(), segment: str | None = None) -> Host:
+def place(size: Size, image: Image, *, exclude=(), segment: str | None = None, shared: bool = False) -> Host:
     """Claim room on the best host for the size (not one of `exclude`; of `segment` only, when
-    given); raises NoValidHost when none has it."""
+    given; with a shared pool, when `shared`: an HA instance's disk lives there); raises
+    NoValidHost when none has it."""
     for _round in range(ROUNDS):
         hosts = candidate_hosts(size, image).exclude(pk__in=list(exclude))
         if segment is not None:
             hosts = hosts.filter(segment=segment)
+        if shared:
+            hosts = hosts.exclude(shared_pool="")
         candidates = list(hosts[:CANDIDATES_PER_ROUND])
         if not candidates:
             break

@@ -25,7 +25,7 @@ from django.utils.translation import gettext_lazy
 
 from base.errors import Conflict, Invalid, NotPermitted, QuotaExceeded
 from compute import cloudinit, dns, firewall, idempotency, leases, scheduler, security_groups, tasks
-from compute.driver_refs import driver
+from compute.driver_refs import driver, instance_driver
 from compute.drivers.base import GuestAgentUnavailable, HostError, TransientHostError
 from compute.models import (
     CUSTOM_SIZE_FIELDS,
@@ -166,13 +166,14 @@ def _free_address(pool: IpPool) -> str | None:
 ADDRESS_TRIES = 5
 
 
-def _place_with_address(size: Size, image: Image) -> tuple[Host, IpPool, str]:
+def _place_with_address(size: Size, image: Image, *, shared: bool = False) -> tuple[Host, IpPool, str]:
     """A host claimed for the size that also has a free address: the host, its pool and the
-    address. A host with room but a full pool gives its claim back; the next best is tried."""
+    address. A host with room but a full pool gives its claim back; the next best is tried.
+    `shared`: only hosts with a shared pool (an HA flavor)."""
     full = []
     for _try in range(ADDRESS_TRIES):
         try:
-            host = scheduler.place(size, image, exclude=[h.pk for h in full])
+            host = scheduler.place(size, image, exclude=[h.pk for h in full], shared=shared)
         except scheduler.NoValidHost as exc:
             if not full:
                 raise Conflict(str(exc)) from None
@@ -354,7 +355,9 @@ def _make_instance(
 ) -> Instance:
     """Claim a host and an address for one instance, write its rows and queue its build on
     commit. The caller holds the tenant's quota row lock in an open transaction."""
-    host, pool, address = _place_with_address(request.size, image)
+    # An HA flavor's disk lives on shared storage, where another host can start it.
+    shared = bool(request.flavor_id) and Flavor.objects.filter(pk=request.flavor_id, ha=True).exists()
+    host, pool, address = _place_with_address(request.size, image, shared=shared)
     plain, password_hash = password
     instance = Instance(
         tenant=actor.tenant,
@@ -364,6 +367,7 @@ def _make_instance(
         password_hash=password_hash,
         flavor_id=request.flavor_id,
         host=host,
+        shared_disk=shared,
         user_data=request.user_data,
         ssh_keys=[key.public_key for key in keys],
         created_by=actor.user,
@@ -628,7 +632,7 @@ def console_log(*, instance: Instance, max_bytes: int) -> bytes:
     if current.state == InstanceState.DELETED:
         return b""
     try:
-        return driver(current.host).console_log(str(current.pk), max_bytes)
+        return instance_driver(current).console_log(str(current.pk), max_bytes)
     except (HostError, TransientHostError) as exc:
         raise Conflict(
             _("The console log cannot be read from the instance's host now: %(error)s") % {"error": exc}

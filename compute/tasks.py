@@ -23,7 +23,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from compute import idempotency, images, leases, operations, upkeep
+from compute import evacuation, idempotency, images, leases, operations, upkeep
 from compute.drivers.base import TransientHostError
 from compute.models import Host, InstanceState
 from compute.redis_locks import Busy
@@ -159,6 +159,11 @@ def migrate(self, instance_id: str, attempt: int = 0) -> str:
     return _run(self, instance_id, operations.migrate, S.MIGRATING, attempt, operations.undo_migration)
 
 
+@instance_task
+def evacuate(self, instance_id: str, attempt: int = 0) -> str:
+    return _run(self, instance_id, operations.evacuate, S.EVACUATING, attempt)
+
+
 TASK_FOR_STATE = {
     S.BUILDING: provision,
     S.STARTING: start,
@@ -172,6 +177,7 @@ TASK_FOR_STATE = {
     S.RESCUING: rescue,
     S.UNRESCUING: unrescue,
     S.MIGRATING: migrate,
+    S.EVACUATING: evacuate,
 }
 
 
@@ -209,7 +215,11 @@ def delete_image_volumes(image_id: str, host_id: str) -> str:
 
 @shared_task
 def host_heartbeat(host_id: str) -> dict:
-    return upkeep.heartbeat(host_id)
+    report = upkeep.heartbeat(host_id)
+    if report["returned"]:
+        # Back from the dead: copies of instances that run elsewhere now go first.
+        report["reclaimed"] = evacuation.reclaim_host(host_id)
+    return report
 
 
 @shared_task
@@ -239,6 +249,8 @@ def check_hosts() -> dict:
     """Beat: ask every host for a heartbeat; mark hosts down whose worker stayed silent and
     whose hypervisor does not answer either."""
     report = upkeep.check_silent_hosts()
+    down = Host.objects.filter(name__in=report["marked_down"]).values_list("name", "id")
+    report["evacuated"] = {name: evacuation.evacuate_host(host_id) for name, host_id in down}
     upkeep.ask_for_heartbeats(WATCHED)
     asked = _fan_out(host_heartbeat, WATCHED)
     return {"asked": asked, **report}

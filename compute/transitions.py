@@ -27,9 +27,11 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     # An operator moves an instance to another host (compute.migration): a stopped one cold,
     # a running one live.
     "migrate": (frozenset({S.STOPPED, S.RUNNING}), S.MIGRATING),
+    # The system starts an HA instance of a dead host on another host (compute.evacuation).
+    "evacuate": (frozenset({S.HOST_DOWN}), S.EVACUATING),
 }
-# Actions only operators may start: never offered to the instance's tenant.
-OPERATOR_ACTIONS = frozenset({"migrate"})
+# Actions only operators (or the system) may start: never offered to the instance's tenant.
+OPERATOR_ACTIONS = frozenset({"migrate", "evacuate"})
 
 # The action behind each in-flight state (a build is the "create" action), for the reaper
 # that resumes the work of a dead worker.
@@ -42,8 +44,9 @@ IN_FLIGHT = frozenset(ACTION_OF_IN_FLIGHT)
 # States in which nothing happens by itself. A rescued guest runs (and bills) as running.
 STABLE_STATES = frozenset({S.RUNNING, S.STOPPED, S.RESCUE})
 # States an instance rests in until someone acts: pages stop polling it, and the state log
-# (billing, SLA) records only these; in-flight states keep whatever the last one was.
-SETTLED_STATES = STABLE_STATES | {S.ERROR, S.DELETED}
+# (billing, SLA) records only these; in-flight states keep whatever the last one was. An
+# instance rests in host_down until its host returns or it is started elsewhere.
+SETTLED_STATES = STABLE_STATES | {S.ERROR, S.DELETED, S.HOST_DOWN}
 
 
 def allowed_actions(state: str, *, has_iso: bool = False) -> list[str]:
@@ -75,6 +78,8 @@ STATE_WORDS = {
     S.RESCUE: pgettext_lazy("instance state", "rescue"),
     S.UNRESCUING: pgettext_lazy("instance state", "unrescuing"),
     S.MIGRATING: pgettext_lazy("instance state", "migrating"),
+    S.HOST_DOWN: pgettext_lazy("instance state", "host_down"),
+    S.EVACUATING: pgettext_lazy("instance state", "evacuating"),
 }
 ACTION_WORDS = {
     "start": pgettext_lazy("instance action", "start"),
@@ -88,6 +93,7 @@ ACTION_WORDS = {
     "rescue": pgettext_lazy("instance action", "rescue"),
     "unrescue": pgettext_lazy("instance action", "unrescue"),
     "migrate": pgettext_lazy("instance action", "migrate"),
+    "evacuate": pgettext_lazy("instance action", "evacuate"),
 }
 
 

@@ -36,14 +36,15 @@ def heartbeat(host_id) -> dict:
         "status_detail": "",
     }
     Host.objects.filter(pk=host.pk).update(**fields)
-    history.set_host_status([host.pk], Host.Status.UP, only_from=[Host.Status.DOWN])
-    return {"vcpus": info.vcpus, "memory_mb": info.memory_mb, "disk_gb": info.disk_gb}
+    returned = bool(history.set_host_status([host.pk], Host.Status.UP, only_from=[Host.Status.DOWN]))
+    return {"vcpus": info.vcpus, "memory_mb": info.memory_mb, "disk_gb": info.disk_gb, "returned": returned}
 
 
 def check_silent_hosts() -> dict:
     """Hosts whose worker has not answered a heartbeat asked of it HOST_DOWN_AFTER_SECONDS
     ago. A silent worker is not a dead host: the hypervisor is asked directly, and only a host
-    whose hypervisor does not answer either goes down (its guests' downtime counts for SLA).
+    whose hypervisor has not answered for as long either goes down (its guests' downtime counts
+    for SLA, and compute.evacuation acts on them).
     One whose hypervisor answers stays up, takes no new instances (the scheduler skips hosts
     with an unanswered request that old), and says why in its status detail.
 
@@ -60,6 +61,8 @@ def check_silent_hosts() -> dict:
             )
             worker_silent.append(host.name)
             continue
+        if host.hypervisor_seen_at and host.hypervisor_seen_at > cutoff:
+            continue  # reached less than HOST_DOWN_AFTER ago: not dead long enough to say so
         Host.objects.filter(pk=host.pk).update(status_detail="Neither the host's worker nor its hypervisor answers.")
         if history.set_host_status([host.pk], Host.Status.DOWN, only_from=[Host.Status.UP]):
             down.append(host.name)

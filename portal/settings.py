@@ -1,5 +1,6 @@
 """Settings, all read from the environment with defaults that run on a fresh checkout."""
 
+import shlex
 from pathlib import Path
 
 import dj_database_url
@@ -315,6 +316,12 @@ HOST_HEARTBEAT_SECONDS = env_int("HOST_HEARTBEAT_SECONDS", 30)
 HOST_DOWN_AFTER_SECONDS = env_int("HOST_DOWN_AFTER_SECONDS", 120)
 # A silent host's hypervisor is asked directly before the host is called down; this long.
 HYPERVISOR_PROBE_SECONDS = env_int("HYPERVISOR_PROBE_SECONDS", 10)
+# Fencing a host declared down (compute.evacuation): a command that powers it off for sure
+# (IPMI, a PDU, a cloud's API), run without a shell, `{host}` and `{uri}` in its words replaced by
+# the host's name and libvirt URI; exit status 0 means fenced. Only a fenced host's HA instances
+# are started elsewhere; without a command they wait for their host, as the others do.
+HOST_FENCE_COMMAND = shlex.split(env_str("HOST_FENCE_COMMAND", ""))
+HOST_FENCE_TIMEOUT = env_int("HOST_FENCE_TIMEOUT", 60)
 # Instance leases (compute.leases): a dead worker's lease is gone this long after it died, and
 # its work is queued again once no task has held the instance for REAP_AFTER_SECONDS.
 LEASE_SECONDS = env_int("LEASE_SECONDS", 30)

@@ -15,9 +15,11 @@ from pathlib import Path
 POOL_GB = 100
 
 
-def host_xml(*, name: str, cpus: int, memory_mb: int, subnet: int) -> str:
+def host_xml(*, name: str, cpus: int, memory_mb: int, subnet: int, shared_pool: str | None = None) -> str:
     """A node with one dir pool `<name>-pool` (POOL_GB) and one network `<name>-net` on
-    10.<100+a>.<b>.0/24, which exists only as data inside the test driver."""
+    10.<100+a>.<b>.0/24, which exists only as data inside the test driver; and `shared_pool`,
+    a second pool standing in for storage shared with other hosts (a test copies what the
+    other hosts would see there: the test driver's pools are its own)."""
     node = ET.Element("node")
     cpu = ET.SubElement(node, "cpu")
     for tag, value in [
@@ -35,6 +37,10 @@ def host_xml(*, name: str, cpus: int, memory_mb: int, subnet: int) -> str:
     ET.SubElement(pool, "name").text = f"{name}-pool"
     target = ET.SubElement(pool, "target")
     ET.SubElement(target, "path").text = f"/{name}-pool"
+    if shared_pool:
+        shared = ET.SubElement(node, "pool", type="dir")
+        ET.SubElement(shared, "name").text = shared_pool
+        ET.SubElement(ET.SubElement(shared, "target"), "path").text = f"/{shared_pool}"
     net = ET.SubElement(node, "network")
     ET.SubElement(net, "name").text = f"{name}-net"
     ET.SubElement(net, "bridge", name=f"vb{subnet}")
@@ -45,10 +51,12 @@ def host_xml(*, name: str, cpus: int, memory_mb: int, subnet: int) -> str:
     return ET.tostring(node, encoding="unicode")
 
 
-def write_host(directory: Path, *, name: str, cpus: int = 8, memory_mb: int = 16384, subnet: int = 0) -> dict:
+def write_host(
+    directory: Path, *, name: str, cpus: int = 8, memory_mb: int = 16384, subnet: int = 0, shared_pool: str = ""
+) -> dict:
     """Write the node file and return the arguments that register it as a host."""
     path = directory / f"{name}.xml"
-    path.write_text(host_xml(name=name, cpus=cpus, memory_mb=memory_mb, subnet=subnet))
+    path.write_text(host_xml(name=name, cpus=cpus, memory_mb=memory_mb, subnet=subnet, shared_pool=shared_pool))
     return {
         "name": name,
         "uri": f"test://{path}",

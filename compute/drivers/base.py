@@ -225,11 +225,19 @@ class ComputeDriver(abc.ABC):
         """The virtual size of the instance's disk, in bytes."""
 
     @abc.abstractmethod
-    def migrate_live(self, uuid: str, target: ComputeDriver, spec: DomainSpec) -> DomainStatus:
+    def migrate_live(
+        self, uuid: str, target: ComputeDriver, spec: DomainSpec, *, copy_storage: bool = True
+    ) -> DomainStatus:
         """Move the running domain to `target` without stopping it, its disks copied on the way
-        (no shared storage needed), defined there as `spec` says and gone from here; its status
-        there. Done already (running there, gone here): the same answer. When it fails, the
-        guest runs on here as before (libvirt's guarantee)."""
+        (no shared storage needed) unless `copy_storage` is False (both see the disk on shared
+        storage), defined there as `spec` says and gone from here; its status there. Done
+        already (running there, gone here): the same answer. When it fails, the guest runs on
+        here as before (libvirt's guarantee)."""
+
+    @abc.abstractmethod
+    def has_disk(self, uuid: str) -> bool:
+        """Whether the instance's disk is in the pool, as the storage shows it now (a shared
+        pool: another host may have written it)."""
 
     @abc.abstractmethod
     def ensure_defined(self, spec: DomainSpec) -> None:
@@ -263,6 +271,11 @@ class ComputeDriver(abc.ABC):
     def delete(self, uuid: str, mac: str) -> None:
         """Remove domain, disk and seed volumes and the DHCP entry. Whatever is already gone
         is skipped, so a delete that failed half-way can simply run again."""
+
+    @abc.abstractmethod
+    def forget(self, uuid: str, mac: str) -> None:
+        """Remove the domain (destroyed first if it runs) and the DHCP entry, but no volume:
+        the disk on shared storage belongs to the copy that runs on another host now."""
 
     @abc.abstractmethod
     def delete_image(self, image: ImageRef) -> None:

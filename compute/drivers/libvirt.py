@@ -564,7 +564,9 @@ class LibvirtDriver(ComputeDriver):
         pool_path = lx.pool_path_of(self._pool().XMLDesc(0))
         return f"{pool_path.rstrip('/')}/{console_log_volume(uuid)}" if pool_path else None
 
-    def migrate_live(self, uuid: str, target: ComputeDriver, spec: DomainSpec) -> DomainStatus:
+    def migrate_live(
+        self, uuid: str, target: ComputeDriver, spec: DomainSpec, *, copy_storage: bool = True
+    ) -> DomainStatus:
         assert isinstance(target, LibvirtDriver)
         with self._translated(f"live migration of {uuid}"):
             dom = self._domain(uuid)
@@ -594,13 +596,12 @@ class LibvirtDriver(ComputeDriver):
                 libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: xml,
             }
             # The disks are copied while the guest runs (no shared storage); the definition
-            # moves with it, and the source's goes once the guest runs there.
-            flags = (
-                libvirt.VIR_MIGRATE_LIVE
-                | libvirt.VIR_MIGRATE_PERSIST_DEST
-                | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-                | libvirt.VIR_MIGRATE_NON_SHARED_DISK
-            )
+            # moves with it, and the source's goes once the guest runs there. On shared storage
+            # nothing is copied (libvirt refuses that as unsafe unless the pool is on a shared
+            # or cluster filesystem, or the disks' cache is none).
+            flags = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+            if copy_storage:
+                flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
             moved = dom.migrate3(target.conn, params, flags)
             return target._status_of(moved)
 
@@ -702,13 +703,27 @@ class LibvirtDriver(ComputeDriver):
             pool.createXML(lx.volume_xml(complete_marker(image.volume), 0, "raw"), 0)
             return vol.info()[1]
 
-    def delete(self, uuid: str, mac: str) -> None:
-        with self._translated(f"delete {uuid}"):
+    def has_disk(self, uuid: str) -> bool:
+        with self._translated(f"disk of {uuid}"):
+            self._refresh(self._pool())
+            return self._volume(disk_volume(uuid)) is not None
+
+    def forget(self, uuid: str, mac: str) -> None:
+        with self._translated(f"forget {uuid}"):
             dom = self._domain(uuid)
             if dom is not None:
                 if dom.isActive():
                     dom.destroy()
                 dom.undefine()  # BIOS guests without NVRAM or managed save: no flags needed
+            net = self.conn.networkLookupByName(self.host.network)
+            for entry in lx.dhcp_hosts_of(net.XMLDesc(0)):
+                if entry.get("mac", "").lower() == mac.lower():
+                    self._dhcp_update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, entry["mac"], entry["ip"], "")
+                    self.ensure_dns(entry["ip"], ())
+
+    def delete(self, uuid: str, mac: str) -> None:
+        with self._translated(f"delete {uuid}"):
+            self.forget(uuid, mac)
             disk = disk_volume(uuid)
             names = (disk, complete_marker(disk), seed_volume(uuid), rescue_volume(uuid))
             names += (export_volume(uuid), complete_marker(export_volume(uuid)))
@@ -717,11 +732,6 @@ class LibvirtDriver(ComputeDriver):
                 if vol is not None:
                     vol.delete(0)
             self._delete_console_logs(uuid)
-            net = self.conn.networkLookupByName(self.host.network)
-            for entry in lx.dhcp_hosts_of(net.XMLDesc(0)):
-                if entry.get("mac", "").lower() == mac.lower():
-                    self._dhcp_update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, entry["mac"], entry["ip"], "")
-                    self.ensure_dns(entry["ip"], ())
 
     def _delete_console_logs(self, uuid: str) -> None:
         """The console log and the old ones virtlogd rotated beside it (<name>.0, .1, ...)."""

@@ -7,6 +7,8 @@
 #   second-host.sh stop-libvirtd NAME [--kill]   stop its libvirtd by PID (SIGTERM, or SIGKILL)
 #   second-host.sh start-libvirtd NAME     start that libvirtd again, the same way
 #   second-host.sh restart-libvirtd NAME [--kill]   both: a restart (or a crash) as clients see it
+#   second-host.sh fence NAME              what powering the host off does to its guests: every
+#                                          QEMU of its libvirtd killed by PID (its daemons stay)
 #
 # NAME: a lowercase name of at most 24 characters ([a-z0-9-]), unique to whoever runs it (the
 # tests put their run id in it). ADDR_INDEX: 1..254, which /30 of 10.243.0.0/16 the host gets:
@@ -72,7 +74,7 @@ die() {
 }
 
 usage() {
-  sed -n '3,9p' "$SELF" | sed 's/^# \{0,1\}//' >&2
+  sed -n '3,11p' "$SELF" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -424,6 +426,20 @@ cmd_restart_libvirtd() {
   report
 }
 
+cmd_fence() {
+  [ $# -eq 1 ] || usage
+  check_name "$1"
+  load "$1"
+  [ -f "$STATE/index" ] || die "$NAME is not up"
+  local file pid
+  for file in "$STATE"/run/qemu/*.pid; do
+    [ -e "$file" ] || continue
+    if pid=$(our_pid "$file"); then
+      stop_pid "$pid" KILL
+    fi
+  done
+}
+
 cd /
 command=${1:-}
 [ -n "$command" ] || usage
@@ -435,5 +451,6 @@ case "$command" in
   stop-libvirtd) cmd_stop_libvirtd "$@" ;;
   start-libvirtd) cmd_start_libvirtd "$@" ;;
   restart-libvirtd) cmd_restart_libvirtd "$@" ;;
+  fence) cmd_fence "$@" ;;
   *) usage ;;
 esac

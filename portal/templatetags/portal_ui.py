@@ -105,6 +105,8 @@ STATUS_LABELS = [
     pgettext_lazy("status", "Rescue"),
     pgettext_lazy("status", "Leaving rescue"),
     pgettext_lazy("status", "Migrating"),
+    pgettext_lazy("status", "Host down"),
+    pgettext_lazy("status", "Restarting on another host"),
     pgettext_lazy("status", "Requested"),
     pgettext_lazy("status", "Done"),
     pgettext_lazy("status", "Failed"),
@@ -153,6 +155,7 @@ ACTION_LABELS = {
     "unthrottle": pgettext_lazy("action log", "Unthrottle"),
     "sync": pgettext_lazy("action log", "Sync with host"),
     "migrate": pgettext_lazy("action log", "Migrate"),
+    "evacuate": pgettext_lazy("action log", "Restart on another host"),
 }
 STEP_LABELS = {
     "image": pgettext_lazy("action step", "Image"),
@@ -178,10 +181,13 @@ STEP_LABELS = {
     "power": pgettext_lazy("action step", "Power state"),
     "agent": pgettext_lazy("action step", "Guest agent"),
     "bandwidth": pgettext_lazy("action step", "Bandwidth"),
+    "host_down": pgettext_lazy("action step", "Host down"),
+    "host_back": pgettext_lazy("action step", "Host back"),
 }
 AUDIT_LABELS = {
     "host.status": pgettext_lazy("audit", "Host status changed"),
     "host.drain": pgettext_lazy("audit", "Host drained"),
+    "host.evacuate": pgettext_lazy("audit", "Host evacuated"),
     "image.delete": pgettext_lazy("audit", "Image deleted"),
     "image.import": pgettext_lazy("audit", "Image imported"),
     "image.rename": pgettext_lazy("audit", "Image renamed"),

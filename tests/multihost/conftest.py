@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
 import libvirt
 import pytest
@@ -105,10 +106,21 @@ def portal_hosts(namespaced_libvirtd, transactional_db, operator):
     daemons stop (this fixture depends on theirs, so it is torn down first)."""
     registered: list[NamespacedHost] = []
 
-    def register(ns: NamespacedHost, *, segment: str = "", gateway_index: int = 0) -> Host:
+    def register(
+        ns: NamespacedHost, *, segment: str = "", gateway_index: int = 0, shared_dir: Path | None = None
+    ) -> Host:
         """`segment`: the host joins it (a static-only DHCP server, the gateway address at
-        `gateway_index`); joining the hosts' bridges is the test's part."""
+        `gateway_index`); joining the hosts' bridges is the test's part. `shared_dir`: a
+        directory every host of the segment sees at one path (the stand-in for NFS), made
+        the host's shared pool `<name>-shared`."""
         registered.append(ns)
+        shared_pool = f"{ns.name}-shared" if shared_dir else ""
+        if shared_dir:
+            conn = libvirt.open(ns.uri)
+            try:
+                localhost.ensure_pool(conn, shared_pool, shared_dir)
+            finally:
+                conn.close()
         plan = localhost.prepare(
             ns.uri,
             pool=ns.name,
@@ -129,6 +141,7 @@ def portal_hosts(namespaced_libvirtd, transactional_db, operator):
                 "vnc_listen": ns.address,  # reachable from this side, through the veth
                 "shaping": shaping,
                 "segment": segment,
+                "shared_pool": shared_pool,
             },
             format="json",
         )
@@ -147,6 +160,7 @@ def portal_hosts(namespaced_libvirtd, transactional_db, operator):
             pool_first=plan["pool_first"],
             pool_last=plan["pool_last"],
             segment=segment,
+            shared_pool=shared_pool,
         )
         assert str(host.pk) == response.json()["id"]
         return host
@@ -169,6 +183,7 @@ def _remove_libvirt_objects(ns: NamespacedHost) -> None:
                 dom.destroy()
             dom.undefine()
         localhost.remove(conn, pool=ns.name, network=ns.name)
+        localhost.remove(conn, pool=f"{ns.name}-shared")
     except (HostScriptError, libvirt.libvirtError) as exc:
         print(f"second host {ns.name}: cleaning up through libvirt failed ({exc}); the namespace goes anyway")
     finally:
@@ -180,6 +195,17 @@ def _remove_libvirt_objects(ns: NamespacedHost) -> None:
 def second_host(second_libvirtd, portal_hosts) -> Host:
     """One second host, registered; see `portal_hosts`."""
     return portal_hosts(second_libvirtd)
+
+
+@pytest.fixture
+def shared_dir(namespaces_work):
+    """A directory every namespaced host sees at the same path, standing in for NFS: outside
+    the hosts' bind mounts, traversable by QEMU's user; removed afterwards."""
+    path = Path(os.environ.get("PORTAL_HOSTS_DIR", "/var/lib/portal-hosts")) / f"shared-{RUN_ID}-{uuid.uuid4().hex[:6]}"
+    path.mkdir(parents=True)
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -110,13 +110,14 @@ def test_it_moves_a_stopped_guest_to_another_real_host_with_its_disk(
     assert held(second.uri, uuid) == ([], [])
 
 
-def join_segment(namespaced_libvirtd, portal_hosts) -> tuple:
+def join_segment(namespaced_libvirtd, portal_hosts, shared_dir: Path | None = None) -> tuple:
     """Two real hosts of one segment, their guest bridges joined by a veth pair (one L2 network:
-    each host's dnsmasq answers only its own guests, the gateways are .1 and .2)."""
+    each host's dnsmasq answers only its own guests, the gateways are .1 and .2); `shared_dir`:
+    both mount it as their shared pool."""
     first_ns, second_ns = namespaced_libvirtd(), namespaced_libvirtd()
     segment = f"seg-{RUN_ID}"
-    first = portal_hosts(first_ns, segment=segment, gateway_index=0)
-    second = portal_hosts(second_ns, segment=segment, gateway_index=1)
+    first = portal_hosts(first_ns, segment=segment, gateway_index=0, shared_dir=shared_dir)
+    second = portal_hosts(second_ns, segment=segment, gateway_index=1, shared_dir=shared_dir)
     near, far = f"sg{RUN_ID[:6]}a", f"sg{RUN_ID[:6]}b"
     joined = first_ns.in_namespace(
         "ip", "link", "add", near, "type", "veth", "peer", "name", far, "netns", second_ns.name

@@ -49,6 +49,7 @@ class HostSerializer(serializers.ModelSerializer):
             "disk_gb_used",
             "capacity",
             "storage_pool",
+            "shared_pool",
             "network",
             "vnc_listen",
             "shaping",
@@ -58,6 +59,7 @@ class HostSerializer(serializers.ModelSerializer):
             "instances",
         ]
         read_only_fields = [
+            "shared_pool",
             "vcpus_total",
             "memory_mb_total",
             "disk_gb_total",
@@ -87,6 +89,13 @@ class HostRegisterSerializer(StrictSerializer):
         default="",
         allow_blank=True,
         help_text="Hosts of one segment share an L2 network and its addresses (instances keep theirs when moved).",
+    )
+    shared_pool = serializers.CharField(
+        max_length=100,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="A storage pool on storage all hosts of the segment mount at one path (NFS): HA instances' disks.",
     )
     pool_first = serializers.IPAddressField(
         protocol="IPv4", required=False, help_text="First address of the portal's pool (default: the DHCP range's)."
