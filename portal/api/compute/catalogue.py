@@ -57,6 +57,7 @@ class FlavorSerializer(serializers.ModelSerializer):
             "bandwidth_mbit",
             "traffic_gb",
             "sla_percent",
+            "ha",
         ]
 
 
