@@ -94,6 +94,12 @@ def ingest(*, host: Host, taken_at: datetime, stats: list[DomainStats]) -> int:
     return len(samples)
 
 
+def sample_before_move(sender, *, host: Host, stats: DomainStats, **kwargs) -> None:
+    """The last reading of a guest's counters on the host it leaves: what it sent since the
+    previous sample would be lost with the old QEMU (a live migration; compute.signals)."""
+    ingest(host=host, taken_at=timezone.now(), stats=[stats])
+
+
 def month_start(moment: datetime) -> datetime:
     return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 

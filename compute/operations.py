@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from compute import cloudinit, dns, firewall, history, leases, redis_locks, scheduler
+from compute import cloudinit, dns, firewall, history, leases, redis_locks, scheduler, signals
 from compute.driver_refs import driver, image_ref, instance_driver
 from compute.drivers.base import DomainSpec, HostError, TransientHostError
 from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpAllocation, IpPool
@@ -470,6 +470,10 @@ def migrate(instance_id) -> str:
         firewall.apply_host(target)
     if live:
         with step(instance, "migrate", "migrate"):
+            # Metering's last look at the old QEMU's counters; the new one starts at zero.
+            reading = [stats for stats in src.all_stats() if stats.uuid == uuid]
+            if reading:
+                signals.leaving_host.send(sender=Instance, host=source, stats=reading[0])
             status = src.migrate_live(uuid, dst, _spec(moved), copy_storage=not instance.shared_disk)
         settled_fields = {"power_state": status.power, "vnc_port": status.vnc_port}
     else:

@@ -1,6 +1,8 @@
 """Meter samples: growth between samples, counter resets, reruns, and the real collection on
 libvirt's test driver."""
 
+import time_machine
+
 from billing import metering, usage
 from billing.models import MeterSample
 from compute import services
@@ -134,3 +136,20 @@ def test_it_drops_a_collection_that_arrives_after_a_later_one(tasks_inline, host
     assert late == 0
     assert [tx for tx, _rx, _cpu in deltas(instance)] == [100, 200]
     assert metering.traffic_this_month([instance.pk], at(2026, 3, 31)) == {instance.pk: 300}
+
+
+def test_it_keeps_what_a_guest_sent_before_it_left_its_host_live(tasks_inline, host, image, alice, tenant_a):
+    # given: sampled at 10:00 with 100 MiB sent; a live migration at 10:00:30, by which time it
+    # had sent 160; the new QEMU on the target starts at zero and reads 30 at 10:01
+    from compute import signals
+
+    instance = create(alice, tenant_a, image, "web", priced_flavor("small"), at(2026, 3, 1))
+    sample(host, at(2026, 3, 2, 10), (instance, 100 * MIB))
+
+    # when: compute says it is leaving (operations.migrate, just before the move)
+    with time_machine.travel(at(2026, 3, 2, 10, 0, 30), tick=False):
+        signals.leaving_host.send(sender=None, host=host, stats=stats(instance, tx=160 * MIB))
+    sample(host, at(2026, 3, 2, 10, 1), (instance, 30 * MIB))
+
+    # then: none of the 60 MiB sent before the move is lost, and nothing counts twice
+    assert [tx for tx, _rx, _cpu in deltas(instance)] == [100 * MIB, 60 * MIB, 30 * MIB]
