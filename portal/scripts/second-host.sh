@@ -22,7 +22,9 @@
 #  2. `ip netns add NAME`, and a veth pair: vo<hash> here with 10.243.N.1/30, vi<hash> in the
 #     namespace with 10.243.N.2/30 (hash: 8 hex digits of NAME's SHA-1; names stay under 15),
 #     and a route to 10.243.0.0/16 through this side, so that hosts reach each other (a live
-#     migration's memory and disk stream goes host to host) where this machine forwards IPv4.
+#     migration's memory and disk stream goes host to host): IPv4 forwarding is switched on for
+#     vo<hash> alone (Linux forwards what arrives on an interface that forwards), not for the
+#     machine's other interfaces.
 #  3. Private copies in the state directory: etc/ (a copy of /etc/libvirt without any domain,
 #     network, pool or secret, and with its own libvirtd.conf: listen_tcp = 1, listen_tls = 0,
 #     auth_tcp = "none", listen_addr = 10.243.N.2, a fresh host_uuid, warnings logged to
@@ -333,6 +335,7 @@ cmd_up() {
       && ip link add "$VETH_OUT" type veth peer name "$VETH_IN" netns "$NAME" \
       && ip addr add "$PEER_ADDRESS/30" dev "$VETH_OUT" \
       && ip link set "$VETH_OUT" up \
+      && sysctl -qw "net.ipv4.conf.$VETH_OUT.forwarding=1" \
       && ip -n "$NAME" addr add "$ADDRESS/30" dev "$VETH_IN" \
       && ip -n "$NAME" link set "$VETH_IN" up \
       && ip -n "$NAME" link set lo up \

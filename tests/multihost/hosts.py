@@ -82,6 +82,15 @@ class NamespacedHost:
         except (OSError, ValueError):
             return None
 
+    def forwards(self) -> bool:
+        """Whether this side forwards what the host sends to other hosts (second-host.sh switches
+        it on for the host's veth alone)."""
+        veth = "vo" + hashlib.sha1(self.name.encode(), usedforsecurity=False).hexdigest()[:8]
+        try:
+            return Path(f"/proc/sys/net/ipv4/conf/{veth}/forwarding").read_text().strip() == "1"
+        except OSError:
+            return False
+
     def in_namespace(self, *command: str, timeout: float = 30) -> subprocess.CompletedProcess:
         """Run a command in the host's network namespace (to reach its guests, say)."""
         return subprocess.run(
