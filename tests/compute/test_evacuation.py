@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.urls import reverse
 from django.utils import timezone
 
 from billing.sla import availability
@@ -93,7 +94,7 @@ def declare_dead(host: Host, settings) -> dict:
 
 
 def test_a_dead_hosts_ha_instance_restarts_elsewhere_and_the_others_wait_for_it(
-    settings, segment_host, alice, tenant_a, image, flavor, ha_flavor
+    client, settings, segment_host, alice, tenant_a, image, flavor, ha_flavor
 ):
     settings.HOST_FENCE_COMMAND = ["true"]  # a fence that always succeeds
     first, second = segment_host(), segment_host()
@@ -127,6 +128,9 @@ def test_a_dead_hosts_ha_instance_restarts_elsewhere_and_the_others_wait_for_it(
     # the tenant sees host_down and may only delete it; nobody is offered to evacuate it
     body = client_for(alice).get(f"/api/v1/instances/{plain.pk}").json()
     assert (body["state"], body["allowed_actions"]) == ("host_down", ["delete"])
+    client.force_login(alice)
+    page = client.get(reverse("instance", args=[plain.pk])).content.decode()
+    assert "Its host is down." in page and "is started again then if it was running" in page
 
     # when: the second host's worker runs the evacuation, ten minutes later
     with time_machine.travel(T0 + timedelta(hours=1, minutes=10), tick=False):
