@@ -474,7 +474,13 @@ def migrate(instance_id) -> str:
             reading = [stats for stats in src.all_stats() if stats.uuid == uuid]
             if reading:
                 signals.leaving_host.send(sender=Instance, host=source, stats=reading[0])
-            status = src.migrate_live(uuid, dst, _spec(moved), copy_storage=not instance.shared_disk)
+            status = src.migrate_live(
+                uuid,
+                dst,
+                _spec(moved),
+                copy_storage=not instance.shared_disk,
+                trust_shared=settings.LIVE_MIGRATION_TRUST_SHARED_POOLS,
+            )
         settled_fields = {"power_state": status.power, "vnc_port": status.vnc_port}
     else:
         with step(instance, "migrate", "define"):

@@ -226,13 +226,20 @@ class ComputeDriver(abc.ABC):
 
     @abc.abstractmethod
     def migrate_live(
-        self, uuid: str, target: ComputeDriver, spec: DomainSpec, *, copy_storage: bool = True
+        self,
+        uuid: str,
+        target: ComputeDriver,
+        spec: DomainSpec,
+        *,
+        copy_storage: bool = True,
+        trust_shared: bool = False,
     ) -> DomainStatus:
         """Move the running domain to `target` without stopping it, its disks copied on the way
         (no shared storage needed) unless `copy_storage` is False (both see the disk on shared
-        storage), defined there as `spec` says and gone from here; its status there. Done
-        already (running there, gone here): the same answer. When it fails, the guest runs on
-        here as before (libvirt's guarantee)."""
+        storage; `trust_shared`: even where libvirt cannot tell that the storage is shared),
+        defined there as `spec` says and gone from here; its status there. Done already
+        (running there, gone here): the same answer. When it fails, the guest runs on here as
+        before (libvirt's guarantee)."""
 
     @abc.abstractmethod
     def has_disk(self, uuid: str) -> bool:

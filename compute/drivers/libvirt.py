@@ -565,7 +565,13 @@ class LibvirtDriver(ComputeDriver):
         return f"{pool_path.rstrip('/')}/{console_log_volume(uuid)}" if pool_path else None
 
     def migrate_live(
-        self, uuid: str, target: ComputeDriver, spec: DomainSpec, *, copy_storage: bool = True
+        self,
+        uuid: str,
+        target: ComputeDriver,
+        spec: DomainSpec,
+        *,
+        copy_storage: bool = True,
+        trust_shared: bool = False,
     ) -> DomainStatus:
         assert isinstance(target, LibvirtDriver)
         with self._translated(f"live migration of {uuid}"):
@@ -602,6 +608,8 @@ class LibvirtDriver(ComputeDriver):
             flags = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
             if copy_storage:
                 flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+            elif trust_shared:
+                flags |= libvirt.VIR_MIGRATE_UNSAFE
             moved = dom.migrate3(target.conn, params, flags)
             return target._status_of(moved)
 
