@@ -106,8 +106,8 @@ def portal_hosts(namespaced_libvirtd, transactional_db, operator):
     registered: list[NamespacedHost] = []
 
     def register(ns: NamespacedHost, *, segment: str = "", gateway_index: int = 0) -> Host:
-        """`segment`: the host joins it (a static-only DHCP server, the gateway address at
-        `gateway_index`); joining the hosts' bridges is the test's part."""
+        """`segment`: the host joins it (the gateway address at `gateway_index`; every
+        host's DHCP server is static-only); joining the hosts' bridges is the test's part."""
         registered.append(ns)
         plan = localhost.prepare(
             ns.uri,
@@ -116,7 +116,6 @@ def portal_hosts(namespaced_libvirtd, transactional_db, operator):
             network=ns.name,
             bridge=BRIDGE,
             gateway_index=gateway_index,
-            static_only=bool(segment),
         )
         shaping = localhost.kernel_can_shape()
         response = client_for(operator).post(
@@ -133,7 +132,7 @@ def portal_hosts(namespaced_libvirtd, transactional_db, operator):
             format="json",
         )
         assert response.status_code == 201, response.json()
-        # The API takes no address pool apart from dnsmasq's dynamic range, and picks kvm
+        # The API takes no address pool (it would pool the network's whole subnet), and picks kvm
         # wherever the host offers it, whatever ALLOW_KVM says (nested KVM hangs guests on
         # these machines): both are set again through the service the API calls.
         host = host_register(
