@@ -9,10 +9,9 @@ has its lease, so the machine carries only those still booting. Rounds alternate
 
 Each round has two fresh hosts (`bench.real_vm.real_host`: a dir pool and an isolated network
 of their own, removed after the round), each with its own worker (4 threads), so the 20 guests
-are spread 10 and 10. Two, not one: libvirt writes `dhcp-lease-max` = the size of the network's
-dynamic range (16 on compute.localhost's networks) into dnsmasq's configuration, dnsmasq counts
-its host entries' leases against it, and a lease outlives a destroyed guest by up to
-DHCP_LEASE_SECONDS, so one such network gives no 17th guest an address.
+are spread 10 and 10. Two, not one: when this was written, one of compute.localhost's networks
+gave no 17th guest an address (libvirt's `dhcp-lease-max` from a 16-address dynamic range; fixed
+since, docs/performance.md "Bulk create"), and two keep the figures comparable.
 
 Where no real guest can boot (no libvirtd or QEMU), the same comparison runs on a simulated
 host (libvirt's test driver), to all-RUNNING instead of all-leased, and its figures say so.

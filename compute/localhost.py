@@ -2,9 +2,9 @@
 
 The network's egress is the operator's choice (`MODES`): NAT through the host (`make run`'s
 default), isolated (the tests': guests reach only each other and the host's DHCP and DNS), or
-routed (a public block routed to the host). Guests get DHCP from libvirt's dnsmasq, whose
-dynamic range is kept apart from the portal's
-address pool (`address_plan`): a guest only ever gets the address of its own host entry.
+routed (a public block routed to the host). Guests get DHCP from libvirt's dnsmasq, which
+answers only the MACs the portal wrote a host entry for (no dynamic range): a guest only ever
+gets the address of its own entry, and a network serves as many guests as its pool holds.
 Used by `make run` when libvirtd answers, and by the end-to-end suite with names unique to
 the run.
 """
@@ -31,22 +31,25 @@ def _pool_xml(name: str, path: Path) -> str:
     return ET.tostring(pool, encoding="unicode")
 
 
-# Addresses at the top of each subnet that dnsmasq may hand to a MAC it has no entry for
-# (a guest booted by hand, say). The portal's pool is the rest, so the two never meet.
-DYNAMIC_ADDRESSES = 16
+# Addresses at the top of each subnet the portal never gives out: older versions of this
+# module made them dnsmasq's dynamic range, and the pool of a host registered then ends below.
+RESERVED_ADDRESSES = 16
 
 
 def address_plan(subnet: ipaddress.IPv4Network, gateway_index: int = 0) -> dict[str, str]:
-    """Gateway, the portal's pool (first..last) and dnsmasq's own range, disjoint. Hosts of one
-    segment (one L2 network) each take another of the first addresses as their gateway."""
+    """Gateway and the portal's pool (first..last). Hosts of one segment (one L2 network) each
+    take another of the first addresses as their gateway."""
     hosts = list(subnet.hosts())
     return {
         "gateway": str(hosts[gateway_index]),
         "pool_first": str(hosts[9]),
-        "pool_last": str(hosts[-DYNAMIC_ADDRESSES - 1]),
-        "dynamic_first": str(hosts[-DYNAMIC_ADDRESSES]),
-        "dynamic_last": str(hosts[-1]),
+        "pool_last": str(hosts[-RESERVED_ADDRESSES - 1]),
     }
+
+
+def _old_dynamic_range(subnet: ipaddress.IPv4Network) -> tuple[str, str]:
+    hosts = list(subnet.hosts())
+    return str(hosts[-RESERVED_ADDRESSES]), str(hosts[-1])
 
 
 # How a network reaches beyond its host: libvirt's <forward mode>, or none (isolated).
@@ -59,10 +62,13 @@ def _network_xml(
     subnet: ipaddress.IPv4Network,
     mode: str = "isolated",
     gateway_index: int = 0,
-    static_only: bool = False,
 ) -> str:
-    """`static_only`: dnsmasq answers only the MACs it has a host entry for, no dynamic range,
-    as every host's dnsmasq on a shared segment must (each serves its own guests)."""
+    """DHCP without a `<range>`: libvirt then runs dnsmasq with `dhcp-range=<gateway>,static`,
+    which answers only the MACs it has a host entry for (as every host's dnsmasq on a shared
+    segment must: each serves its own guests), and writes no `dhcp-lease-max`, so dnsmasq's
+    own default (1,000 leases) applies instead of the size of a range. With a range, libvirt
+    caps the leases at its size, and the portal's host entries count against it (a 17th guest
+    of a 16-address range got no lease). See docs/operations.md, "Addresses"."""
     if mode not in MODES:
         raise ValueError(f"network mode {mode!r} is not one of {', '.join(MODES)}")
     plan = address_plan(subnet, gateway_index)
@@ -72,9 +78,7 @@ def _network_xml(
         ET.SubElement(net, "forward", mode=MODES[mode])
     ET.SubElement(net, "bridge", name=bridge, stp="on", delay="0")
     ip = ET.SubElement(net, "ip", address=plan["gateway"], netmask=str(subnet.netmask))
-    dhcp = ET.SubElement(ip, "dhcp")
-    if not static_only:
-        ET.SubElement(dhcp, "range", start=plan["dynamic_first"], end=plan["dynamic_last"])
+    ET.SubElement(ip, "dhcp")
     return ET.tostring(net, encoding="unicode")
 
 
@@ -113,14 +117,38 @@ def ensure_pool(conn: libvirt.virConnect, name: str, path: Path) -> libvirt.virS
 def ensure_network(
     conn: libvirt.virConnect, name: str, bridge: str, mode: str = "isolated", **segment
 ) -> libvirt.virNetwork:
-    """`segment`: gateway_index and static_only, for a host joining a shared segment."""
+    """`segment`: gateway_index, for a host joining a shared segment. A network an older
+    version of this module made loses its dynamic range (see `_drop_old_dynamic_range`)."""
     try:
         net = conn.networkLookupByName(name)
     except libvirt.libvirtError:
         net = conn.networkDefineXML(_network_xml(name, bridge, free_subnet(conn), mode, **segment))
+    _drop_old_dynamic_range(net)
     if not net.isActive():
         net.create()
     return net
+
+
+def _drop_old_dynamic_range(net: libvirt.virNetwork) -> None:
+    """Older versions gave each network a dynamic range of the top `RESERVED_ADDRESSES`, so
+    libvirt told dnsmasq `dhcp-lease-max=16`: a 17th guest got no lease. That range, exactly,
+    is deleted through libvirt's update API, which restarts only dnsmasq (with
+    `dhcp-range=<gateway>,static`): the bridge and its running guests stay as they are, and
+    their host entries and leases are kept. A network made otherwise (an operator's own) is
+    left alone."""
+    flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+    if net.isActive():
+        flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+    xml = net.XMLDesc(0)
+    ip = ET.fromstring(xml).find("./ip")  # noqa: S314 - libvirt's own output
+    ranges = ip.findall("./dhcp/range") if ip is not None else []
+    if len(ranges) != 1:
+        return
+    start, end = _old_dynamic_range(ipaddress.ip_network(network_info_of(xml).cidr))
+    if (ranges[0].get("start"), ranges[0].get("end")) != (start, end):
+        return
+    old = ET.tostring(ET.Element("range", start=start, end=end), encoding="unicode")
+    net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, libvirt.VIR_NETWORK_SECTION_IP_DHCP_RANGE, -1, old, flags)
 
 
 def remove(conn: libvirt.virConnect, *, pool: str | None = None, network: str | None = None) -> None:
@@ -162,14 +190,13 @@ def prepare(
     bridge: str,
     mode: str = "isolated",
     gateway_index: int = 0,
-    static_only: bool = False,
 ) -> dict:
     """Make sure pool and network exist and run; the arguments that register the host. An
     existing network keeps the mode it was made with."""
     conn = libvirt.open(uri)
     try:
         ensure_pool(conn, pool, pool_dir)
-        net = ensure_network(conn, network, bridge, mode, gateway_index=gateway_index, static_only=static_only)
+        net = ensure_network(conn, network, bridge, mode, gateway_index=gateway_index)
         subnet = ipaddress.ip_network(network_info_of(net.XMLDesc(0)).cidr)
     finally:
         conn.close()

@@ -51,6 +51,7 @@ GUEST_LANES = {
     "tests/multihost/test_libvirtd_restart.py": "guests-2",  # 202 s
     "tests/e2e/test_real_vm.py": "guests-2",  # 137 s
     "tests/multihost/test_evacuation.py": "guests-2",  # 266 s on a loaded machine (two hosts, two guests)
+    "tests/e2e/test_dhcp_capacity.py": "guests-2",  # about 30 s (no guest: 21 DHCP clients in namespaces)
     "tests/e2e/test_faults.py": "guests-3",  # 340 s
     "tests/e2e/test_address_churn.py": "guests-3",  # 133 s
     "tests/e2e/test_iso_install.py": "guests-3",  # 85 s

@@ -11,6 +11,9 @@ packages=(
   chromium nodejs npm gcc python3-dev python3-venv
   # network namespaces and veth pairs (second-host.sh, the shaping probe): libvirt only recommends it
   iproute2
+  # busybox's DHCP client, run in namespaces by tests/e2e/test_dhcp_capacity.py (it needs busybox
+  # or busybox-static, whichever the host has)
+  udhcpc
   # the test images (build-tiny-image.sh, build-debian-image.sh): no mount, no loop device
   mmdebstrap dosfstools mtools syslinux syslinux-common fdisk e2fsprogs cpio
   # the install-ISO test builds a bootable CD: isolinux.bin, and xorriso to write El Torito

@@ -3,14 +3,13 @@
 On libvirt's test driver; tests/e2e/test_address_churn.py shows the same with real guests.
 """
 
-import ipaddress
 from datetime import timedelta
 
 import libvirt
 import time_machine
 from django.utils import timezone
 
-from compute import localhost, operations, services
+from compute import operations, services
 from compute.drivers.libvirt import connect
 from compute.drivers.libvirt_xml import dhcp_host_xml, dhcp_hosts_of
 from compute.models import IpAllocation
@@ -78,12 +77,3 @@ def test_it_writes_dhcp_entries_with_a_bounded_lease(db, host, alice, tenant_a, 
     operations.provision(instance.pk)
     xml = connect(host.uri).networkLookupByName(host.network).XMLDesc(0)
     assert f"<lease expiry='{settings.DHCP_LEASE_SECONDS}' unit='seconds'/>" in xml
-
-
-def test_it_keeps_the_dhcp_servers_own_range_apart_from_the_portals_pool():
-    subnet = ipaddress.ip_network("10.254.7.0/24")
-    plan = localhost.address_plan(subnet)
-    pool = range(int(ipaddress.ip_address(plan["pool_first"])), int(ipaddress.ip_address(plan["pool_last"])) + 1)
-    dynamic_first = int(ipaddress.ip_address(plan["dynamic_first"]))
-    assert dynamic_first not in pool and max(pool) < dynamic_first
-    assert plan["gateway"] == "10.254.7.1" and plan["dynamic_last"] == "10.254.7.254"

@@ -109,10 +109,10 @@ def portal_hosts(namespaced_libvirtd, transactional_db, operator):
     def register(
         ns: NamespacedHost, *, segment: str = "", gateway_index: int = 0, shared_dir: Path | None = None
     ) -> Host:
-        """`segment`: the host joins it (a static-only DHCP server, the gateway address at
-        `gateway_index`); joining the hosts' bridges is the test's part. `shared_dir`: a
-        directory every host of the segment sees at one path (the stand-in for NFS), made
-        the host's shared pool `<name>-shared`."""
+        """`segment`: the host joins it (the gateway address at `gateway_index`; every host's
+        DHCP server is static-only); joining the hosts' bridges is the test's part.
+        `shared_dir`: a directory every host of the segment sees at one path (the stand-in for
+        NFS), made the host's shared pool `<name>-shared`."""
         registered.append(ns)
         shared_pool = f"{ns.name}-shared" if shared_dir else ""
         if shared_dir:
@@ -128,7 +128,6 @@ def portal_hosts(namespaced_libvirtd, transactional_db, operator):
             network=ns.name,
             bridge=BRIDGE,
             gateway_index=gateway_index,
-            static_only=bool(segment),
         )
         shaping = localhost.kernel_can_shape()
         response = client_for(operator).post(
@@ -146,7 +145,7 @@ def portal_hosts(namespaced_libvirtd, transactional_db, operator):
             format="json",
         )
         assert response.status_code == 201, response.json()
-        # The API takes no address pool apart from dnsmasq's dynamic range, and picks kvm
+        # The API takes no address pool (it would pool the network's whole subnet), and picks kvm
         # wherever the host offers it, whatever ALLOW_KVM says (nested KVM hangs guests on
         # these machines): both are set again through the service the API calls.
         host = host_register(
