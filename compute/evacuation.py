@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from compute import firewall, history, scheduler
+from compute import firewall, history, scheduler, upkeep
 from compute.driver_refs import driver, instance_driver
 from compute.drivers.base import HostError, TransientHostError
 from compute.models import Host, Instance, InstanceAction, InstanceState, IpAllocation, IpPool
@@ -151,6 +151,11 @@ def _restart_elsewhere(instance: Instance, dead: Host) -> Host | None:
     return target
 
 
+def _leave_host_down(instance: Instance, to_state: str, power: str, **fields) -> bool:
+    fields.setdefault("pending", {})
+    return upkeep.settle_observed(instance, to_state, power, cause="system", step="host_back", **fields)
+
+
 def reclaim_host(host_id) -> dict[str, list[str]]:
     """On a host back from the dead, run by its own worker: see the module's description."""
     from compute import tasks  # tasks imports the modules this one does
@@ -193,21 +198,3 @@ def reclaim_host(host_id) -> dict[str, list[str]]:
             transaction.on_commit(lambda i=instance_id, q=queue: tasks.start.apply_async(args=[i], queue=q))
             report["restarting"].append(str(instance.pk))
     return report
-
-
-@transaction.atomic  # the state, its log row and the action row together
-def _leave_host_down(instance: Instance, to_state: str, power: str, **fields) -> bool:
-    fields.setdefault("pending", {})
-    changed = Instance.objects.filter(pk=instance.pk, state=S.HOST_DOWN).update(
-        state=to_state, power_state=power, **fields
-    )
-    if changed:
-        history.record_state(instance.pk, to_state, cause="system")
-        InstanceAction.objects.create(
-            instance=instance,
-            action="sync",
-            step="host_back",
-            status=InstanceAction.Status.DONE,
-            detail={"from": S.HOST_DOWN, "to": to_state, "power": power},
-        )
-    return bool(changed)

@@ -160,10 +160,11 @@ def sync_power_states(host_id) -> dict[str, list[str]]:
         stats = seen.get(str(instance.pk))
         power = stats.power if stats else "missing"
         if instance.state == S.ERROR:
-            if power == "running" and instance.launched_at and _settle_sync(instance, S.RUNNING, power, cause="system"):
+            ran_before = bool(instance.launched_at)
+            if power == "running" and ran_before and settle_observed(instance, S.RUNNING, power, cause="system"):
                 report["recovered"].append(str(instance.pk))
         elif power == "missing":
-            if _settle_sync(
+            if settle_observed(
                 instance, S.ERROR, "missing", error_step="sync", error_message="The domain is missing on its host."
             ):
                 report["missing"].append(str(instance.pk))
@@ -174,17 +175,21 @@ def sync_power_states(host_id) -> dict[str, list[str]]:
                 report["rescue_power"].append(str(instance.pk))
         elif instance.state == S.RUNNING and power in ("shutoff", "crashed"):
             if stats.stopped_by == "guest":
-                if _settle_sync(instance, S.STOPPED, power, vnc_port=None):
+                if settle_observed(instance, S.STOPPED, power, vnc_port=None):
                     report["stopped"].append(str(instance.pk))
             elif _restart(instance, power, stats.stopped_by):
                 report["restarted"].append(str(instance.pk))
-        elif instance.state == S.STOPPED and power == "running" and _settle_sync(instance, S.RUNNING, power):
+        elif instance.state == S.STOPPED and power == "running" and settle_observed(instance, S.RUNNING, power):
             report["started"].append(str(instance.pk))
     return report
 
 
 @transaction.atomic  # the state, its log row and the action row together
-def _settle_sync(instance: Instance, to_state: str, power: str, *, cause: str | None = None, **fields) -> bool:
+def settle_observed(
+    instance: Instance, to_state: str, power: str, *, cause: str | None = None, step: str = "power", **fields
+) -> bool:
+    """Record what the host shows (`power`) as the instance's state, if it is still in the state
+    it was read in; with its state-log row and a "sync" action row (`step`)."""
     changed = Instance.objects.filter(pk=instance.pk, state=instance.state).update(
         state=to_state, power_state=power, **fields
     )
@@ -195,7 +200,7 @@ def _settle_sync(instance: Instance, to_state: str, power: str, *, cause: str | 
         InstanceAction.objects.create(
             instance=instance,
             action="sync",
-            step="power",
+            step=step,
             status=InstanceAction.Status.DONE,
             detail={"from": instance.state, "to": to_state, "power": power},
         )
