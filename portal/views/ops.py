@@ -73,7 +73,8 @@ def dashboard(request):
 def _hosts_version(rows: list[dict]) -> str:
     # The heartbeat is shown as "n minutes ago": its minute is enough.
     return version_of(
-        [(r["host"].pk, r["host"].status, r["host"].live, r["bars"], r["host"].last_heartbeat, minute()) for r in rows]
+        [(h.pk, h.status, h.status_detail, h.live, r["bars"], h.last_heartbeat) for r in rows for h in [r["host"]]]
+        + [minute()]
     )
 
 

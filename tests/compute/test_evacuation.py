@@ -172,7 +172,7 @@ def test_a_dead_hosts_ha_instance_restarts_elsewhere_and_the_others_wait_for_it(
     ids=["no-fence-command", "fence-fails"],
 )
 def test_an_unfenced_host_keeps_its_ha_instance_waiting(
-    settings, segment_host, alice, tenant_a, image, ha_flavor, command, detail
+    client, settings, segment_host, alice, tenant_a, image, ha_flavor, operator, command, detail
 ):
     settings.HOST_FENCE_COMMAND = command
     first, second = segment_host(), segment_host()
@@ -188,6 +188,9 @@ def test_an_unfenced_host_keeps_its_ha_instance_waiting(
     first.refresh_from_db()
     assert detail in first.status_detail and first.fenced_at is None
     assert used(second) == (0, 0, 0)
+    # the operators' dashboard says why
+    client.force_login(operator)
+    assert detail in client.get(reverse("ops-hosts")).content.decode()
 
 
 def test_a_host_seen_recently_is_not_declared_dead_yet(settings, segment_host, alice, tenant_a, image, flavor):
