@@ -13,6 +13,8 @@ and its hypervisor unreachable for HOST_DOWN_AFTER_SECONDS. Then `evacuate_host`
 3. Every other instance of the host that was running, stopped or rescued goes to host_down,
    remembering what it was; its tenant is told by the host-outage notice (compute.notices).
    In-flight ones keep their action, which resumes when the host's worker is back.
+Beat does this for every down host at each check: an HA instance that found no room waits in
+host_down and restarts once a host has room; a fence that failed is tried again.
 
 When the host's worker answers again (compute.tasks.host_heartbeat), `reclaim_host` runs there
 before anything else: a domain of an instance that lives on another host now (or was deleted
@@ -73,24 +75,31 @@ def _note(host: Host, detail: str) -> None:
 
 
 def evacuate_host(host_id) -> dict[str, list[str]]:
-    """Act on a host declared down: see the module's description. Running it again acts only
-    on what is still settled on the host (each change is conditional on the state it found)."""
+    """Act on a host that is down: see the module's description. Beat runs it for every down
+    host, so an HA instance that found no room (it waits in host_down) restarts once a host of
+    its segment has room, and a fence that failed is tried again; each change is conditional on
+    the state it found, so nothing is done twice."""
     report: dict[str, list[str]] = {"restarting": [], "host_down": []}
     host = Host.objects.filter(pk=host_id, status=Host.Status.DOWN).first()
     if host is None:
         return report
-    found = list(
-        Instance.objects.filter(host=host, state__in=SETTLED_HERE).select_related("image").order_by("created_at")
-    )
-    ha = [i for i in found if i.shared_disk and i.state in RESTARTABLE]
-    fenced = bool(ha) and fence(host)
+    states = [*SETTLED_HERE, S.HOST_DOWN]
+    found = list(Instance.objects.filter(host=host, state__in=states).select_related("image").order_by("created_at"))
+    ha = [i for i in found if i.shared_disk and _was(i) in RESTARTABLE]
+    fenced = bool(ha) and (host.fenced_at is not None or fence(host))
     for instance in found:
         if fenced and instance in ha and (target := _restart_elsewhere(instance, host)):
             report["restarting"].append(f"{instance.pk} -> {target.name}")
-        elif _mark_host_down(instance, host):
+        elif instance.state != S.HOST_DOWN and _mark_host_down(instance, host):
             report["host_down"].append(str(instance.pk))
-    audit(None, "host.evacuate", tenant=None, target=host.name, **{k: len(v) for k, v in report.items()})
+    if any(report.values()):
+        audit(None, "host.evacuate", tenant=None, target=host.name, **{k: len(v) for k, v in report.items()})
     return report
+
+
+def _was(instance: Instance) -> str:
+    """What the instance was before its host went down (what it is, if it was not marked yet)."""
+    return instance.pending.get("was", "") if instance.state == S.HOST_DOWN else instance.state
 
 
 def _mark_host_down(instance: Instance, host: Host) -> bool:
@@ -126,15 +135,16 @@ def _restart_elsewhere(instance: Instance, dead: Host) -> Host | None:
         moved = Instance.objects.filter(pk=instance.pk, state=instance.state, host=dead).update(
             state=S.EVACUATING,
             host=target,
-            pending={"from_state": S.HOST_DOWN, "was": instance.state, "source": str(dead.pk)},
+            pending={"from_state": S.HOST_DOWN, "was": _was(instance), "source": str(dead.pk)},
             vnc_port=None,
             power_state="unknown",
         )
         if not moved:
             transaction.set_rollback(True)  # it changed since it was read: the claim goes back
             return None
-        # Down from now until it runs on the target (billing.sla), whichever host it is on.
-        history.record_state(instance.pk, S.HOST_DOWN, cause="system")
+        if instance.state != S.HOST_DOWN:
+            # Down from now until it runs on the target (billing.sla), whichever host it is on.
+            history.record_state(instance.pk, S.HOST_DOWN, cause="system")
         scheduler.release(dead.pk, size)
         # One segment, one address space: the address moves to the target's pool.
         target_pool = IpPool.objects.get(host=target)
@@ -161,6 +171,7 @@ def reclaim_host(host_id) -> dict[str, list[str]]:
     from compute import tasks  # tasks imports the modules this one does
 
     host = Host.objects.get(pk=host_id)
+    Host.objects.filter(pk=host.pk).update(fenced_at=None)  # up again: the next outage fences anew
     report: dict[str, list[str]] = {"removed": [], "back": [], "restarting": [], "missing": []}
     present = driver(host).inventory()["domains"]
     elsewhere = Instance.objects.filter(pk__in=present).exclude(host=host)

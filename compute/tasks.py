@@ -249,8 +249,11 @@ def check_hosts() -> dict:
     """Beat: ask every host for a heartbeat; mark hosts down whose worker stayed silent and
     whose hypervisor does not answer either."""
     report = upkeep.check_silent_hosts()
-    down = Host.objects.filter(name__in=report["marked_down"]).values_list("name", "id")
-    report["evacuated"] = {name: evacuation.evacuate_host(host_id) for name, host_id in down}
+    # Every down host, not only those just taken down: what found no room, or a fence that
+    # failed, is tried again.
+    down = Host.objects.filter(status=Host.Status.DOWN).values_list("name", "id")
+    evacuated = {name: evacuation.evacuate_host(host_id) for name, host_id in down}
+    report["evacuated"] = {name: done for name, done in evacuated.items() if any(done.values())}
     upkeep.ask_for_heartbeats(WATCHED)
     asked = _fan_out(host_heartbeat, WATCHED)
     return {"asked": asked, **report}

@@ -271,3 +271,35 @@ def test_a_shared_disk_moves_only_between_hosts_that_mount_it(
     steps = [a.step for a in moved.actions.filter(action="migrate").exclude(step="")]
     assert steps == ["disk", "seed", "dhcp", "firewall", "define", "switch", "cleanup"]
     assert holdings(first, moved).domains == [] and shared_volumes(first, moved)
+
+
+def test_an_ha_instance_that_found_no_room_restarts_once_there_is(
+    settings, segment_host, alice, tenant_a, image, ha_flavor
+):
+    settings.HOST_FENCE_COMMAND = ["true"]
+    first, second = segment_host(), segment_host()
+    Host.objects.filter(pk=second.pk).update(status=Host.Status.DISABLED)  # in maintenance: no room anywhere
+    ha = build(alice, tenant_a, image, ha_flavor, "db-1")
+    share_disk(ha, second)
+
+    # when: its host dies while the only other host of the segment takes nothing
+    report = declare_dead(first, settings)
+
+    # then: it waits in host_down, the host fenced once
+    assert report["evacuated"] == {first.name: {"restarting": [], "host_down": [str(ha.pk)]}}
+    fenced_at = Host.objects.get(pk=first.pk).fenced_at
+    assert fenced_at is not None
+
+    # when: the other host is back in service, and beat looks again
+    Host.objects.filter(pk=second.pk).update(status=Host.Status.UP)
+    with hypervisor_unreachable(first):
+        report = tasks.check_hosts.apply().get()
+
+    # then: it restarts there, without fencing the host again
+    assert report["evacuated"] == {first.name: {"restarting": [f"{ha.pk} -> {second.name}"], "host_down": []}}
+    assert Host.objects.get(pk=first.pk).fenced_at == fenced_at
+    assert tasks.evacuate.apply(args=[str(ha.pk)]).get() == "running"
+    assert Instance.objects.get(pk=ha.pk).host_id == second.pk
+    # and: a beat with nothing left to do reports nothing
+    with hypervisor_unreachable(first):
+        assert tasks.check_hosts.apply().get()["evacuated"] == {}
