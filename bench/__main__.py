@@ -28,6 +28,7 @@ AREAS = {
     "billing": "bench.billing",
     "fleet": "bench.fleet",
     "bulk-create": "bench.bulk_create",
+    "live-migration": "bench.live_migration",
 }
 # "fleet" (issue 17: 10,000 hosts, 1,000,000 instances) takes a quarter of an hour or more:
 # it runs only when named, never as part of "all" (`make bench`).

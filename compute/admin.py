@@ -1,9 +1,15 @@
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
-from base.errors import Conflict
-from compute import hosts, images, services
+from base.errors import Conflict, Refused
+from compute import hosts, images, migration, progress, services
 from compute.models import Flavor, Host, IdempotencyKey, Image, Instance, InstanceAction, IpAllocation, IpPool
+from compute.transitions import refusal
 from tenants.access import operator_actor
 
 
@@ -19,7 +25,7 @@ class HostAdmin(admin.ModelAdmin):
     search_fields = ["name", "uri"]
     readonly_fields = ["vcpus_used", "memory_mb_used", "disk_gb_used", "last_heartbeat", "orphans"]
     inlines = [IpPoolInline]
-    actions = ["disable", "enable"]
+    actions = ["disable", "enable", "drain", "undrain"]
 
     @admin.display(description="vCPU used / capacity")
     def vcpus(self, host: Host) -> str:
@@ -42,6 +48,67 @@ class HostAdmin(admin.ModelAdmin):
     def enable(self, request, queryset):
         for host in queryset:
             hosts.host_set_status(actor=operator_actor(request.user), host=host, status=Host.Status.UP)
+
+    @admin.action(description=gettext_lazy("Drain the selected hosts (maintenance: every instance moves off)"))
+    def drain(self, request, queryset):
+        # The API's drain (compute.migration.host_drain): what cannot move now is listed, and a
+        # second drain moves it once it can.
+        for host in queryset.order_by("name"):
+            try:
+                result = migration.host_drain(actor=operator_actor(request.user), host=host)
+            except Refused as exc:
+                self.message_user(request, f"{host.name}: {exc.message}", messages.WARNING)
+                continue
+            moving = ", ".join(entry["name"] for entry in result["moving"]) or "-"
+            self.message_user(
+                request,
+                _("%(host)s: in maintenance; moving %(count)d: %(names)s.")
+                % {"host": host.name, "count": len(result["moving"]), "names": moving},
+            )
+            for entry in result["waiting"]:
+                self.message_user(
+                    request,
+                    _("%(host)s: %(name)s waits (drain again later): %(reason)s")
+                    % {"host": host.name, "name": entry["name"], "reason": entry["reason"]},
+                    messages.WARNING,
+                )
+
+    @admin.action(description=gettext_lazy("Undrain the selected hosts (back in service)"))
+    def undrain(self, request, queryset):
+        for host in queryset:
+            hosts.host_set_status(actor=operator_actor(request.user), host=host, status=Host.Status.UP)
+            self.message_user(request, _("%(host)s: back in service.") % {"host": host.name})
+
+
+class MigrateForm(forms.Form):
+    """The intermediate page of the admin's migrate action: the target, or the scheduler's pick.
+    Live or cold is not chosen: as in the API, a running instance moves live and a stopped one
+    cold (compute.migration.instance_migrate)."""
+
+    host = forms.ModelChoiceField(
+        queryset=Host.objects.filter(status=Host.Status.UP).order_by("name"),
+        required=False,
+        empty_label=gettext_lazy("Let the scheduler pick"),
+        label=gettext_lazy("Target host"),
+    )
+
+
+def migration_mode(instance: Instance) -> str:
+    """How the instance would move now, in the operator's words."""
+    if reason := refusal("migrate", instance.state):
+        return reason
+    if instance.shared_disk:
+        # Nothing is copied: only hosts of its segment that mount the shared pool can take it.
+        if instance.state == Instance.State.RUNNING:
+            return _("live, while it runs; its disk stays on the shared storage of segment %(segment)s") % {
+                "segment": instance.host.segment
+            }
+        return _("cold; its disk stays on the shared storage of segment %(segment)s") % {
+            "segment": instance.host.segment
+        }
+    if instance.state == Instance.State.RUNNING:
+        return _("live, while it runs (hosts of segment %(segment)s only)") % {"segment": instance.host.segment or "-"}
+    return _("cold: its disk is copied while it is stopped")
 
 
 @admin.register(IpAllocation)
@@ -175,9 +242,9 @@ class InstanceAdmin(admin.ModelAdmin):
     list_display = ["name", "tenant", "state", "host", "ip_address", "vcpus", "memory_mb", "disk_gb", "created_at"]
     list_filter = ["state", "host"]
     search_fields = ["name", "id", "ip_address", "tenant__name"]
-    readonly_fields = [f.name for f in Instance._meta.fields]
+    readonly_fields = ["migration", *(f.name for f in Instance._meta.fields)]
     inlines = [InstanceActionInline]
-    actions = ["retry", "start", "stop", "delete_instances"]
+    actions = ["retry", "start", "stop", "delete_instances", "migrate"]
 
     def _each(self, request, queryset, service) -> None:
         """Run an operator action on each instance, as the operator; refusals are listed, not raised."""
@@ -202,6 +269,49 @@ class InstanceAdmin(admin.ModelAdmin):
     @admin.action(description="Delete the selected instances (destroys their disks)")
     def delete_instances(self, request, queryset):
         self._each(request, queryset, services.instance_delete)
+
+    @admin.action(description=gettext_lazy("Migrate to another host"))
+    def migrate(self, request, queryset):
+        """Ask for the target on a page of its own, then move each instance as the API does."""
+        queryset = queryset.select_related("host", "tenant").order_by("name")
+        form = MigrateForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            target = form.cleaned_data["host"]
+            for instance in queryset:
+                try:
+                    migration.instance_migrate(
+                        actor=operator_actor(request.user, instance.tenant),
+                        instance=instance,
+                        host_id=str(target.pk) if target else None,
+                    )
+                except Refused as exc:
+                    self.message_user(request, f"{instance.name}: {exc.message}", messages.WARNING)
+                else:
+                    self.message_user(request, _("%(name)s: migration started.") % {"name": instance.name})
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Migrate to another host"),
+            "opts": self.model._meta,
+            "form": form,
+            "instances": [(instance, migration_mode(instance)) for instance in queryset],
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/compute/instance/migrate.html", context)
+
+    @admin.display(description=gettext_lazy("Migration"))
+    def migration(self, instance: Instance):
+        """The latest migration and its steps, read as the instance page reads a build's."""
+        log = list(instance.actions.filter(action="migrate").select_related("user").order_by("id"))
+        steps = progress.action_steps(log)
+        if steps is None:
+            return _("Never migrated.")
+        target_id = steps["action"].detail.get("target")
+        target = Host.objects.filter(pk=target_id).values_list("name", flat=True).first() if target_id else None
+        return render_to_string(
+            "admin/compute/instance/migration_progress.html",
+            {"progress": steps, "target": target, "in_flight": instance.state == Instance.State.MIGRATING},
+        )
 
     def get_actions(self, request):
         actions = super().get_actions(request)

@@ -25,33 +25,24 @@ from compute.hosts import host_register
 from compute.models import Flavor, Host
 from tests.conftest import RUN_ID, client_for
 from tests.e2e.conftest import BUILD_SCRIPT, TINY_IMAGE, tiny_image  # noqa: F401 (a fixture)
-from tests.multihost.hosts import HostScriptError, NamespacedHost, bring_up, tear_down
+from tests.multihost.hosts import (
+    BRIDGE,
+    HostScriptError,
+    NamespacedHost,
+    bring_up,
+    remove_libvirt_objects,
+    tear_down,
+    unavailable,
+)
 
 LEASE_SECONDS = "3"  # for the workers as for this process
-BRIDGE = "brportal"  # the guests' bridge inside each host's network namespace
-TOOLS = ("qemu-system-x86_64", "libvirtd", "virtlogd", "virsh", "ip", "nsenter", "unshare", "setsid")
 
 
 @pytest.fixture(scope="session")
 def namespaces_work():
     """Everything a second host needs, or a loud skip saying what is missing."""
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"MULTI-HOST SKIPPED: not installed: {', '.join(missing)} (make test installs them as root)")
-    if os.geteuid() != 0:
-        pytest.skip("MULTI-HOST SKIPPED: a second libvirtd in its own namespaces needs root")
-    probe = f"mh-probe-{uuid.uuid4().hex[:8]}"
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"MULTI-HOST SKIPPED: cannot make a network namespace: {made.stderr.strip()}")
-    try:
-        mounts = subprocess.run(
-            ["ip", "netns", "exec", probe, "unshare", "--mount", "--uts", "true"], capture_output=True, text=True
-        )
-    finally:
-        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    if mounts.returncode != 0:
-        pytest.skip(f"MULTI-HOST SKIPPED: cannot make mount and UTS namespaces: {mounts.stderr.strip()}")
+    if reason := unavailable():
+        pytest.skip(f"MULTI-HOST SKIPPED: {reason}")
 
 
 @pytest.fixture(scope="session")
@@ -166,28 +157,7 @@ def portal_hosts(namespaced_libvirtd, transactional_db, operator):
 
     yield register
     for ns in reversed(registered):
-        _remove_libvirt_objects(ns)
-
-
-def _remove_libvirt_objects(ns: NamespacedHost) -> None:
-    """Whatever a test left on the host: domains, then its network and pool. A test may have
-    left the daemon stopped, so it is started again first; anything still left dies with the
-    namespace."""
-    conn = None
-    try:
-        ns.start_libvirtd()
-        conn = libvirt.open(ns.uri)
-        for dom in conn.listAllDomains(0):
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        localhost.remove(conn, pool=ns.name, network=ns.name)
-        localhost.remove(conn, pool=f"{ns.name}-shared")
-    except (HostScriptError, libvirt.libvirtError) as exc:
-        print(f"second host {ns.name}: cleaning up through libvirt failed ({exc}); the namespace goes anyway")
-    finally:
-        if conn is not None:
-            conn.close()
+        remove_libvirt_objects(ns, network=ns.name, pools=(ns.name, f"{ns.name}-shared"))
 
 
 @pytest.fixture

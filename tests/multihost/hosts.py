@@ -8,17 +8,25 @@ them from the script's answer, which also holds the URI the portal registers.
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import libvirt
 from django.conf import settings as django_settings
+
+from compute import localhost
 
 SCRIPT = Path(django_settings.BASE_DIR) / "portal" / "scripts" / "second-host.sh"
 ADDRESS_TAKEN = 3  # the script's exit status when an ADDR_INDEX's /30 is in use here
 SCRIPT_TIMEOUT = 180  # generous: a loaded 2-core machine; `up` takes about 2 s when idle
+BRIDGE = "brportal"  # the guests' bridge inside each host's network namespace
+TOOLS = ("qemu-system-x86_64", "libvirtd", "virtlogd", "virsh", "ip", "nsenter", "unshare", "setsid")
 
 
 class HostScriptError(RuntimeError):
@@ -117,6 +125,61 @@ except ConnectionRefusedError:
 except OSError:
     print("silent")
 """
+
+
+def unavailable() -> str | None:
+    """Why no second host can run here (a tool missing, not root, no namespaces), or None."""
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        return f"not installed: {', '.join(missing)} (make test installs them as root)"
+    if os.geteuid() != 0:
+        return "a second libvirtd in its own namespaces needs root"
+    probe = f"mh-probe-{uuid.uuid4().hex[:8]}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"cannot make a network namespace: {made.stderr.strip()}"
+    try:
+        mounts = subprocess.run(
+            ["ip", "netns", "exec", probe, "unshare", "--mount", "--uts", "true"], capture_output=True, text=True
+        )
+    finally:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    if mounts.returncode != 0:
+        return f"cannot make mount and UTS namespaces: {mounts.stderr.strip()}"
+    return None
+
+
+def veth(near: NamespacedHost, far: NamespacedHost, near_end: str, far_end: str) -> None:
+    """A veth pair from one host's network namespace into the other's, both ends up."""
+    made = near.in_namespace("ip", "link", "add", near_end, "type", "veth", "peer", "name", far_end, "netns", far.name)
+    if made.returncode != 0:
+        raise HostScriptError(f"veth {near_end}: {made.stderr.strip()}")
+    for ns, end in ((near, near_end), (far, far_end)):
+        done = ns.in_namespace("ip", "link", "set", end, "up")
+        if done.returncode != 0:
+            raise HostScriptError(f"veth {end}: {done.stderr.strip()}")
+
+
+def remove_libvirt_objects(ns: NamespacedHost, *, network: str, pools: tuple[str, ...]) -> None:
+    """Whatever was left on the host: domains, then its network and pool. The daemon may have
+    been left stopped, so it is started again first; anything still left dies with the
+    namespace."""
+    conn = None
+    try:
+        ns.start_libvirtd()
+        conn = libvirt.open(ns.uri)
+        for dom in conn.listAllDomains(0):
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+        localhost.remove(conn, network=network)
+        for pool in pools:
+            localhost.remove(conn, pool=pool)
+    except (HostScriptError, libvirt.libvirtError) as exc:
+        print(f"second host {ns.name}: cleaning up through libvirt failed ({exc}); the namespace goes anyway")
+    finally:
+        if conn is not None:
+            conn.close()
 
 
 def first_index(name: str) -> int:
