@@ -20,10 +20,18 @@ class IpPoolInline(admin.StackedInline):
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ["name", "status", "uri", "queue", "vcpus", "memory", "disk", "last_heartbeat"]
-    list_filter = ["status", "domain_type"]
+    list_display = ["name", "status", "segment", "uri", "queue", "vcpus", "memory", "disk", "last_heartbeat"]
+    list_filter = ["status", "domain_type", "segment"]
     search_fields = ["name", "uri"]
-    readonly_fields = ["vcpus_used", "memory_mb_used", "disk_gb_used", "last_heartbeat", "orphans"]
+    readonly_fields = [
+        "vcpus_used",
+        "memory_mb_used",
+        "disk_gb_used",
+        "last_heartbeat",
+        "status_detail",
+        "fenced_at",
+        "orphans",
+    ]
     inlines = [IpPoolInline]
     actions = ["disable", "enable", "drain", "undrain"]
 
@@ -219,13 +227,24 @@ class ImageAdmin(admin.ModelAdmin):
 
 @admin.register(Flavor)
 class FlavorAdmin(admin.ModelAdmin):
-    list_display = ["name", "vcpus", "memory_mb", "disk_gb", "bandwidth_mbit", "traffic_gb", "sla_percent", "active"]
-    list_filter = ["active"]
+    list_display = [
+        "name",
+        "vcpus",
+        "memory_mb",
+        "disk_gb",
+        "bandwidth_mbit",
+        "traffic_gb",
+        "sla_percent",
+        "ha",
+        "active",
+    ]
+    list_filter = ["active", "ha"]
     search_fields = ["name"]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is not None and obj.instances.exists():
-            return ["name", "vcpus", "memory_mb", "disk_gb", "bandwidth_mbit", "traffic_gb", "sla_percent"]
+            # Its instances' disks were placed by it: local, or on shared storage for HA.
+            return ["name", "vcpus", "memory_mb", "disk_gb", "bandwidth_mbit", "traffic_gb", "sla_percent", "ha"]
         return []
 
 
