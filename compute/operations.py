@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from compute import cloudinit, dns, firewall, history, leases, redis_locks, scheduler, signals
+from compute import cloudinit, dns, firewall, history, leases, redis_locks, scheduler, signals, step_log
 from compute.driver_refs import driver, image_ref, instance_driver
 from compute.drivers.base import DomainSpec, HostError, TransientHostError
 from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpAllocation, IpPool
@@ -43,7 +43,8 @@ _fence: contextvars.ContextVar[tuple[leases.Lease, str] | None] = contextvars.Co
 def fenced(lease: leases.Lease, in_flight: str):
     token = _fence.set((lease, in_flight))
     try:
-        yield
+        with step_log.deferring():
+            yield
     finally:
         _fence.reset(token)
 
@@ -89,9 +90,8 @@ class StepFailed(Exception):
 def step(instance: Instance, action: str, name: str):
     """Run one step, recording it with its duration; failures carry the step's name."""
     _check_fence(instance)
-    row = InstanceAction.objects.create(
-        instance=instance, action=action, step=name, status=InstanceAction.Status.RUNNING
-    )
+    row = InstanceAction(instance=instance, action=action, step=name, status=InstanceAction.Status.RUNNING)
+    step_log.start(row)
     started = time.monotonic()
     try:
         _fault_pause(action, name)
@@ -106,7 +106,7 @@ def _finish(row: InstanceAction, started: float, status: str, error: str = "") -
     row.status = status
     row.error = error[:2000]
     row.duration_ms = int((time.monotonic() - started) * 1000)
-    row.save(update_fields=["status", "error", "duration_ms"])
+    step_log.finish(row, at_once=status != InstanceAction.Status.DONE)
 
 
 def _load(instance_id, expected: str) -> Instance | None:
@@ -122,6 +122,7 @@ def _settle(instance: Instance, from_state: str, to_state: str, **fields) -> boo
     """Conditional transition: only one run of a task can move the instance on. The state and
     its log row (what billing and the SLA read) commit together: a worker dying between them
     would leave a stopped instance billed as running."""
+    step_log.flush()  # the steps' rows say done before the state does
     with transaction.atomic():
         updated = Instance.objects.filter(pk=instance.pk, state=from_state).update(state=to_state, pending={}, **fields)
         if updated:
@@ -131,6 +132,7 @@ def _settle(instance: Instance, from_state: str, to_state: str, **fields) -> boo
 
 def mark_failed(instance_id, from_state: str, failure: StepFailed | Exception) -> None:
     step_name = failure.step if isinstance(failure, StepFailed) else ""
+    step_log.flush()
     with transaction.atomic():  # the state and its log row together, as in _settle
         failed = Instance.objects.filter(pk=instance_id, state=from_state).update(
             state=S.ERROR, error_step=step_name, error_message=str(failure)[:2000]
