@@ -129,10 +129,12 @@ def _check_quota(actor: Actor, extra: Size, *, new_instances: int) -> None:
             raise QuotaExceeded(name, in_use=used[name], requested=amount, limit=limit)
 
 
-def segment_pools(pool: IpPool) -> list[int]:
+def segment_pools(pool: IpPool, segment: str | None = None) -> list[int]:
     """The pools whose addresses are one address space with `pool`'s: those of every host of
-    its host's segment (locked against a concurrent pick on another of them), or just itself."""
-    segment = Host.objects.filter(pk=pool.host_id).values_list("segment", flat=True).first()
+    its host's segment (locked against a concurrent pick on another of them), or just itself.
+    `segment`: the host's, when the caller has its row already."""
+    if segment is None:
+        segment = Host.objects.filter(pk=pool.host_id).values_list("segment", flat=True).first()
     if not segment:
         return [pool.pk]
     if connection.vendor == "postgresql":
@@ -142,17 +144,20 @@ def segment_pools(pool: IpPool) -> list[int]:
     return list(IpPool.objects.filter(host__segment=segment).values_list("pk", flat=True))
 
 
-def _free_address(pool: IpPool) -> str | None:
+def _free_address(pool: IpPool, segment: str | None = None) -> str | None:
     """Lowest free address of the pool: held by no instance, and not resting after a delete
     (the host's DHCP server would still hand it to the old guest's MAC only). The caller holds
     its host's row lock (its claim updated the row), so two creates on one host never pick the
     same address; on a segment, every pool of it counts, under the segment's lock. A rested
     address's old row is cleared for the new allocation."""
-    pools = segment_pools(pool)
+    pools = segment_pools(pool, segment)
     rested = timezone.now() - timedelta(seconds=settings.IP_REST_SECONDS)
     rows = IpAllocation.objects.filter(pool__in=pools).values_list("address", "instance_id", "released_at")
     taken = {address for address, holder, released in rows if holder is not None or (released and released > rested)}
-    reserved = set(IpPool.objects.filter(pk__in=pools).values_list("gateway", flat=True))
+    if pools == [pool.pk]:
+        reserved = {pool.gateway}
+    else:
+        reserved = set(IpPool.objects.filter(pk__in=pools).values_list("gateway", flat=True))
     start, end = int(ipaddress.ip_address(pool.first)), int(ipaddress.ip_address(pool.last))
     for number in range(start, end + 1):
         address = str(ipaddress.ip_address(number))
@@ -180,7 +185,7 @@ def _place_with_address(size: Size, image: Image, *, shared: bool = False) -> tu
             break
         # A host without an address pool (made by hand in the admin) has no address to give.
         pool = IpPool.objects.filter(host=host).first()
-        if pool is not None and (address := _free_address(pool)):
+        if pool is not None and (address := _free_address(pool, host.segment)):
             return host, pool, address
         scheduler.release(host.pk, size)
         full.append(host)
@@ -377,7 +382,10 @@ def _make_instance(
     instance.ip_address = address
     instance.dns_label = dns.choose_label(instance, name)  # under the quota row lock
     instance.save()
-    instance.security_groups.set(groups)
+    # A new instance has no groups yet: set() would read them first.
+    Instance.security_groups.through.objects.bulk_create(
+        Instance.security_groups.through(instance=instance, securitygroup=group) for group in groups
+    )
     # Its group peers on other hosts learn its address; its own host applies its filters
     # in the build, before the guest first runs.
     firewall.queue_sync(actor.tenant.pk, except_host=host.pk)
