@@ -33,7 +33,9 @@ from compute.transitions import PROVISION_STEPS
 
 AREA = "api"
 PAGE_SIZE = 50
-TARGET_RPS = 300.0
+# Issue 19: 600 requests/s, or 0.35 of /healthz on the same server (the machine's speed varies).
+TARGET_RPS = 600.0
+TARGET_RATIO = 0.35
 FULL = {"instances": 10_000, "requests": 4_000, "seconds": 20.0, "rounds": 3}
 QUICK = {"instances": 1_000, "requests": 600, "seconds": 5.0, "rounds": 1}
 CLIENTS = (1, 8)
@@ -168,8 +170,10 @@ def _figures(
             "req/s",
             baseline=health.rate,
             baseline_name="GET /healthz",
-            target=f">= {TARGET_RPS:.0f} req/s" if held else "",
-            passed=(listed.rate >= TARGET_RPS and not listed.errors) if held else None,
+            target=f">= {TARGET_RPS:.0f} req/s or >= {TARGET_RATIO} of /healthz" if held else "",
+            passed=((listed.rate >= TARGET_RPS or listed.rate >= TARGET_RATIO * health.rate) and not listed.errors)
+            if held
+            else None,
             note=note,
             detail=detail,
         ),

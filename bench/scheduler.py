@@ -25,7 +25,7 @@ from compute.sizing import Size
 AREA = "scheduler"
 HOSTS_FULL = [10, 100, 1_000, 10_000]
 HOSTS_QUICK = [10, 100, 1_000]
-TARGET_MS = 20.0
+TARGET_MS = 2.0  # issue 19
 TARGET_AT = 1_000
 REPEATS = 300
 MAX_SECONDS = 8.0
@@ -108,7 +108,7 @@ def run(env: BenchEnvironment, *, quick: bool = False) -> list[Figure]:
                 "ms",
                 baseline=percentile(floor, 50) * 1000,
                 baseline_name="SELECT 1",
-                target=f"< {TARGET_MS:.0f} ms" if held else "",
+                target=f"< {TARGET_MS:g} ms" if held else "",
                 passed=(p50[count] < TARGET_MS) if held else None,
                 detail={"samples": len(placed), "p95_ms": p95, "select1_p95_ms": percentile(floor, 95) * 1000},
             )
