@@ -114,7 +114,7 @@ def _load(instance_id, expected: str) -> Instance | None:
     if instance is None or instance.state != expected:
         return None
     if _fence.get() is not None:
-        interrupt_stale_steps(instance_id)
+        step_log.interrupt_stale(instance_id, INTERRUPTED)
     return instance
 
 

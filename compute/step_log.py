@@ -2,9 +2,11 @@
 
 Each step's row is inserted as "running" when the step begins, so the pages, the API's
 progress and the reaper see a step in flight, and a worker killed inside it leaves the row for
-`operations.interrupt_stale_steps` to mark as interrupted. A step that ends well is not written
+the next task of the instance to mark as interrupted. A step that ends well is not written
 at once: its status and duration wait for the next write of the same task, the next step's
-INSERT, and go in the same statement (an UPDATE in a WITH clause). Whatever is still waiting
+INSERT, and go in the same statement (an UPDATE in a WITH clause), as does the marking of the
+steps a dead worker left running, which each task makes before its first step (see
+`interrupt_stale`). Whatever is still waiting
 when the task's fenced work ends, or before its state settles, is written then. A step that
 fails is written at once. A worker killed between a step's end and the next write leaves that
 step "running", and it is marked interrupted on resumption and run again, as any step a
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextvars
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from django.db import connection
 from django.db.models.signals import post_save, pre_save
@@ -26,88 +29,125 @@ from compute.models import InstanceAction
 
 FINISH_FIELDS = frozenset({"status", "error", "duration_ms"})
 
-# The finished step rows of the current task not written yet; None outside a task's fenced
-# work, where every row is written at once.
-_unwritten: contextvars.ContextVar[list[InstanceAction] | None] = contextvars.ContextVar("unwritten", default=None)
 
-_FINISH = "UPDATE {table} SET status = %s, error = %s, duration_ms = %s WHERE id = %s"
+@dataclass
+class _Write:
+    sql: str
+    params: list
+    finished: InstanceAction | None = None  # the row whose post_save is sent once written
+
+
+# The writes of the current task that wait for its next one; None outside a task's fenced
+# work, where every write is made at once.
+_waiting: contextvars.ContextVar[list[_Write] | None] = contextvars.ContextVar("waiting", default=None)
 
 
 @contextmanager
 def deferring():
-    """Within it, finished steps ride along with the next write; all are written at its end."""
-    token = _unwritten.set([])
+    """Within it, small writes ride along with the next INSERT; all are made at its end."""
+    token = _waiting.set([])
     try:
         yield
     finally:
         flush()
-        _unwritten.reset(token)
+        _waiting.reset(token)
 
 
-def _finish_sql(rows: list[InstanceAction]) -> tuple[list[str], list]:
-    table = InstanceAction._meta.db_table
-    statements, params = [], []
-    for row in rows:
-        statements.append(_FINISH.format(table=table))
-        params += [row.status, row.error, row.duration_ms, row.id]
-    return statements, params
+def _table() -> str:
+    return InstanceAction._meta.db_table
 
 
-def _finished(rows: list[InstanceAction]) -> None:
-    for row in rows:
-        post_save.send(
-            sender=InstanceAction, instance=row, created=False, update_fields=FINISH_FIELDS, raw=False, using="default"
+def _take() -> list[_Write]:
+    waiting = _waiting.get()
+    if not waiting:
+        return []
+    taken = list(waiting)
+    waiting.clear()
+    return taken
+
+
+def _with(writes: list[_Write], last_sql: str, last_params: list) -> tuple[str, list]:
+    """One statement: each write a data-modifying WITH clause (each runs exactly once), then the last."""
+    if not writes:
+        return last_sql, last_params
+    clauses = ", ".join(f"earlier_{n} AS ({w.sql})" for n, w in enumerate(writes))
+    return f"WITH {clauses} {last_sql}", [p for w in writes for p in w.params] + last_params
+
+
+def _written(writes: list[_Write]) -> None:
+    for write in writes:
+        if write.finished is not None:
+            post_save.send(
+                sender=InstanceAction,
+                instance=write.finished,
+                created=False,
+                update_fields=FINISH_FIELDS,
+                raw=False,
+                using="default",
+            )
+
+
+def _defer_or_run(write: _Write) -> None:
+    waiting = _waiting.get()
+    if waiting is not None:
+        waiting.append(write)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(write.sql, write.params)
+    _written([write])
+
+
+def interrupt_stale(instance_id, error: str) -> None:
+    """Mark the instance's steps still "running" as failed with `error`: a worker died in them.
+    Deferred like a finish: it goes out with the task's first step row, before it."""
+    _defer_or_run(
+        _Write(
+            f"UPDATE {_table()} SET status = %s, error = %s WHERE instance_id = %s AND status = %s",  # noqa: S608
+            [InstanceAction.Status.FAILED, error, instance_id, InstanceAction.Status.RUNNING],
         )
+    )
 
 
 def start(row: InstanceAction) -> None:
-    """Insert a step's row (status running), with the finished rows waiting, in one statement."""
-    waiting = _unwritten.get()
-    earlier = list(waiting) if waiting else []
+    """Insert a step's row (status running), with the writes waiting, in one statement."""
     pre_save.send(sender=InstanceAction, instance=row, raw=False, using="default", update_fields=None)
     fields = [f for f in InstanceAction._meta.concrete_fields if not f.primary_key]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     values = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in fields]
-    statements, params = _finish_sql(earlier)
-    ctes = ", ".join(f"finished_{n} AS ({sql})" for n, sql in enumerate(statements))
-    insert = (
-        f"INSERT INTO {InstanceAction._meta.db_table} ({columns}) "  # noqa: S608 (names from the model)
-        f"VALUES ({', '.join(['%s'] * len(values))}) RETURNING id"
-    )
+    insert = f"INSERT INTO {_table()} ({columns}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING id"  # noqa: S608
+    earlier = _take()
+    sql, params = _with(earlier, insert, values)
     with connection.cursor() as cursor:
-        cursor.execute(f"WITH {ctes} {insert}" if ctes else insert, params + values)
+        cursor.execute(sql, params)
         row.id = cursor.fetchone()[0]
     row._state.adding = False
     row._state.db = "default"
-    if waiting:
-        waiting.clear()
     post_save.send(sender=InstanceAction, instance=row, created=True, update_fields=None, raw=False, using="default")
-    _finished(earlier)
+    _written(earlier)
 
 
 def finish(row: InstanceAction, *, at_once: bool) -> None:
     """Record a step's end (status, error and duration set on the row): at once, or with the
     next write when inside `deferring()` and `at_once` is false."""
-    waiting = _unwritten.get()
-    if waiting is not None and not at_once:
-        waiting.append(row)
+    if at_once:
+        flush()
+        row.save(update_fields=list(FINISH_FIELDS))
         return
-    flush()
-    row.save(update_fields=list(FINISH_FIELDS))
+    _defer_or_run(
+        _Write(
+            f"UPDATE {_table()} SET status = %s, error = %s, duration_ms = %s WHERE id = %s",  # noqa: S608
+            [row.status, row.error, row.duration_ms, row.id],
+            finished=row,
+        )
+    )
 
 
 def flush() -> None:
-    """Write the finished rows still waiting (before the state settles, or the task ends)."""
-    waiting = _unwritten.get()
-    if not waiting:
+    """Make the writes still waiting (before the state settles, or as the task ends)."""
+    writes = _take()
+    if not writes:
         return
-    rows = list(waiting)
-    waiting.clear()
-    statements, params = _finish_sql(rows)
+    sql, params = _with(writes[:-1], writes[-1].sql, writes[-1].params)
     with connection.cursor() as cursor:
-        if len(statements) == 1:
-            cursor.execute(statements[0], params)
-        else:
-            ctes = ", ".join(f"finished_{n} AS ({sql})" for n, sql in enumerate(statements[1:]))
-            cursor.execute(f"WITH {ctes} {statements[0]}", params[4:] + params[:4])
-    _finished(rows)
+        cursor.execute(sql, params)
+    _written(writes)
