@@ -208,15 +208,13 @@ def queue_sync(tenant_id, *, except_host=None) -> None:
     Hosts on libvirt's test driver have no filters to apply."""
     from compute import tasks  # tasks imports operations, which use this module
 
-    live = Instance.objects.filter(tenant_id=tenant_id).exclude(state__in=GONE).exclude(host__domain_type="test")
-    if except_host is not None:
-        live = live.exclude(host_id=except_host)
-    hosts = list(live.values_list("host_id", "host__queue").distinct())
-    if not hosts:
-        return
-
     def send() -> None:
-        for host_id, queue in hosts:
+        # Read after commit, not in the caller's transaction: a create holds its tenant's quota
+        # row lock there, and this reads every live instance of the tenant.
+        live = Instance.objects.filter(tenant_id=tenant_id).exclude(state__in=GONE).exclude(host__domain_type="test")
+        if except_host is not None:
+            live = live.exclude(host_id=except_host)
+        for host_id, queue in live.values_list("host_id", "host__queue").distinct():
             if leases.client().set(sync_key(host_id), "1", nx=True, ex=SYNC_PENDING_SECONDS):
                 tasks.sync_firewall.apply_async(args=[str(host_id)], queue=queue)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, F, IntegerField, Q, QuerySet, Sum, Value
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Greatest
 
 from compute.models import Image, Instance, InstanceState
 from tenants.models import Tenant
@@ -19,15 +21,26 @@ def tenant_resource_usage(tenant: Tenant) -> dict[str, int]:
     promised (and claimed on its host) but its row changes only when the task has run.
     """
     totals = live_instances(tenant).aggregate(
-        instances=Count("id"), vcpus=Sum("vcpus"), memory_mb=Sum("memory_mb"), disk_gb=Sum("disk_gb")
+        instances=Count("id"),
+        # Aliases apart from the fields' names: the excess refers to the fields.
+        **{f"sum_{name}": Sum(name) for name in RESOURCES},
+        **{f"resizing_{name}": _resize_excess(name) for name in RESOURCES},
     )
-    usage = {name: int(value or 0) for name, value in totals.items()}
-    resizing = live_instances(tenant).filter(state=InstanceState.RESIZING)
-    for instance in resizing.only("vcpus", "memory_mb", "disk_gb", "pending"):
-        new = instance.pending.get("size")  # None once a failed resize gave its claim back
-        for name in ("vcpus", "memory_mb", "disk_gb") if new else ():
-            usage[name] += max(new[name] - getattr(instance, name), 0)
+    usage = {"instances": totals["instances"]}
+    for name in RESOURCES:
+        usage[name] = int(totals[f"sum_{name}"] or 0) + int(totals[f"resizing_{name}"] or 0)
     return usage
+
+
+RESOURCES = ("vcpus", "memory_mb", "disk_gb")
+
+
+def _resize_excess(name: str) -> Sum:
+    """How much more of `name` the resizes in flight have claimed than their rows show, in the
+    same query as the totals. `pending.size` is null once a failed resize gave its claim back:
+    a null counts as nothing (GREATEST skips nulls, SUM too)."""
+    new = Cast(KT(f"pending__size__{name}"), IntegerField())
+    return Sum(Greatest(new - F(name), Value(0)), filter=Q(state=InstanceState.RESIZING))
 
 
 def images_visible_filter(tenant: Tenant) -> Q:
