@@ -64,14 +64,6 @@ def _check_fence(instance: Instance) -> None:
         raise Superseded(f"{instance.pk} is being deleted")
 
 
-def interrupt_stale_steps(instance_id) -> int:
-    """Steps still marked running were left by a worker that died: the lease holder (the
-    caller) is the only one that can be running steps of this instance now."""
-    return InstanceAction.objects.filter(instance_id=instance_id, status=InstanceAction.Status.RUNNING).update(
-        status=InstanceAction.Status.FAILED, error=INTERRUPTED
-    )
-
-
 def _fault_pause(action: str, name: str) -> None:
     """For the fault tests only: hold a step so that a test can kill this worker inside it."""
     where = settings.FAULT_PAUSE_AT

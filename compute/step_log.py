@@ -98,8 +98,9 @@ def _defer_or_run(write: _Write) -> None:
 
 
 def interrupt_stale(instance_id, error: str) -> None:
-    """Mark the instance's steps still "running" as failed with `error`: a worker died in them.
-    Deferred like a finish: it goes out with the task's first step row, before it."""
+    """Mark the instance's steps still "running" as failed with `error`: a worker died in them
+    (the caller holds the instance's lease, so no one else runs its steps now). Deferred like a
+    finish: it goes out with the task's first step row, in the same statement."""
     _defer_or_run(
         _Write(
             f"UPDATE {_table()} SET status = %s, error = %s WHERE instance_id = %s AND status = %s",  # noqa: S608
