@@ -99,10 +99,12 @@ def release(host_id, size: Size) -> None:
 # The best candidate and its claim in one statement: what candidate_hosts() and claim() do for
 # the first host of the first round, written by hand since building those two ORM queries cost
 # several times the round trips themselves. The order is the `host_free_memory_up` index's
-# expression, so PostgreSQL walks that index and stops at the first host that fits. FOR UPDATE
-# makes a concurrent claim of the same host wait, as claim()'s UPDATE does; after the wait
-# PostgreSQL re-checks the row and may find nothing, and the outer WHERE re-checks the fit
-# on the newest row version: then place() falls back to the rounds below.
+# expression, so PostgreSQL walks that index and stops at the first host that fits. The UPDATE
+# waits for a concurrent claim of the same host as claim()'s does, and re-checks the fit on the
+# newest row version; when it no longer fits, nothing is claimed and place() falls back to the
+# rounds below. No FOR UPDATE in the subquery: a row it locked and then found changed stays
+# locked, so one statement could hold one host and wait for another (deadlocks, seen with 10
+# concurrent creates on 2 hosts); the UPDATE locks only the row it changes.
 _FITS = """
     {t}.vcpus_used <= {t}.vcpus_total * {t}.cpu_ratio - %(vcpus)s
     AND {t}.memory_mb_used <= {t}.memory_mb_total * {t}.ram_ratio - %(memory_mb)s
@@ -118,7 +120,6 @@ WHERE claimed.id = (
       AND (c.heartbeat_asked_at IS NULL OR c.heartbeat_asked_at >= %(cutoff)s){narrow}
     ORDER BY ((c.memory_mb_total * c.ram_ratio) - c.memory_mb_used) {direction}, c.name
     LIMIT 1
-    FOR UPDATE
 ) AND claimed.status = %(up)s AND {claimed_fits}
 RETURNING claimed.*"""
 
