@@ -325,6 +325,9 @@ def _create(
 ) -> list[Instance]:
     """One instance per name, in one transaction: all of them, or none."""
     image, keys, groups = _checked_create(actor, request)
+    # An HA flavor's disks live on shared storage, where another host can start them (read
+    # here, before the quota row is locked).
+    shared = bool(request.flavor_id) and Flavor.objects.filter(pk=request.flavor_id, ha=True).exists()
     passwords = _passwords(request, len(names))
     with transaction.atomic():
         key_row = None
@@ -339,7 +342,7 @@ def _create(
         # A host or an address missing for any one raises: the claims and rows of those made
         # before it roll back with the transaction.
         made = [
-            _make_instance(actor, request, name, image, keys, groups, password)
+            _make_instance(actor, request, name, image, keys, groups, password, shared=shared)
             for name, password in zip(names, passwords, strict=True)
         ]
         idempotency.bind(key_row, made)
@@ -356,12 +359,19 @@ def _passwords(request: CreateRequest, count: int) -> list[tuple[str, str]]:
 
 
 def _make_instance(
-    actor: Actor, request: CreateRequest, name: str, image: Image, keys: list, groups: list, password: tuple[str, str]
+    actor: Actor,
+    request: CreateRequest,
+    name: str,
+    image: Image,
+    keys: list,
+    groups: list,
+    password: tuple[str, str],
+    *,
+    shared: bool,
 ) -> Instance:
-    """Claim a host and an address for one instance, write its rows and queue its build on
-    commit. The caller holds the tenant's quota row lock in an open transaction."""
-    # An HA flavor's disk lives on shared storage, where another host can start it.
-    shared = bool(request.flavor_id) and Flavor.objects.filter(pk=request.flavor_id, ha=True).exists()
+    """Claim a host (`shared`: one with a shared pool) and an address for one instance, write
+    its rows and queue its build on commit. The caller holds the tenant's quota row lock in an
+    open transaction."""
     host, pool, address = _place_with_address(request.size, image, shared=shared)
     plain, password_hash = password
     instance = Instance(
