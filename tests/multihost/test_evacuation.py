@@ -89,7 +89,7 @@ def test_a_dead_host_restarts_its_ha_guest_elsewhere_and_gets_the_other_back(
     # the HA guest is gone from the first host, and no guest runs on two hosts
     settled(api, local, "running")
     assert Host.objects.get(pk=first.pk).status == Host.Status.UP
-    assert held(first.uri, ha)[0] == []
+    assert wait_until("the stale copy gone", lambda: held(first.uri, ha)[0] == [], within=60)
     assert (running_on(first.uri, ha), running_on(second.uri, ha)) == (False, True)
     assert (running_on(first.uri, local), running_on(second.uri, local)) == (True, False)
 
@@ -141,7 +141,7 @@ def test_a_shared_disk_moves_live_without_a_copy(
     assert steps == ["disk", "seed", "dhcp", "firewall", "migrate", "switch", "cleanup"]
     assert disk.stat().st_ino == inode
     assert (running_on(first.uri, uuid), running_on(second.uri, uuid)) == (False, True)
-    assert held(first.uri, uuid)[0] == []
+    assert wait_until("the first host's domain gone", lambda: held(first.uri, uuid)[0] == [], within=60)
     assert [b for b in boot_lines(api, uuid) if b[0] > 1] == []
 
     assert api.delete(f"/api/v1/instances/{uuid}").status_code == 202
