@@ -22,10 +22,10 @@ from django.conf import settings as django_settings
 from compute.drivers.libvirt import disk_volume, seed_volume
 from compute.models import Flavor, IpAllocation
 from tests.conftest import RUN_ID, client_for, token_for
+from tests.e2e.conftest import DEBIAN_BOOT_WITHIN
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = Path(django_settings.BASE_DIR) / "tests" / "artifacts"
-BOOT_WITHIN = 420.0  # TCG on a 2-core machine: SSH came up 56 s after boot at load 1-2, 235 s at load 7
 STOP_WITHIN = 150
 DISK_GB = 4
 
@@ -94,7 +94,7 @@ class Console:
         return bytes(self.seen[-3000:]).decode(errors="replace")
 
 
-def ssh_login(ip: str, key: paramiko.PKey, console: Console, within: float = BOOT_WITHIN) -> paramiko.SSHClient:
+def ssh_login(ip: str, key: paramiko.PKey, console: Console, within: float = DEBIAN_BOOT_WITHIN) -> paramiko.SSHClient:
     """Log in as `debian` with the key, retrying until the guest has booted and cloud-init put
     the key in place; fail with the end of the serial console if it never works."""
     deadline = time.monotonic() + within
@@ -195,7 +195,7 @@ def test_it_logs_in_to_a_debian_guest_with_the_customers_key(
             # then: the guest is named after the instance, and / fills the flavor's disk
             assert checked(ssh, "hostname") == name
             # every cloud-init module ran without an error on what the seed said
-            status = checked(ssh, "cloud-init status --wait --long", timeout=BOOT_WITHIN)
+            status = checked(ssh, "cloud-init status --wait --long", timeout=DEBIAN_BOOT_WITHIN)
             assert "status: done" in status and "DataSourceNoCloud [seed=/dev/vdb]" in status, status
             disk = int(checked(ssh, "cat /sys/class/block/vda/size")) * 512
             root_fs = int(checked(ssh, "df -B1 --output=size / | tail -n 1"))

@@ -14,9 +14,9 @@ import pytest
 
 from compute.models import Flavor, Instance, InstanceAction
 from tests.conftest import RUN_ID, client_for, token_for
+from tests.e2e.conftest import DEBIAN_BOOT_WITHIN
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-BOOT_WITHIN = 420.0  # TCG on a 2-core machine under load (see test_debian_guest.py)
 
 
 def wait_for_state(api, instance_id: str, state: str, within: float) -> None:
@@ -33,7 +33,7 @@ def wait_for_state(api, instance_id: str, state: str, within: float) -> None:
 def password_login(api, instance_id: str, ip: str, password: str) -> paramiko.SSHClient:
     """Log in as `debian` with the password, retrying until the guest has booted and cloud-init
     set it; fail with the end of the console log (read through the API) if it never works."""
-    deadline = time.monotonic() + BOOT_WITHIN
+    deadline = time.monotonic() + DEBIAN_BOOT_WITHIN
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         client = paramiko.SSHClient()
