@@ -17,10 +17,12 @@ Beat does this for every down host at each check: an HA instance that found no r
 host_down and restarts once a host has room; a fence that failed is tried again.
 
 When the host's worker answers again (compute.tasks.host_heartbeat), `reclaim_host` runs there
-before anything else: a domain of an instance that lives on another host now (or was deleted
-since) is destroyed and undefined with its DHCP entry, its volumes left alone (on shared
-storage they are the other copy's); host_down instances come back as their guest is, and one
-that was running and did not survive is started again.
+before anything else, and again at each heartbeat for as long as `outage_left` finds what the
+outage left (the host still marked fenced, or host_down instances on it), so that a worker
+killed halfway through leaves the rest to the next one. A domain of an instance that lives
+on another host now (or was deleted since) is destroyed and undefined with its DHCP entry, its
+volumes left alone (on shared storage they are the other copy's); host_down instances come back
+as their guest is, and one that was running and did not survive is started again.
 """
 
 from __future__ import annotations
@@ -171,7 +173,6 @@ def reclaim_host(host_id) -> dict[str, list[str]]:
     from compute import tasks  # tasks imports the modules this one does
 
     host = Host.objects.get(pk=host_id)
-    Host.objects.filter(pk=host.pk).update(fenced_at=None)  # up again: the next outage fences anew
     report: dict[str, list[str]] = {"removed": [], "back": [], "restarting": [], "missing": []}
     present = driver(host).inventory()["domains"]
     elsewhere = Instance.objects.filter(pk__in=present).exclude(host=host)
@@ -208,4 +209,13 @@ def reclaim_host(host_id) -> dict[str, list[str]]:
             instance_id, queue = str(instance.pk), host.queue
             transaction.on_commit(lambda i=instance_id, q=queue: tasks.start.apply_async(args=[i], queue=q))
             report["restarting"].append(str(instance.pk))
+    # Only now, with the stale copies gone: the next outage fences anew.
+    Host.objects.filter(pk=host.pk).update(fenced_at=None)
     return report
+
+
+def outage_left(host_id) -> bool:
+    """Whether an outage of the host left work for `reclaim_host`: it is still marked fenced
+    (stale copies may remain), or instances on it are still host_down."""
+    fenced = Host.objects.filter(pk=host_id, fenced_at__isnull=False)
+    return fenced.exists() or Instance.objects.filter(host_id=host_id, state=S.HOST_DOWN).exists()

@@ -216,8 +216,9 @@ def delete_image_volumes(image_id: str, host_id: str) -> str:
 @shared_task
 def host_heartbeat(host_id: str) -> dict:
     report = upkeep.heartbeat(host_id)
-    if report["returned"]:
-        # Back from the dead: copies of instances that run elsewhere now go first.
+    if report["returned"] or evacuation.outage_left(host_id):
+        # Back from the dead (or a worker died reclaiming): copies of instances that run
+        # elsewhere now go first.
         report["reclaimed"] = evacuation.reclaim_host(host_id)
     return report
 

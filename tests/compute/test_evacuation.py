@@ -227,6 +227,27 @@ def test_a_returning_host_starts_again_what_was_meant_to_run(settings, segment_h
     assert holdings(first, running).active
 
 
+def test_a_worker_killed_while_reclaiming_leaves_the_rest_to_the_next_heartbeat(
+    settings, segment_host, alice, tenant_a, image, flavor
+):
+    settings.HOST_FENCE_COMMAND = ["true"]
+    first = segment_host(shared=False)
+    running = build(alice, tenant_a, image, flavor, "web-1")
+    declare_dead(first, settings)
+    # the heartbeat that saw the host back flipped it up, and its worker died before reclaiming
+    Host.objects.filter(pk=first.pk).update(status=Host.Status.UP, fenced_at=timezone.now())
+    assert Instance.objects.get(pk=running.pk).state == "host_down"
+
+    report = tasks.host_heartbeat.apply(args=[str(first.pk)]).get()
+
+    # then: the next heartbeat, though it saw no return, finishes the work, and the one after
+    # finds nothing left to do
+    assert report["returned"] is False and report["reclaimed"]["back"] == [str(running.pk)]
+    assert Instance.objects.get(pk=running.pk).state == "running"
+    assert Host.objects.get(pk=first.pk).fenced_at is None
+    assert "reclaimed" not in tasks.host_heartbeat.apply(args=[str(first.pk)]).get()
+
+
 def test_an_ha_flavor_lands_only_where_storage_is_shared(segment_host, alice, tenant_a, image, ha_flavor):
     local = segment_host(shared=False)
     request = services.CreateRequest(
