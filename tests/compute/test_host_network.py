@@ -66,9 +66,15 @@ def test_it_makes_networks_whose_dhcp_has_no_dynamic_range(conn, gateway_index):
     # when
     net = localhost.ensure_network(conn, unique(conn), "vbhn0", gateway_index=gateway_index)
 
-    # then: static-only DHCP (libvirt writes no dhcp-lease-max), for the portal's entries only
+    # then: static-only DHCP (libvirt writes no dhcp-lease-max), for the portal's entries only,
+    # running from the start for an entry no machine matches (on a reserved address)
     assert net.isActive()
     assert ranges_of(net) == []
+    subnet = ipaddress.ip_network(network_info_of(net.XMLDesc(0)).cidr)
+    anchor = {"mac": localhost.DHCP_ANCHOR_MAC, "ip": str(list(subnet.hosts())[-1])}
+    assert dhcp_hosts_of(net.XMLDesc(0)) == [anchor]
+    pool_last = localhost.address_plan(subnet)["pool_last"]
+    assert ipaddress.ip_address(anchor["ip"]) > ipaddress.ip_address(pool_last)  # never given out
     info = network_info_of(net.XMLDesc(0))
     assert info.gateway == str(list(ipaddress.ip_network(info.cidr).hosts())[gateway_index])
 
@@ -83,8 +89,9 @@ def test_it_takes_host_entries_for_the_whole_pool(conn):
     for n in range(int(last) - int(first) + 1):
         add_entry(net, f"02:00:00:00:{n >> 8:02x}:{n & 0xFF:02x}", str(first + n), f"i-{n}")
 
-    # then
-    assert len(dhcp_hosts_of(net.XMLDesc(0))) == int(last) - int(first) + 1 == 229
+    # then: the pool's entries, and the anchor that keeps dnsmasq's DHCP running
+    entries = dhcp_hosts_of(net.XMLDesc(0))
+    assert len([e for e in entries if e["mac"] != localhost.DHCP_ANCHOR_MAC]) == int(last) - int(first) + 1 == 229
     assert ranges_of(net) == []
 
 
