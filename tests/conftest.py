@@ -56,6 +56,7 @@ GUEST_LANES = {
     "tests/e2e/test_address_churn.py": "guests-3",  # 133 s
     "tests/e2e/test_iso_install.py": "guests-3",  # 85 s
     "tests/multihost/test_migration.py": "guests-3",  # about 190 s (two second hosts per test)
+    "tests/multihost/test_migration_faults.py": "guests-3",  # two hosts, one guest, moved twice over
 }
 
 
