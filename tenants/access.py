@@ -96,7 +96,13 @@ def switch_tenant(request, tenant_id) -> Actor:
 
 def scoped(actor: Actor, queryset: QuerySet) -> QuerySet:
     """Rows of the actor's tenant only. Every tenant-owned model has a `tenant` field."""
-    return queryset.filter(tenant=actor.tenant)
+    return queryset.filter(tenant_id=scoped_tenant_id(actor))
+
+
+def scoped_tenant_id(actor: Actor):
+    """The one tenant whose rows the actor sees: what `scoped` filters a queryset on, and what
+    a written-out query of tenant-owned rows filters its `tenant_id` on."""
+    return actor.tenant.pk
 
 
 def get_scoped(actor: Actor, queryset: QuerySet, pk) -> Model:

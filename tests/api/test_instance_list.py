@@ -3,11 +3,13 @@ same shape as the instance's own page."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import uuid
 from datetime import timedelta
 
 import pytest
+from django.core import signing
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -104,6 +106,51 @@ def test_it_applies_the_filters_to_cursor_pages(client, tenant_a, host, image, f
     pages = walk(client, {"state": "stopped"})
 
     assert {row["id"] for row in pages[0]["results"]} == {str(i.pk) for i in stopped}
+
+
+def numbered(client, params: dict) -> list[str]:
+    body = client.get("/api/v1/instances", {"page_size": 200, **params}).json()
+    return [row["id"] for row in body["results"]]
+
+
+def test_cursor_pages_and_numbered_pages_filter_alike(client, tenant_a, tenant_b, host, image, flavor):
+    # given: names with LIKE's wildcards in them, two flavors, custom sizes, states, another tenant
+    ours = make(tenant_a, host, image, flavor, 6) + make(tenant_a, host, image, flavor, 3, custom=True)
+    Instance.objects.filter(pk=ours[0].pk).update(name="web_1")
+    Instance.objects.filter(pk=ours[1].pk).update(name="WEBX1")  # "_" must not match any character
+    Instance.objects.filter(pk=ours[2].pk).update(name="disk 100% full")
+    Instance.objects.filter(pk=ours[3].pk).update(state=InstanceState.STOPPED)
+    Instance.objects.filter(pk=ours[4].pk).update(state=InstanceState.DELETED)
+    make(tenant_b, host, image, flavor, 4)
+    cases = [
+        {},
+        {"name": "web_"},
+        {"name": "0%"},
+        {"name": "WEB"},
+        {"state": "stopped"},
+        {"state": "deleted"},
+        {"flavor": str(flavor.pk)},
+        {"image": str(image.pk), "state": "running"},
+        {"flavor": str(uuid.uuid4())},
+    ]
+    for params in cases:
+        # when
+        by_cursor = [row["id"] for page in walk(client, {**params, "page_size": 2}) for row in page["results"]]
+        # then: the same rows in the same order, whichever way they are paged
+        assert by_cursor == numbered(client, params), params
+    assert numbered(client, {"name": "web_"}) == [str(ours[0].pk)]
+    assert numbered(client, {"name": "0%"}) == [str(ours[2].pk)]
+    assert numbered(client, {"state": "deleted"}) == [str(ours[4].pk)]
+
+
+def test_it_answers_a_signed_cursor_whose_position_is_no_timestamp_with_a_400(client, tenant_a, host, image, flavor):
+    make(tenant_a, host, image, flavor, 3)
+    forged = signing.Signer(salt="portal.api.cursor").sign(base64.b64encode(b"p=yesterday").decode())
+
+    response = client.get("/api/v1/instances", {"cursor": forged})
+
+    assert response.status_code == 400, response.content
+    assert list(response.json()["fields"]) == ["cursor"]
 
 
 @pytest.mark.parametrize("cursor", ["not-a-cursor", "cD0yMDI2", "\x00abc", "%00", "x" * 500])

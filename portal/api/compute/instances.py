@@ -16,6 +16,7 @@ from compute import console, progress, security_groups, services
 from compute.models import Instance, InstanceState
 from portal.api.compute.catalogue import ImageSerializer
 from portal.api.compute.firewall import MembershipSerializer
+from portal.api.compute.instance_pages import InstancePageSource, ListFilters
 from portal.api.compute.presenters import (
     SUMMARY_COLUMNS,
     InstanceDetailSerializer,
@@ -41,6 +42,7 @@ from portal.api.compute.serializers import (
 from portal.api.inputs import reject_nul
 from portal.api.paging import NewestFirstCursor
 from portal.api.viewsets import TenantScopedViewSet
+from tenants.access import scoped_tenant_id
 
 
 class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
@@ -60,22 +62,32 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
             return queryset
         # The order the instance_live_page index keeps; the id makes it total for paging.
         queryset = queryset.order_by("-created_at", "-id")
-        params = self.request.query_params
-        state = params.get("state")
-        if state in InstanceState.values:
-            queryset = queryset.filter(state=state)
-        elif state is not None:  # empty too: the document lists the states
-            raise serializers.ValidationError({"state": [f"Unknown state; one of {', '.join(InstanceState.values)}."]})
+        filters = self.list_filters()
+        if filters.state is not None:
+            queryset = queryset.filter(state=filters.state)
         else:
             queryset = queryset.exclude(state=InstanceState.DELETED)
-        if name := params.get("name"):
-            queryset = queryset.filter(name__icontains=reject_nul(name, "name")[:255])
+        if filters.name:
+            queryset = queryset.filter(name__icontains=filters.name)
         for field in ("image", "flavor"):
-            if (value := params.get(field)) is not None:
-                if not services._is_uuid(value):
-                    raise serializers.ValidationError({field: ["Must be a valid UUID."]})
+            if (value := getattr(filters, field)) is not None:
                 queryset = queryset.filter(**{f"{field}_id": value})
         return queryset
+
+    def list_filters(self) -> ListFilters:
+        """The list's query parameters, checked: a 400 naming the one that is wrong."""
+        params = self.request.query_params
+        state = params.get("state")
+        if state is not None and state not in InstanceState.values:  # empty too: the document lists them
+            raise serializers.ValidationError({"state": [f"Unknown state; one of {', '.join(InstanceState.values)}."]})
+        name = params.get("name")
+        name = reject_nul(name, "name")[:255] if name else None
+        ids = {}
+        for field in ("image", "flavor"):
+            if (value := params.get(field)) is not None and not services._is_uuid(value):
+                raise serializers.ValidationError({field: ["Must be a valid UUID."]})
+            ids[field] = value
+        return ListFilters(state=state, name=name, **ids)
 
     @extend_schema(
         parameters=[
@@ -96,11 +108,13 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
         responses=InstancePageSerializer,
     )
     def list(self, request, *args, **kwargs):
-        queryset = self.filter_queryset(self.get_queryset())
         if NewestFirstCursor.cursor_query_param in request.query_params:
+            # The lean read path (instance_pages): the same rows, pages and cursors.
             paginator = NewestFirstCursor()
-            rows = paginator.paginate_queryset(queryset.values(*SUMMARY_COLUMNS), request, view=self)
+            source = InstancePageSource(scoped_tenant_id(self.actor), self.list_filters())
+            rows = paginator.paginate_queryset(source, request, view=self)
             return paginator.get_paginated_response(self._summaries({row["id"]: row for row in rows}))
+        queryset = self.filter_queryset(self.get_queryset())
         # Page through ids only (an index-only scan), then read the page's rows: joining image
         # and flavor before OFFSET made deep pages read every row above them.
         ids = self.paginate_queryset(queryset.values_list("pk", flat=True))
