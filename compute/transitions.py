@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from django.utils.translation import gettext as _
 from django.utils.translation import pgettext_lazy
 
@@ -51,11 +53,16 @@ SETTLED_STATES = STABLE_STATES | {S.ERROR, S.DELETED, S.HOST_DOWN}
 
 def allowed_actions(state: str, *, has_iso: bool = False) -> list[str]:
     """What may start from `state`; detaching the install ISO only while one is attached."""
-    return [
+    return list(_allowed(state, has_iso))
+
+
+@functools.cache  # a few dozen (state, has_iso) pairs, asked once per row of every list page
+def _allowed(state: str, has_iso: bool) -> tuple[str, ...]:
+    return tuple(
         action
         for action, (sources, _target) in TRANSITIONS.items()
         if state in sources and (has_iso or action != "detach_iso") and action not in OPERATOR_ACTIONS
-    ]
+    )
 
 
 # States and actions as words in a refusal's sentence. In English the word is the code itself

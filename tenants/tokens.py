@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -36,13 +37,23 @@ def new_token_material() -> tuple[str, str, str]:
 def _load(model, values: list):
     """A model object from its columns' values, converted as the ORM converts them (the
     database backend's converters, then the field's own)."""
-    fields, converted = model._meta.concrete_fields, []
-    for field, value in zip(fields, values, strict=True):
-        column = Col(model._meta.db_table, field)
-        for convert in connection.ops.get_db_converters(column) + column.get_db_converters(connection):
+    attnames, columns = _columns(model)
+    converted = []
+    for (column, converters), value in zip(columns, values, strict=True):
+        for convert in converters:
             value = convert(value, column, connection)
         converted.append(value)
-    return model.from_db(connection.alias, [field.attname for field in fields], converted)
+    return model.from_db(connection.alias, attnames, converted)
+
+
+@functools.cache  # per model: the same on every request (one database, one backend)
+def _columns(model) -> tuple[list[str], list[tuple[Col, list]]]:
+    fields = model._meta.concrete_fields
+    columns = []
+    for field in fields:
+        column = Col(model._meta.db_table, field)
+        columns.append((column, connection.ops.get_db_converters(column) + column.get_db_converters(connection)))
+    return [field.attname for field in fields], columns
 
 
 def _token_query() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from base64 import b64encode
 from types import SimpleNamespace
 from urllib import parse
 
@@ -66,10 +67,17 @@ class NewestFirstCursor(pagination.CursorPagination):
         return signing.Signer(salt="portal.api.cursor")
 
     def encode_cursor(self, cursor):
-        url = super().encode_cursor(cursor)
-        query = parse.parse_qs(parse.urlsplit(url).query, keep_blank_values=True)
-        signed = self._signer().sign(query[self.cursor_query_param][0])
-        return replace_query_param(url, self.cursor_query_param, signed)
+        """DRF's cursor (its `o`, `r` and `p` in base64), signed, in the page's URL: written
+        out, since DRF's own puts it in the URL only for this to take it out again."""
+        tokens = {}
+        if cursor.offset != 0:
+            tokens["o"] = str(cursor.offset)
+        if cursor.reverse:
+            tokens["r"] = "1"
+        if cursor.position is not None:
+            tokens["p"] = cursor.position
+        encoded = b64encode(parse.urlencode(tokens, doseq=True).encode("ascii")).decode("ascii")
+        return replace_query_param(self.base_url, self.cursor_query_param, self._signer().sign(encoded))
 
     def decode_cursor(self, request):
         encoded = request.query_params.get(self.cursor_query_param)
