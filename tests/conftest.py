@@ -47,6 +47,7 @@ GUEST_LANES = {
     "tests/e2e/test_rescue.py": "guests-1",  # 194 s
     "tests/e2e/test_network_isolation.py": "guests-1",  # 99 s (three tiny guests)
     "tests/multihost/test_consolidation.py": "guests-1",  # two hosts, two guests, one live move
+    "tests/multihost/test_bench_live_migration.py": "guests-1",  # about 70 s: the bench's own two hosts
     "tests/e2e/test_debian_password.py": "guests-2",  # 227 s
     "tests/multihost/test_libvirtd_restart.py": "guests-2",  # 202 s
     "tests/e2e/test_real_vm.py": "guests-2",  # 137 s
