@@ -32,6 +32,7 @@ import subprocess
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from compute import firewall, history, scheduler, upkeep
@@ -217,5 +218,5 @@ def reclaim_host(host_id) -> dict[str, list[str]]:
 def outage_left(host_id) -> bool:
     """Whether an outage of the host left work for `reclaim_host`: it is still marked fenced
     (stale copies may remain), or instances on it are still host_down."""
-    fenced = Host.objects.filter(pk=host_id, fenced_at__isnull=False)
-    return fenced.exists() or Instance.objects.filter(host_id=host_id, state=S.HOST_DOWN).exists()
+    left = Q(fenced_at__isnull=False) | Q(instances__state=S.HOST_DOWN)
+    return Host.objects.filter(left, pk=host_id).exists()  # one query, on every heartbeat

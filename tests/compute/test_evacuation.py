@@ -230,13 +230,13 @@ def test_a_returning_host_starts_again_what_was_meant_to_run(settings, segment_h
 def test_a_worker_killed_while_reclaiming_leaves_the_rest_to_the_next_heartbeat(
     settings, segment_host, alice, tenant_a, image, flavor
 ):
-    settings.HOST_FENCE_COMMAND = ["true"]
     first = segment_host(shared=False)
     running = build(alice, tenant_a, image, flavor, "web-1")
-    declare_dead(first, settings)
+    declare_dead(first, settings)  # no HA instance on it: nothing fenced it
     # the heartbeat that saw the host back flipped it up, and its worker died before reclaiming
-    Host.objects.filter(pk=first.pk).update(status=Host.Status.UP, fenced_at=timezone.now())
+    Host.objects.filter(pk=first.pk).update(status=Host.Status.UP)
     assert Instance.objects.get(pk=running.pk).state == "host_down"
+    assert Host.objects.get(pk=first.pk).fenced_at is None
 
     report = tasks.host_heartbeat.apply(args=[str(first.pk)]).get()
 
@@ -246,6 +246,32 @@ def test_a_worker_killed_while_reclaiming_leaves_the_rest_to_the_next_heartbeat(
     assert Instance.objects.get(pk=running.pk).state == "running"
     assert Host.objects.get(pk=first.pk).fenced_at is None
     assert "reclaimed" not in tasks.host_heartbeat.apply(args=[str(first.pk)]).get()
+
+
+def test_a_stale_copy_left_by_a_worker_killed_while_reclaiming_goes_at_the_next_heartbeat(
+    settings, segment_host, alice, tenant_a, image, ha_flavor
+):
+    # given: an HA instance evacuated from its fenced host, whose stale copy runs on there
+    settings.HOST_FENCE_COMMAND = ["true"]
+    first, second = segment_host(), segment_host()
+    Host.objects.filter(pk=second.pk).update(status=Host.Status.DISABLED)
+    ha = build(alice, tenant_a, image, ha_flavor, "db-1")
+    Host.objects.filter(pk=second.pk).update(status=Host.Status.UP)
+    share_disk(ha, second)
+    declare_dead(first, settings)
+    assert tasks.evacuate.apply(args=[str(ha.pk)]).get() == "running"
+    # the heartbeat that saw the first host back flipped it up, and its worker died before
+    # reclaiming: no instance of it is host_down, but it is still marked fenced
+    Host.objects.filter(pk=first.pk).update(status=Host.Status.UP)
+    assert not Instance.objects.filter(host=first, state="host_down").exists()
+    assert running_copies(ha, [first, second]) == [first.name, second.name]
+
+    report = tasks.host_heartbeat.apply(args=[str(first.pk)]).get()
+
+    # then: the next heartbeat removes the stale copy, and the next outage fences anew
+    assert report["returned"] is False and report["reclaimed"]["removed"] == [str(ha.pk)]
+    assert running_copies(ha, [first, second]) == [second.name]
+    assert Host.objects.get(pk=first.pk).fenced_at is None
 
 
 def test_an_ha_flavor_lands_only_where_storage_is_shared(segment_host, alice, tenant_a, image, ha_flavor):

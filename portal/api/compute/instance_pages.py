@@ -35,25 +35,31 @@ JOINED = {
 }
 
 
+JOINED_BY = ("image", "flavor", "host", "tenant")  # the instance's foreign keys
+
+
 def _column(alias: str, model, name: str) -> str:
     return f'{alias}."{model._meta.get_field(name).column}"'
 
 
+# The instance's own columns the query filters or orders on.
+COLUMN = {name: _column("i", Instance, name) for name in ("id", "created_at", "state", "name", *JOINED_BY)}
+
+
 def _select() -> str:
     columns = [_column(*JOINED[name]) if name in JOINED else _column("i", Instance, name) for name in SUMMARY_COLUMNS]
-    fk = {name: _column("i", Instance, name) for name in ("image", "flavor", "host", "tenant")}
     return (
         f"SELECT {', '.join(columns)} "  # noqa: S608 - model metadata only
         f'FROM "{Instance._meta.db_table}" i '
-        f'JOIN "{Image._meta.db_table}" m ON m."id" = {fk["image"]} '
-        f'LEFT JOIN "{Flavor._meta.db_table}" f ON f."id" = {fk["flavor"]} '
-        f'JOIN "{Host._meta.db_table}" h ON h."id" = {fk["host"]} '
-        f'JOIN "{Tenant._meta.db_table}" t ON t."id" = {fk["tenant"]} '
+        f'JOIN "{Image._meta.db_table}" m ON m."id" = {COLUMN["image"]} '
+        f'LEFT JOIN "{Flavor._meta.db_table}" f ON f."id" = {COLUMN["flavor"]} '
+        f'JOIN "{Host._meta.db_table}" h ON h."id" = {COLUMN["host"]} '
+        f'JOIN "{Tenant._meta.db_table}" t ON t."id" = {COLUMN["tenant"]} '
     )
 
 
 SELECT = _select()
-CREATED, ID, STATE = (_column("i", Instance, name) for name in ("created_at", "id", "state"))
+CREATED, ID, STATE = COLUMN["created_at"], COLUMN["id"], COLUMN["state"]
 ORDER = {"-created_at": f"{CREATED} DESC", "created_at": f"{CREATED} ASC", "-id": f"{ID} DESC", "id": f"{ID} ASC"}
 COMPARE = {"created_at__lt": f"{CREATED} < %s", "created_at__gt": f"{CREATED} > %s"}
 
@@ -99,7 +105,7 @@ class InstancePageSource:
             return [dict(zip(SUMMARY_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
 
     def _where(self) -> tuple[str, list]:
-        clauses, params = [f"{_column('i', Instance, 'tenant')} = %s"], [self.tenant_id]
+        clauses, params = [f"{COLUMN['tenant']} = %s"], [self.tenant_id]
         if self.filters.state is None:
             clauses.append(f"{STATE} <> %s")
             params.append(InstanceState.DELETED)
@@ -108,11 +114,11 @@ class InstancePageSource:
             params.append(self.filters.state)
         if self.filters.name:
             # As the ORM's icontains on PostgreSQL: LIKE's wildcards in the value are literal.
-            clauses.append(f"UPPER({_column('i', Instance, 'name')}::text) LIKE UPPER(%s)")
+            clauses.append(f"UPPER({COLUMN['name']}::text) LIKE UPPER(%s)")
             params.append(f"%{connection.ops.prep_for_like_query(self.filters.name)}%")
         for field in ("image", "flavor"):
             if (value := getattr(self.filters, field)) is not None:
-                clauses.append(f"{_column('i', Instance, field)} = %s")
+                clauses.append(f"{COLUMN[field]} = %s")
                 params.append(value)
         if self.position is not None:
             lookup, when = self.position
