@@ -389,6 +389,8 @@ CONSOLE_TOKEN_TTL = env_int("CONSOLE_TOKEN_TTL", 60)
 CONSOLE_MAX_SESSION_SECONDS = env_int("CONSOLE_MAX_SESSION_SECONDS", 4 * 3600)
 CONSOLE_PROXY_BIND = env_str("CONSOLE_PROXY_BIND", "127.0.0.1:6080")
 CONSOLE_PROXY_URL = env_str("CONSOLE_PROXY_URL", "ws://127.0.0.1:6080")
+# How long the console page waits for a session to open before it says so and offers Reconnect.
+CONSOLE_CONNECT_SECONDS = env_int("CONSOLE_CONNECT_SECONDS", 30)
 CONSOLE_ALLOWED_ORIGINS = env_list("CONSOLE_ALLOWED_ORIGINS", [PORTAL_BASE_URL])
 ACCOUNT_USER_DISPLAY = "tenants.adapters.user_display"
 

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,9 +37,9 @@ CHROMIUM_FLAGS = [
 
 
 @contextmanager
-def console_proxy(*, database: dict, redis_prefix: str, origin: str, capture: bool = False):
+def console_proxy(*, database: dict, redis_prefix: str, origin: str):
     """Run `manage.py consoleproxy` on a free port for the test database; yields (port, output)
-    where output() is what it printed (with capture=True), once it has stopped."""
+    where output() is what it has printed so far."""
     port = free_port()
     env = {
         **os.environ,
@@ -46,25 +47,31 @@ def console_proxy(*, database: dict, redis_prefix: str, origin: str, capture: bo
         "REDIS_PREFIX": redis_prefix,
         "CONSOLE_PROXY_BIND": f"127.0.0.1:{port}",
         "CONSOLE_ALLOWED_ORIGINS": origin,
+        "LOG_LEVEL": "DEBUG",  # websockify's steps per connection, for a failing test to show
     }
-    sink = subprocess.PIPE if capture else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "consoleproxy"],
-        cwd=django_settings.BASE_DIR,
-        env=env,
-        stdout=sink,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    printed: list[str] = []
-    try:
-        wait_for_port(port)
-        yield port, lambda: "".join(printed)
-    finally:
-        # The whole group: websockify forks a child per connection, each with a DB connection.
-        os.killpg(proc.pid, signal.SIGTERM)
-        output, _ = proc.communicate(timeout=10)
-        printed.append((output or b"").decode(errors="replace"))
+    # A file, not a pipe: nobody reads a pipe while the test runs, and a full one would stall
+    # the proxy mid-session.
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "consoleproxy"],
+            cwd=django_settings.BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def output() -> str:
+            log.seek(0)
+            return log.read().decode(errors="replace")
+
+        try:
+            wait_for_port(port)
+            yield port, output
+        finally:
+            # The whole group: websockify forks a child per connection, each with a DB connection.
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
 
 
 def redis_client() -> redis.Redis:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, Q
@@ -614,7 +615,15 @@ def instance_console(request, actor: Actor, pk):
             {"instance": instance, "reason": reason, "back": reverse("instance", args=[instance.pk])},
             status=409,
         )
-    return render(request, "portal/console.html", {"instance": instance, "websocket_url": console.websocket_url(token)})
+    return render(
+        request,
+        "portal/console.html",
+        {
+            "instance": instance,
+            "websocket_url": console.websocket_url(token),
+            "connect_within_ms": settings.CONSOLE_CONNECT_SECONDS * 1000,
+        },
+    )
 
 
 # -- self-help: console log, rescue, install ISO ---------------------------------------------------

@@ -62,11 +62,12 @@ def vnc_peer():
 
 @pytest.fixture
 def proxy(transactional_db, settings):
-    with console_proxy(
-        database=connection.settings_dict, redis_prefix=settings.REDIS_PREFIX, origin=ORIGIN, capture=True
-    ) as (port, output):
+    with console_proxy(database=connection.settings_dict, redis_prefix=settings.REDIS_PREFIX, origin=ORIGIN) as (
+        port,
+        output,
+    ):
         yield port
-    print(output())  # shown by pytest when the test fails
+        print(output())  # shown by pytest when the test fails
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ is covered by tests/e2e.
 from __future__ import annotations
 
 import re
+import socket
 import time
 
 import pytest
@@ -294,3 +295,34 @@ def test_it_sets_up_two_factor_and_then_asks_for_a_code_at_login(chromium, live_
     page.get_by_role("button", name="Sign In").click()
     page.wait_for_url("**/instances/")
     assert watcher.unexpected() == ""
+
+
+def test_the_console_page_gives_up_on_a_proxy_that_never_answers(
+    chromium, live_server, http_cookies, settings, alice, make_instance
+):
+    # given: a running instance with a display, and a "proxy" that accepts and then says nothing
+    instance = make_instance()
+    Instance.objects.filter(pk=instance.pk).update(vnc_port=5999)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        settings.CONSOLE_PROXY_URL = f"ws://127.0.0.1:{silent.getsockname()[1]}"
+        settings.CONSOLE_CONNECT_SECONDS = 2
+        context = chromium.new_context(viewport=DESKTOP)
+        context.add_cookies([session_cookie(alice, live_server, settings)])
+        page = context.new_page()
+
+        # when
+        page.goto(f"{live_server.url}/instances/{instance.pk}/console")
+
+        # then: the page stops waiting, says it could not connect, and offers Reconnect
+        page.wait_for_selector("body[data-console-state=disconnected]", timeout=15_000)
+        assert "Could not connect" in page.inner_text("#console-status")
+        assert page.locator("#console-reconnect").is_visible()
+        # and it was this silent peer the page had been waiting on
+        silent.settimeout(5)
+        peer, _ = silent.accept()
+        with peer:
+            peer.settimeout(5)
+            assert peer.recv(64).startswith(b"GET /?token=")
+        context.close()

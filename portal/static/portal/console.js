@@ -13,11 +13,16 @@ function show(state, text) {
   status.textContent = text;
 }
 
+// noVNC waits for ever on a connection that neither opens nor fails (a proxy or VNC server that
+// accepted and went quiet); after CONSOLE_CONNECT_SECONDS the page gives up and offers Reconnect.
+const CONNECT_WITHIN_MS = Number(document.body.dataset.connectWithinMs) || 30000;
+
 const rfb = new RFB(screen, screen.dataset.websocketUrl, { wsProtocols: ["binary"] });
 rfb.scaleViewport = true;
 rfb.addEventListener("connect", () => show("connected", t("tConnected", "Connected")));
 const reconnect = document.getElementById("console-reconnect");
 let connected = false;
+const giveUp = setTimeout(() => { if (!connected) rfb.disconnect(); }, CONNECT_WITHIN_MS);
 
 // Why the session ended, in words: the instance's state tells most of it.
 function explain(clean) {
@@ -37,8 +42,9 @@ function explain(clean) {
     .catch(() => fallback);
 }
 
-rfb.addEventListener("connect", () => { connected = true; });
+rfb.addEventListener("connect", () => { connected = true; clearTimeout(giveUp); });
 rfb.addEventListener("disconnect", (event) => {
+  clearTimeout(giveUp);
   show("disconnected", event.detail.clean ? t("tDisconnected", "Disconnected") : t("tConnectionLost", "Connection lost"));
   explain(event.detail.clean).then((text) => show("disconnected", text));
   reconnect.hidden = false;
