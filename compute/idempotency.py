@@ -24,6 +24,9 @@ class KeyReused(Conflict):
     """The key came with another request body, or its first request failed."""
 
 
+SHOWN = ("image", "flavor", "host", "tenant")
+
+
 def claim(tenant: Tenant, key: str, fingerprint: str) -> tuple[IdempotencyKey | None, list[Instance] | None]:
     """Claim `key` for this request inside the caller's transaction: (the new key row, None),
     or (None, the instances an earlier request with the same key and body made, in order).
@@ -34,14 +37,15 @@ def claim(tenant: Tenant, key: str, fingerprint: str) -> tuple[IdempotencyKey | 
             return IdempotencyKey.objects.create(tenant=tenant, key=key, request_hash=fingerprint), None
     except IntegrityError:
         # Another request with this key won (possibly just now: the insert waited on it).
-        previous = IdempotencyKey.objects.select_related("instance").get(tenant=tenant, key=key)
+        # With what the answer shows of them (image, flavor, host and tenant), as a new one has.
+        previous = IdempotencyKey.objects.select_related(*(f"instance__{r}" for r in SHOWN)).get(tenant=tenant, key=key)
         if previous.request_hash != fingerprint:
             raise KeyReused(_("This Idempotency-Key was used with a different request; use a new key.")) from None
         if previous.instance is None:
             raise KeyReused(_("The first request with this Idempotency-Key failed; use a new key.")) from None
         if not previous.batch:
             return None, [previous.instance]
-        made = Instance.objects.in_bulk(previous.batch)
+        made = Instance.objects.select_related(*SHOWN).in_bulk(previous.batch)
         return None, [made[pk] for pk in map(uuid.UUID, previous.batch) if pk in made]
 
 

@@ -112,25 +112,22 @@ def _load(instance_id, expected: str) -> Instance | None:
 
 def _settle(instance: Instance, from_state: str, to_state: str, **fields) -> bool:
     """Conditional transition: only one run of a task can move the instance on. The state and
-    its log row (what billing and the SLA read) commit together: a worker dying between them
-    would leave a stopped instance billed as running."""
-    step_log.flush()  # the steps' rows say done before the state does
-    with transaction.atomic():
-        updated = Instance.objects.filter(pk=instance.pk, state=from_state).update(state=to_state, pending={}, **fields)
-        if updated:
-            history.record_state(instance.pk, to_state)
-    return updated == 1
+    its log row (what billing and the SLA read) commit together, and with the steps' rows
+    still waiting (they say done before the state does): all one statement. A worker dying
+    before it leaves all of them unwritten, never a stopped instance billed as running."""
+    return _settled(instance.pk, from_state, to_state, "tenant", {"pending": {}, **fields})
+
+
+def _settled(instance_id, from_state: str, to_state: str, cause: str, fields: dict) -> bool:
+    sql, params = history.settle_statement(instance_id, from_state, to_state, cause=cause, fields=fields)
+    (moved,) = step_log.with_waiting(sql, params)
+    return moved == 1
 
 
 def mark_failed(instance_id, from_state: str, failure: StepFailed | Exception) -> None:
     step_name = failure.step if isinstance(failure, StepFailed) else ""
-    step_log.flush()
-    with transaction.atomic():  # the state and its log row together, as in _settle
-        failed = Instance.objects.filter(pk=instance_id, state=from_state).update(
-            state=S.ERROR, error_step=step_name, error_message=str(failure)[:2000]
-        )
-        if failed:
-            history.record_state(instance_id, S.ERROR, cause="system")
+    fields = {"error_step": step_name, "error_message": str(failure)[:2000]}
+    _settled(instance_id, from_state, S.ERROR, "system", fields)
 
 
 def _spec(instance: Instance, size: Size | None = None, *, rescue: bool = False) -> DomainSpec:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, F, IntegerField, Q, QuerySet, Sum, Value
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Greatest
+from functools import cache
+
+from django.db import connection
+from django.db.models import Q, QuerySet
 
 from compute.models import Image, Instance, InstanceState
 from tenants.models import Tenant
@@ -18,29 +19,38 @@ def tenant_resource_usage(tenant: Tenant) -> dict[str, int]:
     """What the tenant's live instances hold against each quota limit.
 
     An instance being resized counts at the larger of its two sizes: the new one is already
-    promised (and claimed on its host) but its row changes only when the task has run.
+    promised (and claimed on its host) but its row changes only when the task has run. Every
+    create reads this under the tenant's quota row lock, so the query is written out once
+    (`_usage_sql`) rather than built by the ORM each time.
     """
-    totals = live_instances(tenant).aggregate(
-        instances=Count("id"),
-        # Aliases apart from the fields' names: the excess refers to the fields.
-        **{f"sum_{name}": Sum(name) for name in RESOURCES},
-        **{f"resizing_{name}": _resize_excess(name) for name in RESOURCES},
-    )
-    usage = {"instances": totals["instances"]}
-    for name in RESOURCES:
-        usage[name] = int(totals[f"sum_{name}"] or 0) + int(totals[f"resizing_{name}"] or 0)
-    return usage
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _usage_sql(), {"tenant": tenant.pk, "deleted": InstanceState.DELETED, "resizing": InstanceState.RESIZING}
+        )
+        instances, *used = cursor.fetchone()
+    return {"instances": instances, **{name: int(value) for name, value in zip(RESOURCES, used, strict=True)}}
 
 
 RESOURCES = ("vcpus", "memory_mb", "disk_gb")
 
 
-def _resize_excess(name: str) -> Sum:
-    """How much more of `name` the resizes in flight have claimed than their rows show, in the
-    same query as the totals. `pending.size` is null once a failed resize gave its claim back:
-    a null counts as nothing (GREATEST skips nulls, SUM too)."""
-    new = Cast(KT(f"pending__size__{name}"), IntegerField())
-    return Sum(Greatest(new - F(name), Value(0)), filter=Q(state=InstanceState.RESIZING))
+@cache
+def _usage_sql() -> str:
+    """Each resource: the live rows' sum, plus how much more the resizes in flight have claimed
+    than their rows show. `pending.size` is null once a failed resize gave its claim back: a
+    null counts as nothing (GREATEST skips nulls, SUM too)."""
+    meta, quote = Instance._meta, connection.ops.quote_name
+
+    def column(name: str) -> str:
+        return quote(meta.get_field(name).column)
+
+    def excess(name: str) -> str:
+        new = f"({column('pending')} -> 'size' ->> '{name}')::integer"
+        return f"SUM(GREATEST({new} - {column(name)}, 0)) FILTER (WHERE {column('state')} = %(resizing)s)"
+
+    sums = ", ".join(f"COALESCE(SUM({column(name)}), 0) + COALESCE({excess(name)}, 0)" for name in RESOURCES)
+    where = f"{column('tenant')} = %(tenant)s AND {column('state')} <> %(deleted)s"
+    return f"SELECT COUNT(*), {sums} FROM {quote(meta.db_table)} WHERE {where}"  # noqa: S608 (names from the model)
 
 
 def images_visible_filter(tenant: Tenant) -> Q:

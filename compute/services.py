@@ -327,7 +327,8 @@ def _create(
     image, keys, groups = _checked_create(actor, request)
     # An HA flavor's disks live on shared storage, where another host can start them (read
     # here, before the quota row is locked).
-    shared = bool(request.flavor_id) and Flavor.objects.filter(pk=request.flavor_id, ha=True).exists()
+    flavor = Flavor.objects.filter(pk=request.flavor_id).first() if request.flavor_id else None
+    shared = flavor is not None and flavor.ha
     passwords = _passwords(request, len(names))
     with transaction.atomic():
         key_row = None
@@ -342,7 +343,7 @@ def _create(
         # A host or an address missing for any one raises: the claims and rows of those made
         # before it roll back with the transaction.
         made = [
-            _make_instance(actor, request, name, image, keys, groups, password, shared=shared)
+            _make_instance(actor, request, name, image, flavor, keys, groups, password, shared=shared)
             for name, password in zip(names, passwords, strict=True)
         ]
         idempotency.bind(key_row, made)
@@ -363,6 +364,7 @@ def _make_instance(
     request: CreateRequest,
     name: str,
     image: Image,
+    flavor: Flavor | None,
     keys: list,
     groups: list,
     password: tuple[str, str],
@@ -388,6 +390,8 @@ def _make_instance(
         created_by=actor.user,
         **request.size.as_fields(),
     )
+    if flavor is not None:
+        instance.flavor = flavor  # the answer shows its name
     instance.mac_address = mac_for(instance.id)
     instance.ip_address = address
     instance.dns_label = dns.choose_label(instance, name)  # under the quota row lock

@@ -71,7 +71,10 @@ def _with(writes: list[_Write], last_sql: str, last_params: list) -> tuple[str, 
     if not writes:
         return last_sql, last_params
     clauses = ", ".join(f"earlier_{n} AS ({w.sql})" for n, w in enumerate(writes))
-    return f"WITH {clauses} {last_sql}", [p for w in writes for p in w.params] + last_params
+    params = [p for w in writes for p in w.params] + last_params
+    if last_sql.startswith("WITH "):  # its own clauses follow these
+        return f"WITH {clauses}, {last_sql.removeprefix('WITH ')}", params
+    return f"WITH {clauses} {last_sql}", params
 
 
 def _written(writes: list[_Write]) -> None:
@@ -141,6 +144,18 @@ def finish(row: InstanceAction, *, at_once: bool) -> None:
             finished=row,
         )
     )
+
+
+def with_waiting(sql: str, params: list):
+    """Run a statement with the writes still waiting ahead of it, as WITH clauses of the same
+    statement (so they commit with it, or not at all); its first row back."""
+    earlier = _take()
+    sql, params = _with(earlier, sql, params)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    _written(earlier)
+    return row
 
 
 def flush() -> None:

@@ -118,3 +118,25 @@ def test_it_documents_count_and_both_answers(db):
         "#/components/schemas/InstancesCreated",
     }
     assert schemas["InstancesCreated"]["required"] == ["instances"]
+
+
+@pytest.mark.parametrize("count", [None, 2])
+def test_it_answers_a_create_and_its_replay_as_a_read_shows_the_instances(
+    api, alice, tenant_a, host, image, flavor, count
+):
+    # given: the answer is made from what the create wrote, not read back
+    client = api(alice)
+    body = body_for(image, flavor, **({"count": count} if count else {}))
+
+    # when: created, then the same request again with its key
+    first = post(client, body, HTTP_IDEMPOTENCY_KEY="k-1")
+    again = post(client, body, HTTP_IDEMPOTENCY_KEY="k-1")
+
+    # then: both answers show each instance field for field as GET does (but the password)
+    assert first.status_code == again.status_code == 202, first.json()
+    for answer in (first.json(), again.json()):
+        for shown in answer["instances"] if count else [answer]:
+            shown.pop("password")
+            read = client.get(f"/api/v1/instances/{shown['id']}").json()
+            assert shown == {key: read[key] for key in shown}
+            assert shown["flavor_name"] == flavor.name and shown["image_name"] == image.name

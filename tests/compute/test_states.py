@@ -8,11 +8,12 @@ their tasks eagerly against libvirt's test driver.
 import uuid
 
 import pytest
+from django.db import DatabaseError, connection, transaction
 
-from compute import history, operations
+from compute import operations
 from compute.drivers.libvirt import connect, disk_volume
 from compute.drivers.libvirt_xml import backing_path_of
-from compute.models import Host, Image, Instance, InstanceAction, InstanceState, IpAllocation
+from compute.models import Host, Image, Instance, InstanceAction, InstanceState, InstanceStateLog, IpAllocation
 from compute.transitions import OPERATOR_ACTIONS, TRANSITIONS, allowed_actions, refusal
 from tenants.models import AuditEvent
 
@@ -258,19 +259,26 @@ def test_it_snapshots_into_a_private_image_that_builds_on_the_same_host(
     assert backing_path_of(disk.XMLDesc(0)).endswith(snapshot.volume_name)
 
 
-def test_it_moves_the_state_only_together_with_its_log_row(created, monkeypatch):
-    # given: a stop in flight, and a state log that cannot be written (a worker dying between
+def test_it_moves_the_state_only_together_with_its_log_row(created):
+    # given: a stop in flight, and a state log that refuses the row (a worker dying between
     # the two writes would leave the same gap)
     Instance.objects.filter(pk=created.pk).update(state=InstanceState.STOPPING)
-
-    def cannot_write(*args, **kwargs):
-        raise RuntimeError("the state log cannot be written")
-
-    monkeypatch.setattr(history, "record_state", cannot_write)
-
-    # when
-    with pytest.raises(RuntimeError):
-        operations._settle(Instance.objects.get(pk=created.pk), InstanceState.STOPPING, InstanceState.STOPPED)
+    table = InstanceStateLog._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION pg_temp.refuse_state_log() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'the state log cannot be written'; END $$"
+        )
+        cursor.execute(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_state_log()"
+        )
+    try:
+        # when
+        with pytest.raises(DatabaseError, match="the state log cannot be written"), transaction.atomic():
+            operations._settle(Instance.objects.get(pk=created.pk), InstanceState.STOPPING, InstanceState.STOPPED)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER refuse ON {table}")
 
     # then: still stopping, so a resumed task settles it with its log row; billing never sees a
     # stopped instance whose log still says running
