@@ -137,10 +137,9 @@ def segment_pools(pool: IpPool, segment: str | None = None) -> list[int]:
         segment = Host.objects.filter(pk=pool.host_id).values_list("segment", flat=True).first()
     if not segment:
         return [pool.pk]
-    if connection.vendor == "postgresql":
-        # Creates on two hosts of one segment lock different host rows: this serializes them.
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"segment:{segment}"])
+    # Creates on two hosts of one segment lock different host rows: this serializes them.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"segment:{segment}"])
     return list(IpPool.objects.filter(host__segment=segment).values_list("pk", flat=True))
 
 

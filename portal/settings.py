@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dj_database_url
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 from portal.env import env_bool, env_int, env_list, env_str, running_in_a_vm, secret_key
 
@@ -79,10 +80,12 @@ TEMPLATES = [
     },
 ]
 
-# PostgreSQL for tests and production; the SQLite file is only the embedded default of `make run`.
+# PostgreSQL only: the hot paths are written-out PostgreSQL (a claim with RETURNING, a state
+# and its log row in one statement with data-modifying WITH clauses). The default is the local
+# server `make run` starts; `manage.py runportal` creates the database when it is missing.
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'portal.sqlite3'}"),
+        env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/cloudportal"),
         # Kept between requests (a new PostgreSQL connection costs more than most requests).
         conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
         conn_health_checks=True,
@@ -375,14 +378,10 @@ SECURITY_GROUP_MAX_RULES = env_int("SECURITY_GROUP_MAX_RULES", 50)
 # None: decided by probing the kernel (compute.localhost.kernel_can_shape).
 LIBVIRT_SHAPING = env_bool("LIBVIRT_SHAPING", False) if env_str("LIBVIRT_SHAPING", "") else None
 
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Web, worker and beat share the file: wait for locks instead of failing, and take the
-    # write lock at BEGIN so two writers never deadlock upgrading read locks.
-    DATABASES["default"]["OPTIONS"] = {
-        "timeout": 30,
-        "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL;",
-    }
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured(
+        f"DATABASE_URL must name a PostgreSQL database (postgres://...); this one is {DATABASES['default']['ENGINE']}."
+    )
 
 # Console: websockify with compute.console's plugin; tokens live a minute and open one session.
 CONSOLE_TOKEN_TTL = env_int("CONSOLE_TOKEN_TTL", 60)

@@ -8,6 +8,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from compute.models import Host
+from portal.database import ensure_database
 from portal.runner import Proc, fresh_metrics_dir, python_bin, supervise
 from tenants.models import User
 from tenants.services import personal_tenant_for
@@ -31,6 +32,8 @@ class Command(BaseCommand):
         parser.add_argument("--bind", default=os.environ.get("PORTAL_BIND", "127.0.0.1:8000"))
 
     def handle(self, *args, bind: str, **options):
+        if ensure_database():
+            self.stdout.write(f"Created the database {settings.DATABASES['default']['NAME']}")
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         call_command("seed_demo")
