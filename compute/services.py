@@ -8,14 +8,13 @@ one order everywhere: tenant quota -> host -> instance.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import logging
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
+from functools import cache, partial
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -148,22 +147,45 @@ def _free_address(pool: IpPool, segment: str | None = None) -> str | None:
     (the host's DHCP server would still hand it to the old guest's MAC only). The caller holds
     its host's row lock (its claim updated the row), so two creates on one host never pick the
     same address; on a segment, every pool of it counts, under the segment's lock. A rested
-    address's old row is cleared for the new allocation."""
+    address's old row is cleared for the new allocation, in the same statement."""
     pools = segment_pools(pool, segment)
-    rested = timezone.now() - timedelta(seconds=settings.IP_REST_SECONDS)
-    rows = IpAllocation.objects.filter(pool__in=pools).values_list("address", "instance_id", "released_at")
-    taken = {address for address, holder, released in rows if holder is not None or (released and released > rested)}
     if pools == [pool.pk]:
-        reserved = {pool.gateway}
+        reserved = [pool.gateway]
     else:
-        reserved = set(IpPool.objects.filter(pk__in=pools).values_list("gateway", flat=True))
-    start, end = int(ipaddress.ip_address(pool.first)), int(ipaddress.ip_address(pool.last))
-    for number in range(start, end + 1):
-        address = str(ipaddress.ip_address(number))
-        if address not in taken and address not in reserved:
-            IpAllocation.objects.filter(pool__in=pools, address=address, instance__isnull=True).delete()
-            return address
-    return None
+        reserved = list(IpPool.objects.filter(pk__in=pools).values_list("gateway", flat=True))
+    rested = timezone.now() - timedelta(seconds=settings.IP_REST_SECONDS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _free_address_sql(),
+            {"pools": pools, "reserved": reserved, "rested": rested, "first": pool.first, "last": pool.last},
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+@cache
+def _free_address_sql() -> str:
+    """The lowest address in [first, last] that is neither used (held, resting, or a gateway)
+    nor reserved: the range's first address or the one after a used one, so PostgreSQL reads
+    the pool's rows once and hands back one address instead of all of them."""
+    table = connection.ops.quote_name(IpAllocation._meta.db_table)
+    return f"""
+        WITH used AS (
+            SELECT address FROM {table}
+            WHERE pool_id = ANY(%(pools)s) AND (instance_id IS NOT NULL OR released_at > %(rested)s)
+            UNION SELECT unnest(%(reserved)s::inet[])
+        ), pick AS (
+            SELECT candidate AS address
+            FROM (SELECT %(first)s::inet AS candidate UNION ALL SELECT address + 1 FROM used) AS candidates
+            WHERE candidate BETWEEN %(first)s::inet AND %(last)s::inet
+              AND candidate NOT IN (SELECT address FROM used)
+            ORDER BY candidate LIMIT 1
+        ), cleared AS (
+            DELETE FROM {table} AS rested USING pick
+            WHERE rested.pool_id = ANY(%(pools)s) AND rested.address = pick.address AND rested.instance_id IS NULL
+        )
+        SELECT host(address) FROM pick
+    """  # noqa: S608 (the table's name from the model; every value a parameter)
 
 
 # Hosts tried whose address pool turned out full, before a create is refused.

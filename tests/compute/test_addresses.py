@@ -3,6 +3,7 @@
 On libvirt's test driver; tests/e2e/test_address_churn.py shows the same with real guests.
 """
 
+import ipaddress
 from datetime import timedelta
 
 import libvirt
@@ -12,7 +13,7 @@ from django.utils import timezone
 from compute import operations, services
 from compute.drivers.libvirt import connect
 from compute.drivers.libvirt_xml import dhcp_host_xml, dhcp_hosts_of
-from compute.models import IpAllocation
+from compute.models import IpAllocation, IpPool
 from compute.sizing import Size
 from tests.conftest import actor
 
@@ -77,3 +78,29 @@ def test_it_writes_dhcp_entries_with_a_bounded_lease(db, host, alice, tenant_a, 
     operations.provision(instance.pk)
     xml = connect(host.uri).networkLookupByName(host.network).XMLDesc(0)
     assert f"<lease expiry='{settings.DHCP_LEASE_SECONDS}' unit='seconds'/>" in xml
+
+
+def test_it_gives_the_lowest_address_that_is_neither_held_resting_nor_a_gateway(
+    db, host, alice, tenant_a, image, flavor, settings
+):
+    # given: a pool of five addresses with its gateway among them; the first held by an
+    # instance, the second resting, and the fourth's rest over
+    pool = IpPool.objects.get(host=host)
+    net = ipaddress.ip_network(pool.cidr)
+    a = [str(net.network_address + n) for n in range(10, 15)]
+    IpPool.objects.filter(pk=pool.pk).update(first=a[0], last=a[4], gateway=a[2])
+    pool.refresh_from_db()
+    holder = create(alice, tenant_a, image, flavor, "holder")
+    assert holder.ip_address == a[0]
+    IpAllocation.objects.create(pool=pool, address=a[1], released_at=timezone.now())
+    long_ago = timezone.now() - timedelta(seconds=settings.IP_REST_SECONDS + 60)
+    IpAllocation.objects.create(pool=pool, address=a[3], released_at=long_ago)
+
+    # when / then: the fourth (the third is the gateway), its old row cleared for the new one
+    assert services._free_address(pool) == a[3]
+    assert not IpAllocation.objects.filter(address=a[3]).exists()
+    # and once it and the last are held, none is left
+    IpAllocation.objects.create(pool=pool, address=a[3], instance=holder)
+    assert services._free_address(pool) == a[4]
+    IpAllocation.objects.create(pool=pool, address=a[4], instance=holder)
+    assert services._free_address(pool) is None
