@@ -12,6 +12,7 @@ import time
 
 import pytest
 from celery.signals import after_task_publish
+from django.db import connection
 
 from compute.models import Host, Instance, IpAllocation
 
@@ -123,3 +124,38 @@ def test_it_gives_each_worker_only_its_own_hosts_work(
     for worker in workers.values():
         assert worker.output().count("compute.tasks.provision[") == 4  # two received, two succeeded
         assert queued(worker.queue) == 0
+
+
+def test_it_keeps_its_database_connection_between_tasks_and_replaces_a_broken_one(
+    start_worker, api, alice, tenant_a, host, image, flavor
+):
+    # given: a worker with one thread, which has built an instance
+    start_worker(host.queue, threads=1)
+    client = api(alice)
+
+    def build(name: str) -> str:
+        response = client.post(
+            "/api/v1/instances", {"name": name, "image": str(image.pk), "flavor": str(flavor.pk)}, format="json"
+        )
+        assert response.status_code == 202, response.json()
+        wait_for(client, response.json()["id"], "running")
+        return response.json()["id"]
+
+    build("web-1")
+    worker_backends = """SELECT pid FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"""
+    with connection.cursor() as cursor:
+        cursor.execute(worker_backends)
+        before = {pid for (pid,) in cursor.fetchall()}
+    assert before, "the worker closed its connection after the task"
+
+    # when: it builds another: the same connection serves it (no new server process)
+    build("web-2")
+    with connection.cursor() as cursor:
+        cursor.execute(worker_backends)
+        assert {pid for (pid,) in cursor.fetchall()} == before
+
+    # and when its idle connection is cut between tasks, the next task gets a fresh one
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT pg_terminate_backend(pid) FROM ({worker_backends}) AS worker")  # noqa: S608
+    build("web-3")
