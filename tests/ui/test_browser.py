@@ -319,6 +319,7 @@ def test_the_console_page_gives_up_on_a_proxy_that_never_answers(
         page.wait_for_selector("body[data-console-state=disconnected]", timeout=15_000)
         assert "Could not connect" in page.inner_text("#console-status")
         assert page.locator("#console-reconnect").is_visible()
+        shot(page, "console-no-connect")
         # and it was this silent peer the page had been waiting on
         silent.settimeout(5)
         peer, _ = silent.accept()
