@@ -109,6 +109,18 @@ def _code(exc: libvirt.libvirtError) -> int:
     return exc.get_error_code()
 
 
+def power_off(dom: libvirt.virDomain) -> None:
+    """Hard power-off of a domain found running. A guest can finish shutting itself down
+    between that look and this call (a stop's ACPI request arriving just as it gives up
+    waiting): libvirt then refuses with "domain is not running", and the guest is off, as
+    wanted."""
+    try:
+        dom.destroy()
+    except libvirt.libvirtError as exc:
+        if _code(exc) != libvirt.VIR_ERR_OPERATION_INVALID or dom.isActive():
+            raise
+
+
 def _stopped_by(stats: dict) -> str:
     """Who stopped a guest that is not running, from libvirt's reason for its state."""
     state, reason = stats.get("state.state", 0), stats.get("state.reason", 0)
@@ -664,7 +676,7 @@ class LibvirtDriver(ComputeDriver):
                 while dom.isActive() and time.monotonic() < deadline:
                     time.sleep(0.5)
                 if dom.isActive():
-                    dom.destroy()  # the guest ignored ACPI: hard power-off
+                    power_off(dom)  # the guest ignored ACPI, or has not finished yet
             return self._status_of(dom)
 
     def reboot(self, uuid: str) -> DomainStatus:
@@ -721,7 +733,7 @@ class LibvirtDriver(ComputeDriver):
             dom = self._domain(uuid)
             if dom is not None:
                 if dom.isActive():
-                    dom.destroy()
+                    power_off(dom)
                 dom.undefine()  # BIOS guests without NVRAM or managed save: no flags needed
             net = self.conn.networkLookupByName(self.host.network)
             for entry in lx.dhcp_hosts_of(net.XMLDesc(0)):

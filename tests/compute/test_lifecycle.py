@@ -3,7 +3,9 @@
 import libvirt
 import pytest
 
-from compute.drivers.libvirt import connect, disk_volume, seed_volume
+from compute import operations
+from compute.driver_refs import host_ref
+from compute.drivers.libvirt import connect, disk_volume, driver_for, power_off, seed_volume
 from compute.models import Host, Instance, IpAllocation
 
 
@@ -65,3 +67,22 @@ def test_it_runs_the_whole_life_cycle_through_the_api(eager, api, alice, tenant_
     host = Host.objects.get(pk=host.pk)
     assert (host.vcpus_used, host.memory_mb_used, host.disk_gb_used) == (0, 0, 0)
     assert Instance.objects.get(pk=instance_id).deleted_at is not None
+
+
+def test_a_stop_that_meets_a_guest_just_powering_itself_off_ends_stopped(building):
+    # given: a running instance whose guest has powered itself off after the stop looked
+    # (the stop's hard power-off then finds it not running: libvirt refuses)
+    assert operations.provision(building.pk) == "running"
+    drv = driver_for(host_ref(building.host))
+    dom = connect(building.host.uri).lookupByUUIDString(str(building.pk))
+    dom.destroy()
+    with pytest.raises(libvirt.libvirtError, match="not running"):
+        dom.destroy()
+
+    # when / then: the power-off takes that for done, so the stop ends with the guest off
+    power_off(dom)
+    assert drv.stop(str(building.pk), 0).power == "shutoff"
+    # and any other refusal still fails
+    dom.undefine()
+    with pytest.raises(libvirt.libvirtError):
+        power_off(dom)
