@@ -165,9 +165,9 @@ def _free_address(pool: IpPool, segment: str | None = None) -> str | None:
 
 @cache
 def _free_address_sql() -> str:
-    """The lowest address in [first, last] that is neither used (held, resting, or a gateway)
-    nor reserved: the range's first address or the one after a used one, so PostgreSQL reads
-    the pool's rows once and hands back one address instead of all of them."""
+    """The lowest address in [first, last] that is not used (held, resting, or a gateway):
+    the range's first address or the one after a used one, so PostgreSQL reads the pool's rows
+    once and hands back one address instead of all of them."""
     table = connection.ops.quote_name(IpAllocation._meta.db_table)
     return f"""
         WITH used AS (
