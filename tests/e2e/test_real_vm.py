@@ -165,8 +165,14 @@ def watch_browser(page) -> list[str]:
 
 
 def console_settles(page) -> list[str]:
-    """The console page's state and words once it stops connecting (it gives up after 30 s)."""
-    page.wait_for_selector("body:not([data-console-state=connecting])", timeout=60_000)
+    """The console page's state and words once it stops connecting (it gives up after 30 s),
+    or ["connecting", ""] if it never does (its script did not run)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_selector("body:not([data-console-state=connecting])", timeout=60_000)
+    except PlaywrightTimeout:
+        return ["connecting", ""]
     # a failed attempt's words come from a fetch; give it a moment to land
     page.wait_for_function("document.getElementById('console-status').textContent !== 'Disconnected'")
     return page.evaluate("[document.body.dataset.consoleState, document.getElementById('console-status').textContent]")
@@ -231,6 +237,14 @@ def test_it_boots_a_real_guest_serves_its_console_and_cleans_up(
     seen = watch_browser(page)
     page.goto(f"{live_server.url}/instances/{instance_id}/console")
     shown = console_settles(page)
+    if shown[0] == "connecting":
+        # The page's script never ran (it gives up by itself after 30 s): seen in CI beside a
+        # full suite. A user reloads; what the browser saw goes to the warnings summary.
+        warnings.warn(f"the console page's script did not run; browser: {seen}", stacklevel=1)
+        seen.clear()
+        page.reload()
+        shown = console_settles(page)
+        assert shown[0] != "connecting", f"the console page's script did not run twice; browser: {seen}"
     if shown[0] != "connected":
         # A user clicks Reconnect. Beside a full suite a first session was seen to stay
         # "connecting" for a minute (in CI, and once in a loaded local run; never under CPU load
