@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass
 
 import libvirt
+from django.db.models import Min
 
 from bench import processes, seed
 from bench.environment import BenchEnvironment
@@ -38,7 +39,7 @@ from compute.drivers import libvirt_xml as lx
 from compute.drivers.base import DomainSpec
 from compute.drivers.libvirt import disk_volume, domain_name, driver_for, forget_connection, seed_volume
 from compute.hosts import host_register
-from compute.models import Host, Instance, InstanceState
+from compute.models import Host, Instance, InstanceAction, InstanceState
 from tests.simulated import write_host
 
 AREA = "control-plane"
@@ -63,6 +64,8 @@ class Batch:
     floor_rate: float
     api_rate: float = 0.0  # POSTs answered per second (N > 1)
     cpu_ms_per_instance: dict | None = None  # CPU used by role during the batch, per instance
+    # N = 1: p50 of each part of POST -> RUNNING, in ms (answered, queued, built)
+    parts_ms: dict | None = None
 
 
 def register_hosts(env: BenchEnvironment, tag: str, count: int, first_subnet: int) -> list[Host]:
@@ -246,14 +249,18 @@ def run_batch(client: Client, hosts: list[Host], size: int, repeats: int, after_
     ids: list[str] = []
     api_rate = 0.0
     cpu_before = cpu_by_role()
+    parts_ms = None
     if size == 1:
+        answers = []
         for _ in range(repeats):
             sent = time.time()
             pk = client.create(f"one-{uuid.uuid4().hex[:10]}")
+            answers.append((sent, time.time()))
             launched = wait_running([pk], within=60)
             latencies.append(launched[pk] - sent)
             ids.append(pk)
         rate = len(ids) / sum(latencies)
+        parts_ms = timeline(ids, answers)
     else:
         names = [f"n{size}-{uuid.uuid4().hex[:10]}" for _ in range(size)]
         ids, sent, answered = client.create_together(names)
@@ -268,7 +275,29 @@ def run_batch(client: Client, hosts: list[Host], size: int, repeats: int, after_
     # How busy the whole machine was meanwhile (1.0: every core), with our work and others'.
     cpu["machine_busy_fraction"] = round(machine_busy / machine_total, 2) if machine_total else None
     floor, floor_total = libvirt_floor(ids)
-    return Batch(len(hosts), size, latencies, rate, ids, floor, len(floor) / floor_total, api_rate, cpu)
+    return Batch(len(hosts), size, latencies, rate, ids, floor, len(floor) / floor_total, api_rate, cpu, parts_ms)
+
+
+def timeline(ids: list[str], answers: list[tuple[float, float]]) -> dict[str, float]:
+    """Where one create's time went, p50 of each part in ms: the POST answered (web), the
+    build's first step begun (Celery's hop: publish, Redis, the worker taking it up), RUNNING
+    recorded (the build task). From the clocks of one machine: the bench's, and the web's and
+    the worker's timestamps in the database."""
+    first_step = dict(
+        InstanceAction.objects.filter(instance_id__in=ids, action="create")
+        .exclude(step="")
+        .values("instance_id")
+        .annotate(first=Min("started_at"))
+        .values_list("instance_id", "first")
+    )
+    launched = dict(Instance.objects.filter(pk__in=ids).values_list("id", "launched_at"))
+    parts: dict[str, list[float]] = {"answered": [], "queued": [], "built": []}
+    for pk, (sent, answered) in zip(ids, answers, strict=True):
+        began = first_step[uuid.UUID(pk)].timestamp()
+        parts["answered"].append(answered - sent)
+        parts["queued"].append(began - answered)
+        parts["built"].append(launched[uuid.UUID(pk)].timestamp() - began)
+    return {name: round(percentile(values, 50) * 1000, 1) for name, values in parts.items()}
 
 
 def _figures(batch: Batch, largest: int) -> list[Figure]:
@@ -283,6 +312,7 @@ def _figures(batch: Batch, largest: int) -> list[Figure]:
         "instances": len(batch.instance_ids),
         "api_posts_per_s": batch.api_rate,
         "cpu_ms_per_instance": batch.cpu_ms_per_instance,
+        "parts_ms": batch.parts_ms,
     }
     figures = [
         Figure(
@@ -357,7 +387,9 @@ def run(env: BenchEnvironment, *, quick: bool = False) -> list[Figure]:
                 print(
                     f"   {size} on {count} host(s): p50 {percentile(batch.latencies, 50) * 1000:.0f} ms, "
                     f"{batch.rate:.1f}/s (POSTs answered at {batch.api_rate:.0f}/s), "
-                    f"CPU ms per instance {batch.cpu_ms_per_instance} ({time.monotonic() - began:.0f} s)",
+                    f"CPU ms per instance {batch.cpu_ms_per_instance}"
+                    + (f", p50 parts {batch.parts_ms}" if batch.parts_ms else "")
+                    + f" ({time.monotonic() - began:.0f} s)",
                     flush=True,
                 )
             sampler.sample()

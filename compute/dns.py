@@ -28,14 +28,26 @@ def tenant_label(slug: str) -> str:
     return dns_safe(slug) or "tenant"
 
 
-def choose_label(instance: Instance, name: str) -> str:
+def base_label(name: str) -> str:
+    """The label a name gives when no other live instance of the tenant has it."""
+    return dns_safe(name) or "vm"
+
+
+def choose_label(instance: Instance, name: str, *, taken: set[str] | None = None) -> str:
     """The label for `instance` called `name`, unique among its tenant's live instances. The
-    caller holds the tenant's quota row lock, so two creates or renames never pick the same."""
-    base = dns_safe(name) or "vm"
-    others = Instance.objects.filter(tenant_id=instance.tenant_id, dns_label=base).exclude(state=InstanceState.DELETED)
-    if instance.pk is not None:
-        others = others.exclude(pk=instance.pk)
-    if not others.exists():
+    caller holds the tenant's quota row lock, so two creates or renames never pick the same.
+    `taken`: the labels the others hold, when the caller has read them under that lock (a new
+    instance has none of its own yet)."""
+    base = base_label(name)
+    if taken is not None:
+        free = base not in taken
+    else:
+        others = Instance.objects.filter(tenant_id=instance.tenant_id, dns_label=base)
+        others = others.exclude(state=InstanceState.DELETED)
+        if instance.pk is not None:
+            others = others.exclude(pk=instance.pk)
+        free = not others.exists()
+    if free:
         return base
     suffix = instance.pk.hex[:6]
     return f"{base[: LABEL_MAX - len(suffix) - 1].rstrip('-')}-{suffix}"

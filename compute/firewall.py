@@ -214,7 +214,8 @@ def queue_sync(tenant_id, *, except_host=None) -> None:
         live = Instance.objects.filter(tenant_id=tenant_id).exclude(state__in=GONE).exclude(host__domain_type="test")
         if except_host is not None:
             live = live.exclude(host_id=except_host)
-        for host_id, queue in live.values_list("host_id", "host__queue").distinct():
+        # No ordering: the model's would make DISTINCT one row per instance, not per host.
+        for host_id, queue in live.order_by().values_list("host_id", "host__queue").distinct():
             if leases.client().set(sync_key(host_id), "1", nx=True, ex=SYNC_PENDING_SECONDS):
                 tasks.sync_firewall.apply_async(args=[str(host_id)], queue=queue)
 

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache, partial
 
@@ -22,6 +22,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from base import rows
 from base.errors import Conflict, Invalid, NotPermitted, QuotaExceeded
 from compute import cloudinit, dns, firewall, idempotency, leases, scheduler, security_groups, tasks
 from compute.driver_refs import driver, instance_driver
@@ -39,12 +40,12 @@ from compute.models import (
     IpPool,
 )
 from compute.row_locks import lock_bulk_creates, lock_instance, lock_quota
-from compute.selectors import images_visible_filter, tenant_resource_usage
+from compute.selectors import images_visible_filter, usage_and_taken
 from compute.sizing import Size, custom_size_errors
 from compute.transitions import TRANSITIONS, action_word, refusal, state_word
 from tenants.access import Actor
 from tenants.models import SshKey
-from tenants.services import audit
+from tenants.services import audit, audit_event
 
 log = logging.getLogger(__name__)
 TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,31}")
@@ -66,6 +67,8 @@ class CreateRequest:
     generate_password: bool = False
     # The security groups it joins; None: the tenant's default group.
     security_group_ids: tuple[str, ...] | None = None
+    # The row of `flavor_id`, when the caller has read it already (the API's validation has).
+    flavor: Flavor | None = field(default=None, compare=False, repr=False)
 
     def fingerprint(self, *, count: int | None = None) -> str:
         """A hash of the request, for Idempotency-Key; `count` for a bulk create (a single
@@ -95,7 +98,14 @@ def mac_for(instance_id) -> str:
 
 
 def record_action(instance: Instance, action: str, *, actor: Actor | None, **detail) -> InstanceAction:
-    return InstanceAction.objects.create(
+    row = action_row(instance, action, actor=actor, **detail)
+    row.save()
+    return row
+
+
+def action_row(instance: Instance, action: str, *, actor: Actor | None, **detail) -> InstanceAction:
+    """The action log's row of a request, not written yet."""
+    return InstanceAction(
         instance=instance,
         action=action,
         status=InstanceAction.Status.REQUESTED,
@@ -112,10 +122,11 @@ def _enqueue(task, instance: Instance) -> None:
     transaction.on_commit(lambda: task.apply_async(args=[instance_id], queue=queue))
 
 
-def _check_quota(actor: Actor, extra: Size, *, new_instances: int) -> None:
-    """Lock the tenant's quota row and refuse if `extra` would pass any limit."""
+def _check_quota(actor: Actor, extra: Size, *, new_instances: int, names=(), labels=()) -> tuple[set, set]:
+    """Lock the tenant's quota row and refuse if `extra` would pass any limit. Which of
+    `names` and of the DNS `labels` the tenant's live instances hold, read with the usage."""
     quota = lock_quota(actor.tenant)
-    used = tenant_resource_usage(actor.tenant)
+    used, names_taken, labels_taken = usage_and_taken(actor.tenant, names, labels)
     wanted = {
         "instances": new_instances,
         "vcpus": extra.vcpus,
@@ -126,6 +137,7 @@ def _check_quota(actor: Actor, extra: Size, *, new_instances: int) -> None:
         limit = getattr(quota, name)
         if amount > 0 and used[name] + amount > limit:
             raise QuotaExceeded(name, in_use=used[name], requested=amount, limit=limit)
+    return names_taken, labels_taken
 
 
 def segment_pools(pool: IpPool, segment: str | None = None) -> list[int]:
@@ -326,10 +338,9 @@ def _checked_create(actor: Actor, request: CreateRequest) -> tuple[Image, list[S
     return image, keys, groups
 
 
-def _check_names_free(actor: Actor, names: list[str]) -> None:
-    """Under the quota row lock: no live instance of the tenant has any of these names."""
-    live = Instance.objects.filter(tenant=actor.tenant).exclude(state=InstanceState.DELETED)
-    taken = set(live.filter(name__in=names).values_list("name", flat=True))
+def _check_names_free(names: list[str], taken: set[str]) -> None:
+    """No live instance of the tenant has any of these names (`taken`: those that one has,
+    read under the quota row lock)."""
     if not taken:
         return
     if len(names) == 1:
@@ -348,7 +359,9 @@ def _create(
     image, keys, groups = _checked_create(actor, request)
     # An HA flavor's disks live on shared storage, where another host can start them (read
     # here, before the quota row is locked).
-    flavor = Flavor.objects.filter(pk=request.flavor_id).first() if request.flavor_id else None
+    flavor = request.flavor
+    if flavor is None and request.flavor_id:
+        flavor = Flavor.objects.filter(pk=request.flavor_id).first()
     shared = flavor is not None and flavor.ha
     passwords = _passwords(request, len(names))
     with transaction.atomic():
@@ -357,14 +370,20 @@ def _create(
             key_row, previous = idempotency.claim(actor.tenant, idempotency_key, fingerprint)
             if previous is not None:
                 return previous
-        _check_quota(actor, request.size.times(len(names)), new_instances=len(names))
-        _check_names_free(actor, names)
+        names_taken, labels_taken = _check_quota(
+            actor,
+            request.size.times(len(names)),
+            new_instances=len(names),
+            names=names,
+            labels=[dns.base_label(name) for name in names],
+        )
+        _check_names_free(names, names_taken)
         if len(names) > 1:
             lock_bulk_creates()
         # A host or an address missing for any one raises: the claims and rows of those made
         # before it roll back with the transaction.
         made = [
-            _make_instance(actor, request, name, image, flavor, keys, groups, password, shared=shared)
+            _make_instance(actor, request, name, image, flavor, keys, groups, password, labels_taken, shared=shared)
             for name, password in zip(names, passwords, strict=True)
         ]
         idempotency.bind(key_row, made)
@@ -389,12 +408,14 @@ def _make_instance(
     keys: list,
     groups: list,
     password: tuple[str, str],
+    labels_taken: set[str],
     *,
     shared: bool,
 ) -> Instance:
     """Claim a host (`shared`: one with a shared pool) and an address for one instance, write
     its rows and queue its build on commit. The caller holds the tenant's quota row lock in an
-    open transaction."""
+    open transaction; `labels_taken`: the DNS labels its tenant's live instances hold (this
+    one's is added)."""
     host, pool, address = _place_with_address(request.size, image, shared=shared)
     plain, password_hash = password
     instance = Instance(
@@ -415,19 +436,27 @@ def _make_instance(
         instance.flavor = flavor  # the answer shows its name
     instance.mac_address = mac_for(instance.id)
     instance.ip_address = address
-    instance.dns_label = dns.choose_label(instance, name)  # under the quota row lock
-    instance.save()
-    # A new instance has no groups yet: set() would read them first.
-    Instance.security_groups.through.objects.bulk_create(
-        Instance.security_groups.through(instance=instance, securitygroup=group) for group in groups
+    instance.dns_label = dns.choose_label(instance, name, taken=labels_taken)
+    labels_taken.add(instance.dns_label)  # the next of a bulk create sees it
+    # Its rows in one round trip (the transaction holds the tenant's quota row lock, so its
+    # length is how fast one tenant's creates go): the instance, its groups (none yet, so no
+    # set(), which would read them first), its address, its action and audit records.
+    groups_through = Instance.security_groups.through
+    rows.insert_together(
+        [
+            instance,
+            *(groups_through(instance=instance, securitygroup=group) for group in groups),
+            IpAllocation(pool=pool, address=address, instance=instance),
+            action_row(instance, "create", actor=actor, image=str(image.pk), size=request.size.as_json()),
+            audit_event(actor, "instance.create", target=str(instance.pk), name=instance.name),
+        ]
     )
     # Its group peers on other hosts learn its address; its own host applies its filters
     # in the build, before the guest first runs.
     firewall.queue_sync(actor.tenant.pk, except_host=host.pk)
-    IpAllocation.objects.create(pool=pool, address=address, instance=instance)
-    record_action(instance, "create", actor=actor, image=str(image.pk), size=request.size.as_json())
-    audit(actor, "instance.create", target=str(instance.pk), name=instance.name)
     _enqueue(tasks.provision, instance)
+    # As accepted, no step has run: its answer need not ask the action log.
+    instance.steps_done = 0
     if request.generate_password:
         # Shown to the caller this once; an idempotent replay of the request does not have it.
         instance.generated_password = plain

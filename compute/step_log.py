@@ -23,8 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models.signals import post_save, pre_save
+from django.db.models.signals import post_save
 
+from base import rows
 from compute.models import InstanceAction
 
 FINISH_FIELDS = frozenset({"status", "error", "duration_ms"})
@@ -114,19 +115,12 @@ def interrupt_stale(instance_id, error: str) -> None:
 
 def start(row: InstanceAction) -> None:
     """Insert a step's row (status running), with the writes waiting, in one statement."""
-    pre_save.send(sender=InstanceAction, instance=row, raw=False, using="default", update_fields=None)
-    fields = [f for f in InstanceAction._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    values = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in fields]
-    insert = f"INSERT INTO {_table()} ({columns}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING id"  # noqa: S608
+    insert, values = rows.insert_sql(row)
     earlier = _take()
     sql, params = _with(earlier, insert, values)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        row.id = cursor.fetchone()[0]
-    row._state.adding = False
-    row._state.db = "default"
-    post_save.send(sender=InstanceAction, instance=row, created=True, update_fields=None, raw=False, using="default")
+        rows.inserted(row, cursor.fetchone()[0])
     _written(earlier)
 
 

@@ -51,9 +51,18 @@ class InvitationInvalid(Invalid):
 
 def audit(actor: Actor | None, action: str, *, tenant: Tenant | None = None, target: str = "", **detail) -> AuditEvent:
     """Record who did what. `actor=None` means the system did it."""
+    event = audit_event(actor, action, tenant=tenant, target=target, **detail)
+    event.save()
+    return event
+
+
+def audit_event(
+    actor: Actor | None, action: str, *, tenant: Tenant | None = None, target: str = "", **detail
+) -> AuditEvent:
+    """The record `audit` writes, not written yet (for a caller that writes several rows at once)."""
     if actor is not None and actor.access_key is not None:
         detail = {"access_key": actor.access_key.access_key_id, **detail}
-    return AuditEvent.objects.create(
+    return AuditEvent(
         tenant=tenant or (actor.tenant if actor else None),
         user=actor.user if actor else None,
         token=actor.token if actor else None,

@@ -53,6 +53,21 @@ def test_it_makes_n_instances_named_from_the_pattern(alice, tenant_a, host, imag
     assert all(i.state == "building" and i.security_groups.count() == 1 for i in made)
 
 
+def test_each_of_a_bulk_create_gets_a_dns_label_no_other_holds(alice, tenant_a, host, image, flavor):
+    # given: a pattern whose number falls past a DNS label's 63 characters, so every name of
+    # the batch cuts down to one label
+    who = actor(alice, tenant_a)
+    # when
+    made = services.instances_create(actor=who, request=request_for(image, flavor, "a" * 70 + "-{n}"), count=3)
+    # then: the first has it, the others are told apart by their ids
+    first, *others = made
+    assert first.dns_label == "a" * 63
+    assert [i.dns_label for i in others] == [f"{'a' * 56}-{i.pk.hex[:6]}" for i in others]
+    # when: one more, one at a time, whose name cuts down to it too
+    one = services.instance_create(actor=who, request=request_for(image, flavor, "a" * 64))
+    assert one.dns_label == f"{'a' * 56}-{one.pk.hex[:6]}"
+
+
 def test_it_pads_the_number_when_the_pattern_asks(alice, tenant_a, host, image, flavor):
     made = services.instances_create(
         actor=actor(alice, tenant_a), request=request_for(image, flavor, "db-{n:02}.eu"), count=3

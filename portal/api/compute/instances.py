@@ -163,6 +163,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
             image_id=str(v["image"]),
             size=v["size"],
             flavor_id=str(v["flavor"]) if v.get("flavor") else None,
+            flavor=v.get("flavor_row"),
             ssh_key_ids=tuple(str(k) for k in v.get("ssh_key_ids", [])),
             user_data=v.get("user_data", ""),
             password=v.get("password", ""),

@@ -157,8 +157,10 @@ class InstanceSerializer(serializers.ModelSerializer):
         ]
 
     def to_representation(self, instance) -> dict:
-        building = instance.state == InstanceState.BUILDING
-        done = progress.steps_done([instance.pk]).get(instance.pk, 0) if building else 0
+        done = getattr(instance, "steps_done", None)  # known to whoever just made it
+        if done is None:
+            building = instance.state == InstanceState.BUILDING
+            done = progress.steps_done([instance.pk]).get(instance.pk, 0) if building else 0
         return instance_summary(summary_row(instance), done)
 
 

@@ -52,6 +52,7 @@ class SizeInputMixin(serializers.Serializer):
         if attrs.get("flavor"):
             flavor = services.resolve_flavor(attrs["flavor"])
             attrs["size"] = Size.of_flavor(flavor)
+            attrs["flavor_row"] = flavor  # the service need not read it again
         elif custom:
             if errors := custom_size_errors(custom):
                 raise serializers.ValidationError(errors)
