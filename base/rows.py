@@ -15,9 +15,10 @@ from django.db.models import Model
 from django.db.models.signals import post_save, pre_save
 
 
-def insert_sql(row: Model) -> tuple[str, list]:
+def insert_sql(row: Model, *, only_if: tuple[str, list] | None = None) -> tuple[str, list]:
     """`INSERT ... RETURNING pk` for a new row (its pre_save signal sent): SQL and parameters.
-    An auto-increment key is left to the database; any other goes in with the row."""
+    An auto-increment key is left to the database; any other goes in with the row.
+    `only_if`: a condition (SQL and its parameters) without which nothing is inserted."""
     meta = row._meta
     pre_save.send(sender=type(row), instance=row, raw=False, using="default", update_fields=None)
     fields = [f for f in meta.concrete_fields if not (f.primary_key and f.db_returning)]
@@ -26,6 +27,10 @@ def insert_sql(row: Model) -> tuple[str, list]:
     values = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in fields]
     placeholders = ", ".join(["%s"] * len(values))
     table, pk = quote(meta.db_table), quote(meta.pk.column)
+    if only_if is not None:
+        condition, condition_params = only_if
+        sql = f"INSERT INTO {table} ({columns}) SELECT {placeholders} WHERE {condition} RETURNING {pk}"  # noqa: S608
+        return sql, values + condition_params
     return f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {pk}", values  # noqa: S608
 
 

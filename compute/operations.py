@@ -79,11 +79,14 @@ class StepFailed(Exception):
 
 
 @contextmanager
-def step(instance: Instance, action: str, name: str):
-    """Run one step, recording it with its duration; failures carry the step's name."""
+def step(instance: Instance, action: str, name: str, *, while_state: str | None = None):
+    """Run one step, recording it with its duration; failures carry the step's name.
+    `while_state`: run it only if the instance is still in that state (checked as its row is
+    written), else it is superseded."""
     _check_fence(instance)
     row = InstanceAction(instance=instance, action=action, step=name, status=InstanceAction.Status.RUNNING)
-    step_log.start(row)
+    if not step_log.start(row, while_state=while_state):
+        raise Superseded(f"{instance.pk} is no longer {while_state}")
     started = time.monotonic()
     try:
         _fault_pause(action, name)
@@ -211,8 +214,8 @@ def sync_firewall(host_id) -> list[str]:
     return firewall.apply_host(host)
 
 
-def _start(instance: Instance, action: str):
-    with step(instance, action, "start"):
+def _start(instance: Instance, action: str, *, while_state: str | None = None):
+    with step(instance, action, "start", while_state=while_state):
         return instance_driver(instance).start(str(instance.pk))
 
 
@@ -221,9 +224,8 @@ def provision(instance_id) -> str:
     if instance is None:
         return "skipped"
     _build(instance, "create", instance.image)
-    if not Instance.objects.filter(pk=instance.pk, state=S.BUILDING).exists():
-        return "superseded"  # deleted while building: the delete task cleans up
-    status = _start(instance, "create")
+    # Deleted while building: the delete task cleans up (Superseded, when the step begins).
+    status = _start(instance, "create", while_state=S.BUILDING)
     # A retried instance that ran before keeps its launch time.
     launched_at = instance.launched_at or timezone.now()
     _settle(

@@ -26,7 +26,7 @@ from django.db import connection
 from django.db.models.signals import post_save
 
 from base import rows
-from compute.models import InstanceAction
+from compute.models import Instance, InstanceAction
 
 FINISH_FIELDS = frozenset({"status", "error", "duration_ms"})
 
@@ -113,15 +113,28 @@ def interrupt_stale(instance_id, error: str) -> None:
     )
 
 
-def start(row: InstanceAction) -> None:
-    """Insert a step's row (status running), with the writes waiting, in one statement."""
-    insert, values = rows.insert_sql(row)
+def start(row: InstanceAction, *, while_state: str | None = None) -> bool:
+    """Insert a step's row (status running), with the writes waiting, in one statement.
+    `while_state`: only if the instance is still in that state (False: it is not, and no row
+    was inserted; the waiting writes were made all the same)."""
+    only_if = None
+    if while_state is not None:
+        instance = Instance._meta
+        only_if = (
+            f"EXISTS (SELECT 1 FROM {instance.db_table} WHERE {instance.pk.column} = %s AND state = %s)",  # noqa: S608
+            [row.instance_id, while_state],
+        )
+    insert, values = rows.insert_sql(row, only_if=only_if)
     earlier = _take()
     sql, params = _with(earlier, insert, values)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows.inserted(row, cursor.fetchone()[0])
+        inserted = cursor.fetchone()
     _written(earlier)
+    if inserted is None:
+        return False
+    rows.inserted(row, inserted[0])
+    return True
 
 
 def finish(row: InstanceAction, *, at_once: bool) -> None:

@@ -2,11 +2,12 @@
 
 import libvirt
 import pytest
+from django.db.models.signals import post_save
 
-from compute import operations
+from compute import operations, tasks
 from compute.driver_refs import host_ref
 from compute.drivers.libvirt import connect, disk_volume, driver_for, power_off, seed_volume
-from compute.models import Host, Instance, IpAllocation
+from compute.models import Host, Instance, InstanceAction, IpAllocation
 
 
 def wait_state(api_client, instance_id, state):
@@ -86,3 +87,25 @@ def test_a_stop_that_meets_a_guest_just_powering_itself_off_ends_stopped(buildin
     dom.undefine()
     with pytest.raises(libvirt.libvirtError):
         power_off(dom)
+
+
+def test_a_build_whose_instance_left_building_does_not_start_it(building):
+    # given: the instance is taken out of BUILDING while its build defines the domain (its
+    # state changed in the database alone, as by a delete whose task has not run yet)
+    def leave_building(sender, instance, **kwargs):
+        if instance.step == "define" and instance.pk is not None:
+            Instance.objects.filter(pk=building.pk).update(state="deleting")
+
+    post_save.connect(leave_building, sender=InstanceAction, dispatch_uid="leave-building")
+    try:
+        # when
+        result = tasks.provision.apply(args=[str(building.pk)]).get()
+    finally:
+        post_save.disconnect(sender=InstanceAction, dispatch_uid="leave-building")
+    # then: superseded before the start step; the guest was never started
+    assert result == "superseded"
+    steps = dict(InstanceAction.objects.filter(instance=building).exclude(step="").values_list("step", "status"))
+    assert "start" not in steps
+    assert steps["define"] == "done"  # the step before says how it ended
+    assert not connect(building.host.uri).lookupByUUIDString(str(building.pk)).isActive()
+    assert Instance.objects.get(pk=building.pk).state == "deleting"
